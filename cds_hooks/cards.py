@@ -1,0 +1,467 @@
+"""Graded results -> CDS Hooks cards: summary, evidence table, gaps, and actionable suggestions.
+
+Cards are typed models (``cds.py``), never JSON text. Every suggestion is a whole FHIR R4 resource
+the EHR can accept; a dose is offered only when ``dosing.py`` says every limit allows it.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .cds import Action, Card, Coding, Link, Source, Suggestion
+from .dosing import TocilizumabAdvice
+from .evaluate import Evaluation
+from .fhir_time import iso
+from .grading import GradeResult, Status
+
+EXTENSION_KEY = "crs-cds-hooks.grading"
+ASTCT_URL = "https://doi.org/10.1016/j.bbmt.2018.12.758"
+ASCO_URL = "https://doi.org/10.1200/JCO.21.01992"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+ATC = "http://www.whocc.no/atc"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+UCUM = "http://unitsofmeasure.org"
+OVERRIDE_SYSTEM = "https://crs-cds-hooks.example.org/CodeSystem/override-reason"
+ADULT_AGE_YEARS = 18
+
+CRS_DIAGNOSIS = {1: "D89.831", 2: "D89.832", 3: "D89.833", 4: "D89.834"}
+SEMANTIC_TAG = re.compile(r"\s*\((physical object|procedure|regime/therapy|substance)\)\s*$")
+Indicator = Literal["info", "warning", "critical"]
+INDICATOR: dict[int, Indicator] = {1: "info", 2: "warning", 3: "critical", 4: "critical"}
+
+OVERRIDE_REASONS = [
+    Coding(
+        system=OVERRIDE_SYSTEM, code="fever-other-cause", display="Fever attributed to another cause (e.g. infection)"
+    ),
+    Coding(system=OVERRIDE_SYSTEM, code="already-treated", display="Already treated or ordered"),
+    Coding(system=OVERRIDE_SYSTEM, code="data-incorrect", display="Charted data are incorrect"),
+    Coding(system=OVERRIDE_SYSTEM, code="clinical-judgement", display="Clinical judgement: not appropriate now"),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CardOptions:
+    source_label: str = "CRS grading (ASTCT 2019 consensus)"
+    card_for_grade_zero: bool = False
+    smart_app_url: str | None = None
+
+
+def build_cards(evaluation: Evaluation, options: CardOptions | None = None) -> list[Card]:
+    """The cards for one evaluation: a graded card, or none for grade 0 with complete data."""
+    opts = options or CardOptions()
+    result = evaluation.primary
+    masked_zero = result.grade == 0 and result.components.get("fever") == "masked"
+    wants_card = result.indeterminate or (result.grade or 0) >= 1 or masked_zero or opts.card_for_grade_zero
+    cards: list[Card] = []
+    if wants_card:
+        cards.append(_grade_card(evaluation, opts))
+    elif result.alerts:
+        cards.append(_alert_card(evaluation, opts))
+    return cards
+
+
+def _grade_card(evaluation: Evaluation, opts: CardOptions) -> Card:
+    result = evaluation.primary
+    suggestions = _suggestions(evaluation) if result.grade is not None and result.grade >= 1 else []
+    if result.grade is None and (result.grade_at_least or 0) >= 1:
+        suggestions = _suggestions(evaluation, grade=result.grade_at_least)
+    return Card(
+        uuid=str(uuid.uuid4()),
+        summary=summary_line(result),
+        detail=_detail(evaluation),
+        indicator=_indicator(result),
+        source=_source(opts),
+        suggestions=suggestions or None,
+        selectionBehavior="any" if suggestions else None,
+        overrideReasons=OVERRIDE_REASONS,
+        links=_links(opts),
+        extension={EXTENSION_KEY: [r.to_json() for r in evaluation.results]},
+    )
+
+
+def _alert_card(evaluation: Evaluation, opts: CardOptions) -> Card:
+    result = evaluation.primary
+    return Card(
+        uuid=str(uuid.uuid4()),
+        summary=_clip(f"CRS grade 0 (ASTCT), but: {result.alerts[0]}"),
+        detail=_detail(evaluation),
+        indicator="warning",
+        source=_source(opts),
+        overrideReasons=OVERRIDE_REASONS,
+        links=_links(opts),
+        extension={EXTENSION_KEY: [r.to_json() for r in evaluation.results]},
+    )
+
+
+def _indicator(result: GradeResult) -> Indicator:
+    if result.grade is None:
+        return "info"
+    return INDICATOR.get(result.grade, "info")
+
+
+def _source(opts: CardOptions) -> Source:
+    return Source(
+        label=opts.source_label,
+        url=ASTCT_URL,
+        topic=Coding(
+            system="https://crs-cds-hooks.example.org/CodeSystem/topic", code="crs-grade", display="CRS grade"
+        ),
+    )
+
+
+def _links(opts: CardOptions) -> list[Link]:
+    links = [
+        Link(label="ASTCT consensus grading (Lee 2019)", url=ASTCT_URL, type="absolute"),
+        Link(label="ASCO guideline: CAR-T toxicity management (2021)", url=ASCO_URL, type="absolute"),
+    ]
+    if opts.smart_app_url:
+        links.append(Link(label="CRS course (SMART app)", url=opts.smart_app_url, type="smart"))
+    return links
+
+
+def _clip(text: str, limit: int = 139) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def summary_line(result: GradeResult) -> str:
+    """A line a nurse can act on: the grade and the findings that set it (< 140 characters)."""
+    findings: list[str] = []
+    fever = next((e for e in result.evidence if e.criterion == "fever"), None)
+    if fever is not None and fever.status is Status.MET:
+        findings.append(f"{fever.value} °C")
+    elif result.components.get("fever") == "masked":
+        findings.append("fever masked by therapy")
+    pressors = [e for e in result.evidence if e.criterion == "vasopressor"]
+    if pressors:
+        findings.append(f"{len(pressors)} vasopressor{'s' if len(pressors) > 1 else ''}")
+    else:
+        low = next((e for e in result.evidence if e.criterion == "hypotension" and e.status is Status.MET), None)
+        if low is not None:
+            findings.append(f"BP {low.value:g} mmHg" if isinstance(low.value, float) else "hypotension")
+    oxygen = [e for e in result.evidence if e.criterion == "oxygen" and e.status is Status.MET]
+    if oxygen:
+        findings.append(_oxygen_phrase(oxygen))
+    if result.grade is None:
+        head = "CRS grade indeterminate (ASTCT)"
+        if result.grade_at_least:
+            head += f": at least {result.grade_at_least}"
+        missing = result.missing[0].split(":")[0] if result.missing else "data missing"
+        return _clip(f"{head}; {missing}" + (f"; {', '.join(findings)}" if findings else ""))
+    text = f"CRS grade {result.grade} (ASTCT)"
+    if findings:
+        text += ": " + ", ".join(findings)
+    if result.worst_grade is not None and result.worst_grade > result.grade:
+        text += f" (worst {result.worst_grade} in 72 h)"
+    return _clip(text)
+
+
+def _oxygen_phrase(oxygen: Sequence[Any]) -> str:
+    device = next((e.value for e in oxygen if isinstance(e.value, str)), None)
+    flow = next((e.value for e in oxygen if e.unit == "L/min"), None)
+    parts = [_short_display(str(device)) if device else "oxygen"]
+    if flow is not None:
+        parts.append(f"{flow:g} L/min")
+    return _clip(" ".join(parts), 60)
+
+
+def _short_display(display: str) -> str:
+    """``Oxygen nasal cannula (physical object)`` -> ``oxygen nasal cannula`` for the summary."""
+    trimmed = SEMANTIC_TAG.sub("", display).strip()
+    return trimmed[:1].lower() + trimmed[1:] if trimmed[:2].istitle() or trimmed[:1].isupper() else trimmed
+
+
+# -- detail ---------------------------------------------------------------------------------
+
+
+def _cell(value: object) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ") if value is not None else ""
+
+
+def _detail(evaluation: Evaluation) -> str:
+    result = evaluation.primary
+    lines: list[str] = []
+    if result.grade is not None:
+        lines.append(f"**ASTCT CRS grade {result.grade}** at {iso(result.at)}.")
+    else:
+        at_least = f" (at least {result.grade_at_least})" if result.grade_at_least else ""
+        lines.append(
+            f"**ASTCT CRS grade indeterminate{at_least}** at {iso(result.at)}: the data cannot exclude a higher grade."
+        )
+    if result.worst_grade is not None and result.worst_grade_at is not None:
+        lines.append(
+            f"Worst grade in the look-back window: **{result.worst_grade}** (at {iso(result.worst_grade_at)})."
+        )
+    if result.evidence:
+        lines += ["", "| Criterion | Status | Value | Threshold | Time | Source |", "|---|---|---|---|---|---|"]
+        for e in result.evidence:
+            value = f"{e.value:g} {e.unit or ''}".strip() if isinstance(e.value, float) else _cell(e.value)
+            lines.append(
+                f"| {_cell(e.criterion)} | {e.status.value} | {_cell(value)} | {_cell(e.threshold)} | "
+                f"{iso(e.time) if e.time else ''} | {_cell(e.reference)} |"
+            )
+    for title, items in (
+        ("Missing", result.missing),
+        ("Alerts", result.alerts),
+        ("Assumptions", result.assumptions),
+        ("Not used as evidence", tuple(f"{n.reference}: {n.reason}" for n in result.not_evidence)),
+    ):
+        if items:
+            lines += ["", f"**{title}**", *(f"- {_cell(item)}" for item in items[:20])]
+            if len(items) > 20:
+                lines.append(f"- … and {len(items) - 20} more")
+    if len(evaluation.results) > 1:
+        lines += ["", "| System | Grade | Worst |", "|---|---|---|"]
+        for other in evaluation.results:
+            lines.append(f"| {other.system} | {_grade_text(other.grade)} | {_grade_text(other.worst_grade)} |")
+    lines += ["", "**Suggested management** (ASCO 2021; institutional protocols apply)", *_management_lines(evaluation)]
+    lines += ["", "**Choices in force**", *(f"- {k}: {v}" for k, v in result.choices.items())]
+    lines += ["", f"Grading: {result.citation}. Grade 5 is never inferred."]
+    return "\n".join(lines)
+
+
+def _grade_text(grade: int | None) -> str:
+    return "indeterminate" if grade is None else str(grade)
+
+
+def _management_lines(evaluation: Evaluation) -> list[str]:
+    result = evaluation.primary
+    grade = result.grade if result.grade is not None else (result.grade_at_least or 0)
+    advice = evaluation.tocilizumab
+    lines: list[str] = []
+    if grade >= 1:
+        lines.append(
+            "- Antipyretics, IV fluids, symptomatic care; antibiotics if neutropenic or infected. "
+            "Fever > 3 days or refractory: manage as grade 2."
+        )
+        lines.append("- Monitor fever, DIC, haematology, and pulmonary, cardiac, renal and hepatic function.")
+    if grade >= 2:
+        lines.append(
+            "- Tocilizumab; fluid boluses; dexamethasone 10 mg IV q6h if hypotension persists after 1-2 "
+            "anti-IL-6 doses; vasopressors and ICU if hypotension persists."
+        )
+    if grade >= 3:
+        lines.append("- ICU; tocilizumab if the 24 h maximum is not reached; dexamethasone 10 mg IV q6h.")
+    if grade >= 4:
+        lines.append("- ICU and ventilatory support as needed; methylprednisolone 1000 mg/day IV (or 500 mg q12h).")
+    if grade >= 2:
+        if advice.dose_mg is not None:
+            lines.append(f"- Tocilizumab dose now: **{advice.dose_mg:g} mg IV** over 1 h ({advice.calculation}).")
+        else:
+            lines.append(f"- Tocilizumab: no dose offered: {advice.reason}.")
+        if advice.weight_note:
+            lines.append(f"- {advice.weight_note}")
+        if evaluation.age_years is None or evaluation.age_years < ADULT_AGE_YEARS:
+            lines.append("- Steroid doses are offered for adults only; paediatric dosing per institutional protocol.")
+    if not lines:
+        lines.append("- No CRS-directed treatment while the grade is 0; keep monitoring.")
+    return lines
+
+
+# -- suggestions ----------------------------------------------------------------------------
+
+
+def _suggestions(evaluation: Evaluation, *, grade: int | None = None) -> list[Suggestion]:
+    result = evaluation.primary
+    level = grade if grade is not None else (result.grade or 0)
+    patient = evaluation.patient_reference
+    if patient is None:
+        return []
+    adult = evaluation.age_years is not None and evaluation.age_years >= ADULT_AGE_YEARS
+    reason = _reason(level)
+    out: list[Suggestion] = []
+    if level >= 2:
+        toci = _tocilizumab(evaluation.tocilizumab, patient, reason, evaluation)
+        if toci is not None:
+            out.append(toci)
+        out.append(_fluids(patient, reason))
+    if level == 1:
+        out.append(
+            _simple_med(
+                label="Antipyretic: acetaminophen (dose per protocol)",
+                name="acetaminophen",
+                coding=(ATC, "N02BE01"),
+                patient=patient,
+                reason=reason,
+                dosage_text="Dose per institutional protocol (weight-based in children).",
+            )
+        )
+    tocilizumab_given = evaluation.tocilizumab.doses_total >= 1
+    hypotension = int(result.components.get("hypotensionGrade", 0)) >= 2
+    if adult and (level == 3 or (level == 2 and hypotension and tocilizumab_given)):
+        out.append(
+            _dosed_med(
+                label="Dexamethasone 10 mg IV every 6 h",
+                name="dexamethasone",
+                rxnorm="3264",
+                mg=10,
+                frequency="every 6 hours",
+                every_hours=6,
+                patient=patient,
+                reason=reason,
+            )
+        )
+    if adult and level >= 4:
+        out.append(
+            _dosed_med(
+                label="Methylprednisolone 1000 mg IV daily",
+                name="methylprednisolone",
+                rxnorm="6902",
+                mg=1000,
+                frequency="once daily",
+                every_hours=24,
+                patient=patient,
+                reason=reason,
+            )
+        )
+    if level >= 3:
+        out.append(
+            _service(
+                "Transfer to intensive care", "Transfer to intensive care unit for CRS monitoring", patient, reason
+            )
+        )
+    return out
+
+
+def _reason(grade: int) -> list[dict[str, Any]]:
+    code = CRS_DIAGNOSIS.get(grade)
+    concept: dict[str, Any] = {"text": f"Cytokine release syndrome, ASTCT grade {grade}"}
+    if code:
+        concept["coding"] = [{"system": ICD10CM, "code": code, "display": f"Cytokine release syndrome, grade {grade}"}]
+    return [concept]
+
+
+def _tocilizumab(
+    advice: TocilizumabAdvice, patient: str, reason: list[dict[str, Any]], evaluation: Evaluation
+) -> Suggestion | None:
+    if advice.dose_mg is None:
+        return None
+    dose = advice.dose_mg
+    text = (
+        f"{dose:g} mg IV over 1 hour ({advice.calculation}). Repeat only if no clinical improvement, "
+        "at least 8 h apart; no more than 3 doses in 24 h and 4 in total."
+    )
+    resource = {
+        "resourceType": "MedicationRequest",
+        "status": "draft",
+        "intent": "proposal",
+        "medicationCodeableConcept": {
+            "coding": [
+                {"system": RXNORM, "code": "612865", "display": "tocilizumab"},
+                {"system": ATC, "code": "L04AC07", "display": "tocilizumab"},
+            ],
+            "text": "tocilizumab",
+        },
+        "subject": {"reference": patient},
+        "authoredOn": iso(evaluation.at),
+        "reasonCode": reason,
+        "dosageInstruction": [
+            {
+                "text": text,
+                "route": {"text": "intravenous"},
+                "doseAndRate": [{"doseQuantity": {"value": dose, "unit": "mg", "system": UCUM, "code": "mg"}}],
+                "maxDosePerAdministration": {"value": 800, "unit": "mg", "system": UCUM, "code": "mg"},
+            }
+        ],
+    }
+    return Suggestion(
+        label=f"Tocilizumab {dose:g} mg IV over 1 h",
+        uuid=str(uuid.uuid4()),
+        isRecommended=True,
+        actions=[
+            Action(
+                type="create", description=f"Order tocilizumab {dose:g} mg IV ({advice.calculation})", resource=resource
+            )
+        ],
+    )
+
+
+def _dosed_med(
+    *,
+    label: str,
+    name: str,
+    rxnorm: str,
+    mg: float,
+    frequency: str,
+    every_hours: int,
+    patient: str,
+    reason: list[dict[str, Any]],
+) -> Suggestion:
+    resource = {
+        "resourceType": "MedicationRequest",
+        "status": "draft",
+        "intent": "proposal",
+        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": rxnorm, "display": name}], "text": name},
+        "subject": {"reference": patient},
+        "reasonCode": reason,
+        "dosageInstruction": [
+            {
+                "text": f"{mg:g} mg IV {frequency} (ASCO 2021 CRS guidance)",
+                "route": {"text": "intravenous"},
+                "timing": {"repeat": {"frequency": 1, "period": every_hours, "periodUnit": "h"}},
+                "doseAndRate": [{"doseQuantity": {"value": mg, "unit": "mg", "system": UCUM, "code": "mg"}}],
+            }
+        ],
+    }
+    return Suggestion(
+        label=label,
+        uuid=str(uuid.uuid4()),
+        actions=[Action(type="create", description=f"Order {label.lower()}", resource=resource)],
+    )
+
+
+def _simple_med(
+    *,
+    label: str,
+    name: str,
+    coding: tuple[str, str] | None,
+    patient: str,
+    reason: list[dict[str, Any]],
+    dosage_text: str,
+) -> Suggestion:
+    """A medication suggested without a computed dose: the dose is the prescriber's."""
+    medication: dict[str, Any] = {"text": name}
+    if coding is not None:
+        medication["coding"] = [{"system": coding[0], "code": coding[1], "display": name}]
+    resource = {
+        "resourceType": "MedicationRequest",
+        "status": "draft",
+        "intent": "proposal",
+        "medicationCodeableConcept": medication,
+        "subject": {"reference": patient},
+        "reasonCode": reason,
+        "dosageInstruction": [{"text": dosage_text}],
+    }
+    return Suggestion(
+        label=label,
+        uuid=str(uuid.uuid4()),
+        actions=[Action(type="create", description=f"Order {name}; {dosage_text}", resource=resource)],
+    )
+
+
+def _fluids(patient: str, reason: list[dict[str, Any]]) -> Suggestion:
+    return _simple_med(
+        label="IV fluid bolus (volume per protocol)",
+        name="sodium chloride 0.9% intravenous bolus",
+        coding=None,
+        patient=patient,
+        reason=reason,
+        dosage_text="Volume per institutional protocol (weight-based in children); reassess after each bolus.",
+    )
+
+
+def _service(label: str, text: str, patient: str, reason: list[dict[str, Any]]) -> Suggestion:
+    resource = {
+        "resourceType": "ServiceRequest",
+        "status": "draft",
+        "intent": "proposal",
+        "code": {"text": text},
+        "subject": {"reference": patient},
+        "reasonCode": reason,
+    }
+    return Suggestion(
+        label=label, uuid=str(uuid.uuid4()), actions=[Action(type="create", description=text, resource=resource)]
+    )

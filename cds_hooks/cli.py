@@ -1,0 +1,191 @@
+"""The ``crs-cds`` command: ``serve`` runs the service, ``grade`` grades one patient from a file.
+
+``grade`` uses the same extraction, grading and evidence checks as the hook, so what a clinician
+or analyst sees on the command line is what the card says.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvicorn
+from pydantic import ValidationError
+
+from .app import create_app
+from .bundles import flatten, unique
+from .evaluate import Evaluation, Grading, evaluate
+from .extract import SourcedResource
+from .fhir_time import iso, parse_instant
+from .grading import GRADERS
+from .logging_setup import configure_logging
+from .settings import Settings
+from .terminology import MappingError, load_terminology
+from .units import load_units
+
+EXIT_USAGE = 2
+
+
+class InputError(Exception):
+    """The file or the arguments cannot be graded; the message says why."""
+
+
+def read_resources(path: Path) -> list[SourcedResource]:
+    """Resources from a Bundle/resource JSON file or an NDJSON file (one resource per line)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        payloads: list[Any] = [orjson.loads(raw)]
+    except orjson.JSONDecodeError:
+        try:
+            payloads = [orjson.loads(line) for line in raw.splitlines() if line.strip()]
+        except orjson.JSONDecodeError as exc:
+            raise InputError(f"{path} is neither JSON nor NDJSON: {exc}") from exc
+    resources: list[SourcedResource] = []
+    for payload in payloads:
+        flat = flatten(payload)
+        resources.extend(flat.resources)
+    return unique(resources)
+
+
+def patient_id_of(resources: Sequence[SourcedResource], requested: str | None) -> str:
+    """The one patient in the file: its Patient resource, else the subject everything names."""
+    if requested:
+        return requested
+    patients = [r.resource.get("id") for r in resources if r.resource.get("resourceType") == "Patient"]
+    ids = {p for p in patients if isinstance(p, str)}
+    if len(ids) == 1:
+        return ids.pop()
+    if len(ids) > 1:
+        raise InputError(f"the file holds {len(ids)} patients; choose one with --patient")
+    subjects: Counter[str] = Counter()
+    for item in resources:
+        subject = item.resource.get("subject")
+        if (
+            isinstance(subject, dict)
+            and isinstance(subject.get("reference"), str)
+            and "Patient/" in subject["reference"]
+        ):
+            subjects[subject["reference"].rsplit("Patient/", 1)[1]] += 1
+    if len(subjects) == 1:
+        return next(iter(subjects))
+    raise InputError("cannot tell which patient the file is about; pass --patient")
+
+
+def _grading(settings: Settings, systems: Sequence[str] | None) -> Grading:
+    chosen = tuple(systems) if systems else tuple(settings.systems)
+    unknown = [s for s in chosen if s not in GRADERS]
+    if unknown:
+        raise InputError(f"unknown grading systems {unknown}; known: {sorted(GRADERS)}")
+    return Grading(load_terminology(settings.mapping_files), load_units(), settings.grading_config(), chosen)
+
+
+def grade_file(
+    path: Path, *, at: datetime, settings: Settings, patient: str | None = None, systems: Sequence[str] | None = None
+) -> Evaluation:
+    resources = read_resources(path)
+    patient_id = patient_id_of(resources, patient)
+    return evaluate(resources, patient_id=patient_id, at=at, grading=_grading(settings, systems))
+
+
+def as_json(evaluation: Evaluation, patient_id: str) -> dict[str, Any]:
+    return {
+        "patient": evaluation.patient_reference or f"Patient/{patient_id}",
+        "grading": [r.to_json(null_grade=True) for r in evaluation.results],
+    }
+
+
+def as_text(evaluation: Evaluation) -> str:
+    lines: list[str] = []
+    for result in evaluation.results:
+        grade = "indeterminate" if result.grade is None else str(result.grade)
+        if result.grade is None and result.grade_at_least:
+            grade += f" (at least {result.grade_at_least})"
+        worst = "" if result.worst_grade is None else f", worst {result.worst_grade} in the look-back window"
+        lines.append(f"{result.system}: grade {grade} at {iso(result.at)}{worst}")
+        for e in result.evidence:
+            value = f" {e.value:g}" if isinstance(e.value, float) else (f" {e.value}" if e.value is not None else "")
+            unit = f" {e.unit}" if e.unit else ""
+            lines.append(f"  {e.criterion}: {e.status.value}{value}{unit} ({e.reference})")
+        lines += [f"  missing: {m}" for m in result.missing]
+        lines += [f"  alert: {a}" for a in result.alerts]
+        lines += [f"  not evidence: {n.reference}: {n.reason}" for n in result.not_evidence]
+    advice = evaluation.tocilizumab
+    if advice.dose_mg is not None:
+        lines.append(f"tocilizumab dose if indicated: {advice.dose_mg:g} mg IV ({advice.calculation})")
+    else:
+        lines.append(f"tocilizumab: no dose offered: {advice.reason}")
+    return "\n".join(lines)
+
+
+def _parse_at(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    parsed = parse_instant(text)
+    if isinstance(parsed, str):
+        raise InputError(f"--at: {parsed}")
+    return parsed
+
+
+def _cmd_grade(args: argparse.Namespace, settings: Settings) -> int:
+    systems = [s.strip() for s in args.systems.split(",")] if args.systems else None
+    at = _parse_at(args.at)
+    resources = read_resources(Path(args.file))
+    patient_id = patient_id_of(resources, args.patient)
+    evaluation = evaluate(resources, patient_id=patient_id, at=at, grading=_grading(settings, systems))
+    if args.json:
+        sys.stdout.write(orjson.dumps(as_json(evaluation, patient_id), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(as_text(evaluation) + "\n")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    configure_logging(settings.log_level)
+    app = create_app(settings)
+    uvicorn.run(
+        app, host=args.host or settings.host, port=args.port or settings.port, log_config=None, access_log=False
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crs-cds", description="CRS grading CDS Hooks service")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the CDS Hooks service")
+    serve.add_argument("--host", help="bind address (default CRS_CDS_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default CRS_CDS_PORT or 8080)")
+    grade = sub.add_parser("grade", help="grade one patient from a FHIR Bundle (JSON) or NDJSON file")
+    grade.add_argument("file", help="FHIR Bundle JSON, a single resource, or NDJSON")
+    grade.add_argument("--at", help="evaluation time, ISO-8601 with zone (default: now)")
+    grade.add_argument("--json", action="store_true", help="print the machine-readable RESULT")
+    grade.add_argument("--patient", help="patient id, when the file holds several")
+    grade.add_argument("--systems", help="comma-separated grading systems (default CRS_CDS_SYSTEMS)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+        if args.command == "serve":
+            return _cmd_serve(args, settings)
+        return _cmd_grade(args, settings)
+    except (InputError, MappingError) as exc:
+        sys.stderr.write(f"crs-cds: {exc}\n")
+        return EXIT_USAGE
+    except ValidationError as exc:
+        sys.stderr.write(f"crs-cds: invalid settings: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}\n")
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,78 @@
+"""Tocilizumab dose and its limits, computed from the record: a dose is offered only when every
+limit allows it, otherwise the reason is given instead.
+
+Source: Actemra (tocilizumab) US label, CRS section, and the CAR-T product labels as restated in
+ASCO 2021 (Santomasso, J Clin Oncol 2021;39:3978): 8 mg/kg IV over 1 h for weight >= 30 kg,
+12 mg/kg for < 30 kg, never more than 800 mg per dose; repeat only if no clinical improvement,
+at least 8 h apart; no more than 3 doses in 24 h and 4 in total.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from .fhir_time import iso
+from .findings import Administration, PatientRecord, Weight
+
+MG_PER_KG_ADULT = 8.0
+MG_PER_KG_UNDER_30_KG = 12.0
+WEIGHT_CUTOFF_KG = 30.0
+MAX_DOSE_MG = 800.0
+MIN_INTERVAL = timedelta(hours=8)
+MAX_DOSES_PER_24H = 3
+MAX_DOSES_TOTAL = 4
+WEIGHT_STALE_AFTER = timedelta(days=30)
+"""A weight older than this is still used but flagged [choice]."""
+
+
+@dataclass(frozen=True, slots=True)
+class TocilizumabAdvice:
+    dose_mg: float | None
+    """The dose to offer, or None when no dose may be offered (see ``reason``)."""
+    reason: str | None
+    weight: Weight | None = None
+    mg_per_kg: float | None = None
+    doses_last_24h: int = 0
+    doses_total: int = 0
+    last_dose: Administration | None = None
+    weight_note: str | None = None
+
+    @property
+    def calculation(self) -> str:
+        if self.dose_mg is None or self.weight is None or self.mg_per_kg is None:
+            return ""
+        raw = self.weight.kg * self.mg_per_kg
+        capped = " capped at 800 mg" if raw > MAX_DOSE_MG else ""
+        return f"{self.mg_per_kg:g} mg/kg x {self.weight.kg:g} kg = {raw:g} mg{capped}"
+
+
+def tocilizumab_advice(record: PatientRecord, at: datetime) -> TocilizumabAdvice:
+    """The dose allowed now, or why none is."""
+    given = [a for a in record.administrations if a.agent == "tocilizumab" and a.start <= at]
+    last = max(given, key=lambda a: a.start, default=None)
+    in_24h = sum(1 for a in given if a.start > at - timedelta(hours=24))
+    refused = TocilizumabAdvice(None, None, doses_last_24h=in_24h, doses_total=len(given), last_dose=last)
+    if len(given) >= MAX_DOSES_TOTAL:
+        return replace(refused, reason=f"{len(given)} doses already given: the maximum is {MAX_DOSES_TOTAL} in total")
+    if in_24h >= MAX_DOSES_PER_24H:
+        return replace(refused, reason=f"{in_24h} doses in the last 24 h: the maximum is {MAX_DOSES_PER_24H}")
+    if last is not None and at - last.start < MIN_INTERVAL:
+        return replace(
+            refused,
+            reason=(
+                f"last dose at {iso(last.start)} ({last.reference}): "
+                f"the next is allowed from {iso(last.start + MIN_INTERVAL)}"
+            ),
+        )
+    weights = [w for w in record.weights if w.time <= at]
+    if not weights:
+        return replace(refused, reason="no body weight charted: no dose is computed")
+    weight = weights[-1]
+    per_kg = MG_PER_KG_UNDER_30_KG if weight.kg < WEIGHT_CUTOFF_KG else MG_PER_KG_ADULT
+    dose = min(MAX_DOSE_MG, float(math.floor(weight.kg * per_kg)))
+    note = None
+    if at - weight.time > WEIGHT_STALE_AFTER:
+        note = f"weight charted {iso(weight.time)}, more than 30 days ago: confirm it"
+    return TocilizumabAdvice(dose, None, weight, per_kg, in_24h, len(given), last, note)

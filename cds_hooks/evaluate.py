@@ -1,0 +1,85 @@
+"""From one patient's resources to graded results: extract, grade, validate the evidence, repeat.
+
+The one place the stages meet, used by the hook service and the CLI alike, so both grade the
+same way. Pure apart from model validation: no I/O, no clock (the caller passes ``at``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from .dosing import TocilizumabAdvice, tocilizumab_advice
+from .evidence_check import invalid_references
+from .extract import SourcedResource, extract_record
+from .fhir_time import age_in_years
+from .findings import DataSource, NotEvidence, PatientRecord
+from .grading import GRADERS, GradeResult, GradingConfig
+from .grading.astct import SYSTEM as ASTCT
+from .terminology import Terminology
+from .units import UnitTable
+
+
+@dataclass(frozen=True)
+class Grading:
+    """What the grading needs besides the data: vocabulary, units, windows, systems."""
+
+    terminology: Terminology
+    units: UnitTable
+    config: GradingConfig = field(default_factory=GradingConfig)
+    systems: Sequence[str] = (ASTCT,)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    patient_reference: str | None
+    at: datetime
+    results: tuple[GradeResult, ...]
+    record: PatientRecord
+    tocilizumab: TocilizumabAdvice
+
+    @property
+    def primary(self) -> GradeResult:
+        """The ASTCT result, which drives the card."""
+        return self.results[0]
+
+    @property
+    def age_years(self) -> int | None:
+        return age_in_years(self.record.birth_date, self.at) if self.record.birth_date else None
+
+
+def evaluate(
+    resources: Sequence[SourcedResource],
+    *,
+    patient_id: str | None,
+    at: datetime,
+    grading: Grading,
+    unavailable: Mapping[DataSource, str] | None = None,
+) -> Evaluation:
+    """Grade one patient at ``at``; evidence that fails FHIR R4 validation is dropped and said."""
+    by_reference = {r.reference: r for r in resources}
+    skip: dict[str, str] = {}
+    for _ in range(len(resources) + 1):  # each round drops at least one resource
+        record = extract_record(
+            resources, grading.terminology, grading.units, patient_id=patient_id, skip=frozenset(skip)
+        )
+        record.unavailable.update(unavailable or {})
+        record.not_evidence.extend(NotEvidence(ref, reason) for ref, reason in skip.items())
+        results = tuple(GRADERS[system](record, at, grading.config) for system in _ordered(grading.systems))
+        advice = tocilizumab_advice(record, at)
+        cited = [ref for result in results for ref in (*result.references, *result.worst_grade_references)]
+        if advice.weight is not None:
+            cited.append(advice.weight.reference)
+        if record.patient_reference is not None:
+            cited.append(record.patient_reference)
+        bad = invalid_references(cited, by_reference)
+        if not bad:
+            break
+        skip.update(bad)
+    return Evaluation(record.patient_reference, at, results, record, advice)
+
+
+def _ordered(systems: Sequence[str]) -> list[str]:
+    rest = [s for s in dict.fromkeys(systems) if s != ASTCT]
+    return [ASTCT, *rest]

@@ -1,0 +1,66 @@
+"""Validate the resources a grade rests on against the FHIR R4 (R4B) models.
+
+Extraction reads plain JSON so a hook call does not build models for the hundreds of resources
+that never become evidence. What does become evidence is validated here; a resource that fails
+is dropped from the record and the grade is computed again, so unvalidated data never counts.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable, Mapping
+from functools import cache
+from typing import Any
+
+from pydantic import ValidationError
+
+from .extract import SourcedResource
+
+_MODULES = {
+    "Observation": "observation",
+    "MedicationAdministration": "medicationadministration",
+    "Procedure": "procedure",
+    "Condition": "condition",
+    "Patient": "patient",
+    "Medication": "medication",
+}
+
+
+@cache
+def _validator(resource_type: str) -> Callable[[Mapping[str, Any]], object] | None:
+    module_name = _MODULES.get(resource_type)
+    if module_name is None:
+        return None
+    module = importlib.import_module(f"fhir.resources.R4B.{module_name}")
+    model = getattr(module, resource_type)
+    validate: Callable[[Mapping[str, Any]], object] = model.model_validate
+    return validate
+
+
+def validation_problem(resource: Mapping[str, Any]) -> str | None:
+    """None when the resource is valid FHIR R4, else a short reason (no values echoed)."""
+    validate = _validator(str(resource.get("resourceType")))
+    if validate is None:
+        return None
+    try:
+        validate(resource)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ())) or "resource"
+        return f"fails FHIR R4 validation at {where}: {first.get('type', 'invalid')}"
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # fhir.resources raises these on odd shapes
+        return f"fails FHIR R4 validation: {type(exc).__name__}"
+    return None
+
+
+def invalid_references(references: Iterable[str], resources: Mapping[str, SourcedResource]) -> dict[str, str]:
+    """The evidence references whose resources fail validation, with the reason."""
+    bad: dict[str, str] = {}
+    for reference in dict.fromkeys(references):
+        item = resources.get(reference)
+        if item is None:
+            continue
+        problem = validation_problem(item.resource)
+        if problem is not None:
+            bad[reference] = problem
+    return bad

@@ -1,0 +1,537 @@
+"""FHIR R4 resources (plain JSON) -> typed findings, each with its time and FHIR reference.
+
+This is the only module that knows FHIR shapes (clinical-reference.md section 2). It reads plain
+dicts so that a hook call can skip the resources the grading cannot use without building models
+for them; the resources that end up as evidence are validated against the R4B models afterwards
+(``evidence_check.py``). Anything that looks relevant but cannot be used (status, unit, value,
+time, another patient) becomes a :class:`NotEvidence` with its reason, never a silent drop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from .fhir_time import parse_date, parse_instant
+from .findings import (
+    Administration,
+    BloodPressure,
+    CrsCondition,
+    NotEvidence,
+    OxygenRecord,
+    PatientRecord,
+    SpO2,
+    Temperature,
+    Weight,
+)
+from .terminology import CodeMatch, ConceptKind, MedicationRole, Terminology
+from .units import Converted, Quantity, UnitTable
+
+OBSERVATION_EVIDENCE_STATUSES = frozenset({"final", "amended", "corrected", "preliminary"})
+"""clinical-reference.md section 2; ``entered-in-error``, ``cancelled`` and others are not evidence."""
+
+ADMINISTRATION_EVIDENCE_STATUSES = frozenset({"in-progress", "completed", "stopped", "on-hold"})
+"""``stopped`` counts for the period it ran; ``on-hold`` is not in effect while on hold."""
+
+PROCEDURE_EVIDENCE_STATUSES = frozenset({"in-progress", "completed", "stopped", "on-hold"})
+ACTIVE_CONDITION_STATUSES = frozenset({"active", "recurrence", "relapse"})
+REFUTED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
+
+PLAUSIBLE_RANGES: Mapping[str, tuple[float, float]] = {
+    # Physiological plausibility limits [choice]: values outside are charting errors, not evidence.
+    "body_temperature": (25.0, 45.0),
+    "systolic_blood_pressure": (20.0, 300.0),
+    "diastolic_blood_pressure": (5.0, 250.0),
+    "mean_arterial_pressure": (10.0, 250.0),
+    "oxygen_saturation": (1.0, 100.0),
+    "oxygen_flow": (0.0, 80.0),
+    "inspired_oxygen": (20.0, 100.0),
+    "body_weight": (0.3, 500.0),
+}
+
+_QUANTITY_OF: Mapping[str, Quantity] = {
+    "body_temperature": "temperature",
+    "systolic_blood_pressure": "pressure",
+    "diastolic_blood_pressure": "pressure",
+    "mean_arterial_pressure": "pressure",
+    "oxygen_saturation": "saturation",
+    "oxygen_saturation_on_room_air": "saturation",
+    "oxygen_flow": "oxygen_flow",
+    "inspired_oxygen": "oxygen_fraction",
+    "body_weight": "mass",
+}
+
+ROOM_AIR_FIO2_PERCENT = 21.0
+
+
+@dataclass(frozen=True, slots=True)
+class SourcedResource:
+    """A resource with the reference evidence will cite (``Type/id``, or its fullUrl)."""
+
+    resource: Mapping[str, Any]
+    reference: str
+
+
+def reference_of(resource: Mapping[str, Any], full_url: str | None = None) -> str | None:
+    kind = resource.get("resourceType")
+    rid = resource.get("id")
+    if isinstance(kind, str) and isinstance(rid, str) and rid:
+        return f"{kind}/{rid}"
+    return full_url if isinstance(full_url, str) and full_url else None
+
+
+def _codings(concept: object) -> list[Any]:
+    if isinstance(concept, dict):
+        codings = concept.get("coding")
+        if isinstance(codings, list):
+            return codings
+    return []
+
+
+def _text_candidates(concept: object) -> list[str]:
+    texts: list[str] = []
+    if isinstance(concept, dict):
+        if isinstance(concept.get("text"), str):
+            texts.append(concept["text"])
+        for coding in _codings(concept):
+            if isinstance(coding, dict) and isinstance(coding.get("display"), str):
+                texts.append(coding["display"])
+    return texts
+
+
+def _round_celsius(value: float) -> float:
+    return float(Decimal(repr(value)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+
+
+class Extractor:
+    """Turns one patient's resources into a :class:`PatientRecord`.
+
+    ``patient_id``, when known (the hook context), makes resources about another patient
+    not evidence: a prefetch or a server bug must never mix two patients' data.
+    """
+
+    def __init__(self, terminology: Terminology, units: UnitTable, patient_id: str | None) -> None:
+        self._terms = terminology
+        self._units = units
+        self._patient_id = patient_id
+        self._record = PatientRecord(patient_reference=f"Patient/{patient_id}" if patient_id else None)
+        self._medications: dict[str, Mapping[str, Any]] = {}
+
+    def extract(self, resources: Iterable[SourcedResource], *, skip: frozenset[str] = frozenset()) -> PatientRecord:
+        items = [r for r in resources if r.reference not in skip]
+        for item in items:
+            if item.resource.get("resourceType") == "Medication":
+                self._medications[item.reference] = item.resource
+        handlers = {
+            "Patient": self._patient,
+            "Observation": self._observation,
+            "MedicationAdministration": self._administration,
+            "Procedure": self._procedure,
+            "Condition": self._condition,
+        }
+        for item in items:
+            handler = handlers.get(str(item.resource.get("resourceType")))
+            if handler is not None:
+                handler(item.resource, item.reference)
+        self._record.sort()
+        return self._record
+
+    # -- shared checks -------------------------------------------------------------------
+
+    def _reject(self, reference: str, reason: str) -> None:
+        self._record.not_evidence.append(NotEvidence(reference, reason))
+
+    def _belongs_to_patient(self, resource: Mapping[str, Any], field: str = "subject") -> bool:
+        if self._patient_id is None:
+            return True
+        subject = resource.get(field) or resource.get("patient")
+        if not isinstance(subject, dict) or not isinstance(subject.get("reference"), str):
+            return True  # no subject: the search that returned it was already by patient
+        ref = str(subject["reference"]).rstrip("/")
+        return ref == f"Patient/{self._patient_id}" or ref.endswith(f"/Patient/{self._patient_id}")
+
+    def _convert(self, concept_id: str, quantity: object) -> Converted | str:
+        converted = self._units.convert(_QUANTITY_OF[concept_id], quantity)
+        if isinstance(converted, str):
+            return converted
+        low, high = PLAUSIBLE_RANGES.get(concept_id, (float("-inf"), float("inf")))
+        if not low <= converted.value <= high:
+            return (
+                f"value {converted.original_value:g} {converted.original_unit} is outside the "
+                f"plausible range {low:g}-{high:g} {converted.canonical_unit}"
+            )
+        return converted
+
+    # -- Patient ---------------------------------------------------------------------------
+
+    def _patient(self, resource: Mapping[str, Any], reference: str) -> None:
+        if self._patient_id is not None and resource.get("id") != self._patient_id:
+            self._reject(reference, "a Patient other than the one in the hook context")
+            return
+        self._record.patient_reference = reference
+        self._record.birth_date = parse_date(resource.get("birthDate"))
+        deceased = resource.get("deceasedBoolean") is True or isinstance(resource.get("deceasedDateTime"), str)
+        self._record.deceased = deceased
+
+    # -- Observation -----------------------------------------------------------------------
+
+    def _observation(self, resource: Mapping[str, Any], reference: str) -> None:
+        parts = self._observation_parts(resource)
+        device = self._device_value(resource) if not parts else None
+        if not parts and device is None:
+            return  # not something the grading reads
+        status = resource.get("status")
+        if status not in OBSERVATION_EVIDENCE_STATUSES:
+            self._reject(reference, f"Observation status is {status!r}")
+            return
+        if not self._belongs_to_patient(resource):
+            self._reject(reference, "belongs to another patient")
+            return
+        time = self._observation_time(resource)
+        if isinstance(time, str):
+            self._reject(reference, time)
+            return
+        if device is not None:
+            self._device_record(device, time, reference)
+            return
+        if "dataAbsentReason" in resource and "component" not in resource:
+            self._reject(reference, "no value (dataAbsentReason)")
+            return
+        self._observation_values(parts, time, reference)
+
+    def _observation_parts(self, resource: Mapping[str, Any]) -> list[tuple[str, object]]:
+        """(concept, valueQuantity) for the Observation itself and each of its components."""
+        parts: list[tuple[str, object]] = []
+        own = self._terms.lookup_codings(_codings(resource.get("code")), ConceptKind.OBSERVATION)
+        if own is not None:
+            parts.append((own.concept.id, resource.get("valueQuantity")))
+        components = resource.get("component")
+        if isinstance(components, list):
+            for component in components:
+                if not isinstance(component, dict):
+                    continue
+                match = self._terms.lookup_codings(_codings(component.get("code")), ConceptKind.OBSERVATION)
+                if match is not None and match.concept.id != "blood_pressure_panel":
+                    parts.append((match.concept.id, component.get("valueQuantity")))
+        return parts
+
+    def _device_value(self, resource: Mapping[str, Any]) -> tuple[CodeMatch, str | None] | None:
+        value = resource.get("valueCodeableConcept")
+        match = self._terms.lookup_codings(_codings(value), ConceptKind.OXYGEN_SUPPORT)
+        if match is None:
+            texts = _text_candidates(value)
+            if isinstance(resource.get("valueString"), str):
+                texts.append(resource["valueString"])
+            for text in texts:
+                match = self._terms.lookup_exact_name(text, ConceptKind.OXYGEN_SUPPORT)
+                if match is not None:
+                    break
+        if match is None:
+            return None
+        displays = _text_candidates(value)
+        return match, (displays[0] if displays else resource.get("valueString"))
+
+    @staticmethod
+    def _observation_time(resource: Mapping[str, Any]) -> datetime | str:
+        if "effectiveDateTime" in resource:
+            return parse_instant(resource["effectiveDateTime"])
+        if "effectiveInstant" in resource:
+            return parse_instant(resource["effectiveInstant"])
+        period = resource.get("effectivePeriod")
+        if isinstance(period, dict):
+            return parse_instant(period.get("end") or period.get("start"))
+        return "no effective time"
+
+    def _device_record(self, device: tuple[CodeMatch, str | None], time: datetime, reference: str) -> None:
+        match, display = device
+        room_air = match.concept.id == "room_air"
+        self._record.oxygen.append(
+            OxygenRecord(
+                time=time,
+                reference=reference,
+                device=None if room_air else match.concept.id,
+                device_display=display or match.concept.id.replace("_", " "),
+                room_air=room_air,
+                by_text=match.by_text,
+            )
+        )
+
+    def _observation_values(self, parts: list[tuple[str, object]], time: datetime, reference: str) -> None:
+        values: dict[str, Converted] = {}
+        problems: list[str] = []
+        for concept_id, quantity in parts:
+            if concept_id == "blood_pressure_panel":
+                continue
+            converted = self._convert(concept_id, quantity)
+            if isinstance(converted, str):
+                problems.append(f"{concept_id.replace('_', ' ')}: {converted}")
+            else:
+                values.setdefault(concept_id, converted)
+        for problem in problems:
+            self._reject(reference, problem)
+        if not values:
+            if not problems:
+                self._reject(reference, "no usable value")
+            return
+        if "body_temperature" in values:
+            temp = values["body_temperature"]
+            self._record.temperatures.append(
+                Temperature(
+                    time, _round_celsius(temp.value), f"{temp.original_value:g} {temp.original_unit}", reference
+                )
+            )
+        pressures = {
+            k: values[k].value
+            for k in ("systolic_blood_pressure", "mean_arterial_pressure", "diastolic_blood_pressure")
+            if k in values
+        }
+        if pressures:
+            self._record.blood_pressures.append(
+                BloodPressure(
+                    time,
+                    reference,
+                    systolic_mmhg=pressures.get("systolic_blood_pressure"),
+                    mean_mmhg=pressures.get("mean_arterial_pressure"),
+                    diastolic_mmhg=pressures.get("diastolic_blood_pressure"),
+                )
+            )
+        for saturation in ("oxygen_saturation", "oxygen_saturation_on_room_air"):
+            if saturation in values:
+                self._record.spo2.append(SpO2(time, values[saturation].value, reference))
+        flow = values["oxygen_flow"].value if "oxygen_flow" in values else None
+        fio2 = values["inspired_oxygen"].value if "inspired_oxygen" in values else None
+        on_room_air = "oxygen_saturation_on_room_air" in values
+        if flow is not None or fio2 is not None or on_room_air:
+            room_air = on_room_air or flow == 0 or (flow is None and fio2 is not None and fio2 <= ROOM_AIR_FIO2_PERCENT)
+            self._record.oxygen.append(
+                OxygenRecord(time=time, reference=reference, flow_l_min=flow, fio2_percent=fio2, room_air=room_air)
+            )
+        if "body_weight" in values:
+            weight = values["body_weight"]
+            self._record.weights.append(
+                Weight(time, weight.value, f"{weight.original_value:g} {weight.original_unit}", reference)
+            )
+
+    # -- MedicationAdministration ------------------------------------------------------------
+
+    def _medication_concept(self, resource: Mapping[str, Any]) -> tuple[CodeMatch, str | None] | None:
+        concept: object = resource.get("medicationCodeableConcept")
+        ref = resource.get("medicationReference")
+        if concept is None and isinstance(ref, dict) and isinstance(ref.get("reference"), str):
+            concept = self._referenced_medication_code(resource, ref["reference"])
+        match = self._terms.lookup_codings(_codings(concept), ConceptKind.MEDICATION)
+        texts = _text_candidates(concept)
+        if match is None and isinstance(ref, dict) and isinstance(ref.get("display"), str):
+            texts.append(ref["display"])
+        if match is None:
+            for text in texts:
+                match = self._terms.lookup_name_in_text(text, ConceptKind.MEDICATION)
+                if match is not None:
+                    break
+        if match is None:
+            return None
+        return match, (texts[0] if texts else None)
+
+    def _referenced_medication_code(self, resource: Mapping[str, Any], target: str) -> object:
+        if target.startswith("#"):
+            contained = resource.get("contained")
+            if isinstance(contained, list):
+                for item in contained:
+                    if (
+                        isinstance(item, dict)
+                        and item.get("resourceType") == "Medication"
+                        and item.get("id") == target[1:]
+                    ):
+                        return item.get("code")
+            return None
+        medication = self._medications.get(target) or next(
+            (m for ref, m in self._medications.items() if target.endswith("/" + ref)), None
+        )
+        return medication.get("code") if medication is not None else None
+
+    def _administration(self, resource: Mapping[str, Any], reference: str) -> None:
+        found = self._medication_concept(resource)
+        if found is None:
+            return
+        match, display = found
+        role = match.concept.role
+        assert_role = role if role is not None else MedicationRole.CRS_THERAPY
+        status = resource.get("status")
+        if status not in ADMINISTRATION_EVIDENCE_STATUSES:
+            self._reject(reference, f"MedicationAdministration status is {status!r}")
+            return
+        if not self._belongs_to_patient(resource):
+            self._reject(reference, "belongs to another patient")
+            return
+        span = self._span(resource, "effectiveDateTime", "effectivePeriod", str(status))
+        if isinstance(span, str):
+            self._reject(reference, span)
+            return
+        start, end = span
+        dosage = resource.get("dosage") if isinstance(resource.get("dosage"), dict) else {}
+        assert isinstance(dosage, dict)
+        rate_l_min: float | None = None
+        dose_mg: float | None = None
+        if assert_role is MedicationRole.OXYGEN:
+            rate = dosage.get("rateQuantity")
+            if rate is not None:
+                converted = self._convert("oxygen_flow", rate)
+                if isinstance(converted, str):
+                    self._reject(reference, f"oxygen rate: {converted}")
+                    return
+                rate_l_min = converted.value
+        else:
+            dose = self._units.convert("drug_mass", dosage.get("dose"))
+            dose_mg = dose.value if isinstance(dose, Converted) else None
+            rate = dosage.get("rateQuantity")
+            if (
+                isinstance(rate, dict)
+                and rate.get("value") == 0
+                and assert_role
+                in (
+                    MedicationRole.VASOPRESSOR,
+                    MedicationRole.VASOPRESSIN_ANALOGUE,
+                )
+            ):
+                self._reject(reference, "infusion rate is 0: not running")
+                return
+        administration = Administration(
+            agent=match.concept.id,
+            role=assert_role,
+            start=start,
+            end=end,
+            reference=reference,
+            status=str(status),
+            by_text=match.by_text,
+            dose_mg=dose_mg,
+            rate_l_min=rate_l_min,
+            display=display,
+        )
+        self._record.administrations.append(administration)
+        if assert_role is MedicationRole.OXYGEN:
+            self._record.oxygen.append(
+                OxygenRecord(
+                    time=start,
+                    reference=reference,
+                    device="oxygen_unspecified",
+                    device_display="oxygen (administration, device not stated)",
+                    flow_l_min=rate_l_min,
+                    room_air=rate_l_min == 0,
+                    period_end=end,
+                    is_period=end is None or end != start,
+                )
+            )
+
+    @staticmethod
+    def _span(
+        resource: Mapping[str, Any], instant_field: str, period_field: str, status: str
+    ) -> tuple[datetime, datetime | None] | str:
+        """When it ran: (start, end); end None while in progress. Reasons when unusable."""
+        if instant_field in resource:
+            moment = parse_instant(resource[instant_field])
+            if isinstance(moment, str):
+                return moment
+            return (moment, None) if status == "in-progress" else (moment, moment)
+        period = resource.get(period_field)
+        if not isinstance(period, dict):
+            return "no effective time"
+        start = parse_instant(period.get("start")) if "start" in period else None
+        end = parse_instant(period.get("end")) if "end" in period else None
+        if isinstance(start, str):
+            return start
+        if isinstance(end, str):
+            return end
+        if start is None:
+            if end is None:
+                return "period has neither start nor end"
+            start = end
+        if end is not None and end < start:
+            return "period ends before it starts"
+        if end is None and status != "in-progress":
+            end = start  # ran at least at its start; no evidence of how long
+        return start, end
+
+    # -- Procedure -------------------------------------------------------------------------
+
+    def _procedure(self, resource: Mapping[str, Any], reference: str) -> None:
+        code = resource.get("code")
+        match = self._terms.lookup_codings(_codings(code), ConceptKind.OXYGEN_SUPPORT)
+        if match is None:
+            for text in _text_candidates(code):
+                match = self._terms.lookup_exact_name(text, ConceptKind.OXYGEN_SUPPORT)
+                if match is not None:
+                    break
+        if match is None:
+            return
+        status = resource.get("status")
+        if status not in PROCEDURE_EVIDENCE_STATUSES:
+            self._reject(reference, f"Procedure status is {status!r}")
+            return
+        if not self._belongs_to_patient(resource):
+            self._reject(reference, "belongs to another patient")
+            return
+        span = self._span(resource, "performedDateTime", "performedPeriod", str(status))
+        if isinstance(span, str):
+            self._reject(reference, span)
+            return
+        start, end = span
+        displays = _text_candidates(code)
+        room_air = match.concept.id == "room_air"
+        self._record.oxygen.append(
+            OxygenRecord(
+                time=start,
+                reference=reference,
+                device=None if room_air else match.concept.id,
+                device_display=displays[0] if displays else match.concept.id.replace("_", " "),
+                room_air=room_air,
+                period_end=end,
+                is_period=end is None or end != start,
+                by_text=match.by_text,
+            )
+        )
+
+    # -- Condition -------------------------------------------------------------------------
+
+    def _condition(self, resource: Mapping[str, Any], reference: str) -> None:
+        match = self._terms.lookup_codings(_codings(resource.get("code")), ConceptKind.CONDITION)
+        if match is None:
+            return
+        clinical = [c.get("code") for c in _codings(resource.get("clinicalStatus")) if isinstance(c, dict)]
+        verification = [c.get("code") for c in _codings(resource.get("verificationStatus")) if isinstance(c, dict)]
+        if not ACTIVE_CONDITION_STATUSES.intersection(clinical):
+            self._reject(
+                reference, f"Condition clinicalStatus is {clinical[0] if clinical else 'missing'!r}, not active"
+            )
+            return
+        if REFUTED_VERIFICATION.intersection(verification):
+            self._reject(reference, "Condition is refuted or entered in error")
+            return
+        if not self._belongs_to_patient(resource):
+            self._reject(reference, "belongs to another patient")
+            return
+        onset: datetime | None = None
+        for raw in (
+            resource.get("onsetDateTime"),
+            (resource.get("onsetPeriod") or {}).get("start") if isinstance(resource.get("onsetPeriod"), dict) else None,
+            resource.get("recordedDate"),
+        ):
+            parsed = parse_instant(raw) if raw is not None else None
+            if isinstance(parsed, datetime):
+                onset = parsed
+                break
+        self._record.conditions.append(CrsCondition(onset, reference, match.code))
+
+
+def extract_record(
+    resources: Iterable[SourcedResource],
+    terminology: Terminology,
+    units: UnitTable,
+    *,
+    patient_id: str | None,
+    skip: frozenset[str] = frozenset(),
+) -> PatientRecord:
+    """One patient's findings from their resources (see :class:`Extractor`)."""
+    return Extractor(terminology, units, patient_id).extract(resources, skip=skip)

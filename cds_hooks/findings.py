@@ -1,0 +1,167 @@
+"""Typed clinical findings: what the grading reads, each with its time and FHIR reference.
+
+Extraction (``extract.py``) produces these from FHIR resources; grading reads only these. Keeping
+the FHIR shapes out of the grading is what lets every grading system share one extractor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import IntEnum, StrEnum
+
+from .terminology import MedicationRole
+
+
+class DataSource(StrEnum):
+    """The groups of data a hook call fetches; one may be unavailable (an OperationOutcome)."""
+
+    PATIENT = "Patient"
+    OBSERVATIONS = "Observation"
+    MEDICATIONS = "MedicationAdministration"
+    PROCEDURES = "Procedure"
+    CONDITIONS = "Condition"
+
+
+class SupportLevel(IntEnum):
+    """Oxygen support as ASTCT grades it; the value is the hypoxia grade it implies."""
+
+    ROOM_AIR = 0
+    LOW_FLOW = 2
+    HIGH_FLOW = 3
+    POSITIVE_PRESSURE = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Temperature:
+    time: datetime
+    celsius: float
+    """Rounded to 0.1 degC (clinical-reference.md: compare after rounding)."""
+    original: str
+    """The value and unit as charted, e.g. ``101.3 [degF]``."""
+    reference: str
+    site: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BloodPressure:
+    time: datetime
+    reference: str
+    systolic_mmhg: float | None = None
+    mean_mmhg: float | None = None
+    diastolic_mmhg: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OxygenRecord:
+    """One charted fact about oxygen support: a device, a flow, an FiO2, or room air.
+
+    Point records (Observations, timed administrations) hold for 12 h unless a later room-air
+    record ends them; period records (a Procedure or an administration with a period) hold for
+    their period. ``device`` is the mapped support class (``nasal_cannula``, ``face_mask``...).
+    """
+
+    time: datetime
+    reference: str
+    device: str | None = None
+    device_display: str | None = None
+    flow_l_min: float | None = None
+    fio2_percent: float | None = None
+    room_air: bool = False
+    period_end: datetime | None = None
+    is_period: bool = False
+    by_text: bool = False
+
+    @property
+    def is_support(self) -> bool:
+        if self.room_air:
+            return False
+        if self.device is not None and self.device != "room_air":
+            return True
+        if self.flow_l_min is not None and self.flow_l_min > 0:
+            return True
+        return self.fio2_percent is not None and self.fio2_percent > 21.0
+
+
+@dataclass(frozen=True, slots=True)
+class SpO2:
+    time: datetime
+    percent: float
+    reference: str
+
+
+@dataclass(frozen=True, slots=True)
+class Administration:
+    """A MedicationAdministration of an agent the grading knows, over the time it ran.
+
+    ``end`` is None while it is still running (in-progress with no end). A point-in-time
+    administration has ``start == end``.
+    """
+
+    agent: str
+    role: MedicationRole
+    start: datetime
+    end: datetime | None
+    reference: str
+    status: str
+    by_text: bool = False
+    dose_mg: float | None = None
+    rate_l_min: float | None = None
+    display: str | None = None
+
+    def in_effect_at(self, at: datetime) -> bool:
+        return self.start <= at and (self.end is None or at <= self.end)
+
+
+@dataclass(frozen=True, slots=True)
+class CrsCondition:
+    onset: datetime | None
+    reference: str
+    code: str
+
+
+@dataclass(frozen=True, slots=True)
+class Weight:
+    time: datetime
+    kg: float
+    original: str
+    reference: str
+
+
+@dataclass(frozen=True, slots=True)
+class NotEvidence:
+    """A resource the grading could have used but did not, and why (shown to clinicians)."""
+
+    reference: str
+    reason: str
+
+
+@dataclass
+class PatientRecord:
+    """Everything extracted for one patient, sorted by time, ready for pure grading."""
+
+    patient_reference: str | None = None
+    birth_date: date | None = None
+    deceased: bool = False
+    temperatures: list[Temperature] = field(default_factory=list)
+    blood_pressures: list[BloodPressure] = field(default_factory=list)
+    oxygen: list[OxygenRecord] = field(default_factory=list)
+    spo2: list[SpO2] = field(default_factory=list)
+    administrations: list[Administration] = field(default_factory=list)
+    conditions: list[CrsCondition] = field(default_factory=list)
+    weights: list[Weight] = field(default_factory=list)
+    not_evidence: list[NotEvidence] = field(default_factory=list)
+    unavailable: dict[DataSource, str] = field(default_factory=dict)
+    """Data groups the EHR could not supply (source -> reason), e.g. an OperationOutcome."""
+
+    def sort(self) -> None:
+        """Sort every list by time so grading can use binary search over windows."""
+        self.temperatures.sort(key=lambda f: f.time)
+        self.blood_pressures.sort(key=lambda f: f.time)
+        self.oxygen.sort(key=lambda f: f.time)
+        self.spo2.sort(key=lambda f: f.time)
+        self.administrations.sort(key=lambda f: f.start)
+        self.weights.sort(key=lambda f: f.time)
+
+    def administrations_with(self, *roles: MedicationRole) -> list[Administration]:
+        return [a for a in self.administrations if a.role in roles]

@@ -1,0 +1,526 @@
+"""ASTCT 2019 consensus CRS grading: a pure function of the findings and the time ``at``.
+
+Source: Lee DW, Santomasso BD, Locke FL, et al. ASTCT consensus grading for cytokine release
+syndrome and neurologic toxicity. Biol Blood Marrow Transplant 2019;25:625-638. Rules, windows
+and the choices this service makes where the text is silent: clinical-reference.md section 1,
+docs/decisions.md. No I/O and no clock: the caller passes ``at``.
+
+  grade | fever     | hypotension                         | hypoxia (support required)
+  1     | >= 38.0 C | none                                | none
+  2     | >= 38.0 C | not requiring vasopressors          | low-flow nasal cannula <= 6 L/min, blow-by
+  3     | >= 38.0 C | one vasopressor +/- vasopressin     | high-flow cannula > 6 L/min, face mask, NRB, Venturi
+  4     | >= 38.0 C | > 1 vasopressor (not vasopressin)   | positive pressure (CPAP, BiPAP, ventilation)
+Grade 5 (death due to CRS) needs a clinician's attribution and is never inferred.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from ..fhir_time import age_in_years, iso
+from ..findings import (
+    Administration,
+    BloodPressure,
+    DataSource,
+    OxygenRecord,
+    PatientRecord,
+    SupportLevel,
+    Temperature,
+)
+from ..terminology import MedicationRole
+from .config import GradingConfig
+from .result import Evidence, GradeResult, Status
+
+SYSTEM = "ASTCT-2019"
+CITATION = "Lee DW et al. ASTCT consensus grading for CRS. Biol Blood Marrow Transplant 2019;25:625-638"
+
+PAEDIATRIC_BASE_SYSTOLIC_MMHG = 70.0
+"""Paediatric CARTOX (Mahadeo 2019): systolic < 70 + 2 x age for ages 1-10, < 70 under 1 year."""
+
+MASKING_ROLES = (MedicationRole.ANTI_CYTOKINE, MedicationRole.CORTICOSTEROID, MedicationRole.ANTIPYRETIC)
+PRESSOR_ROLES = (MedicationRole.VASOPRESSOR, MedicationRole.VASOPRESSIN_ANALOGUE)
+
+_SUPPORT_LABEL = {
+    SupportLevel.ROOM_AIR: "room air",
+    SupportLevel.LOW_FLOW: "low-flow oxygen",
+    SupportLevel.HIGH_FLOW: "high-flow oxygen or face mask",
+    SupportLevel.POSITIVE_PRESSURE: "positive pressure ventilation",
+}
+
+
+@dataclass
+class _Assessment:
+    """The rules evaluated at one moment; evidence is collected as the rules run."""
+
+    at: datetime
+    fever: Status = Status.UNKNOWN
+    masked: bool = False
+    hypotension_grade: int = 0
+    hypoxia_grade: int = 0
+    pressor_in_effect: bool = False
+    pressure_charted: bool = False
+    grade: int | None = None
+    at_least: int | None = None
+    evidence: list[Evidence] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    assumptions: list[str] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)
+    support: SupportLevel = SupportLevel.ROOM_AIR
+
+    @property
+    def worst_value(self) -> int | None:
+        return self.grade if self.grade is not None else self.at_least
+
+
+class _Timeline:
+    """Sorted times per finding list, for window queries by binary search."""
+
+    def __init__(self, record: PatientRecord) -> None:
+        self.record = record
+        self.temperature_times = [t.time for t in record.temperatures]
+        self.pressure_times = [b.time for b in record.blood_pressures]
+        self.point_oxygen = [o for o in record.oxygen if not o.is_period]
+        self.point_oxygen_times = [o.time for o in self.point_oxygen]
+        self.period_oxygen = [o for o in record.oxygen if o.is_period]
+        self.spo2_times = [s.time for s in record.spo2]
+        self.pressors = record.administrations_with(*PRESSOR_ROLES)
+        self.masking_therapies = record.administrations_with(*MASKING_ROLES)
+        self.crs_therapy_starts = [a.start for a in record.administrations_with(MedicationRole.CRS_THERAPY)]
+
+    def temperatures_in(self, start: datetime, end: datetime) -> list[Temperature]:
+        """Temperatures in the half-open window (start, end]."""
+        lo = bisect_right(self.temperature_times, start)
+        hi = bisect_right(self.temperature_times, end)
+        return self.record.temperatures[lo:hi]
+
+    def pressures_in(self, start: datetime, end: datetime) -> list[BloodPressure]:
+        lo = bisect_right(self.pressure_times, start)
+        hi = bisect_right(self.pressure_times, end)
+        return self.record.blood_pressures[lo:hi]
+
+    def oxygen_points_in(self, start: datetime, end: datetime) -> list[OxygenRecord]:
+        """Point oxygen records in the closed window [start, end] ("not older than 12 h")."""
+        lo = bisect_left(self.point_oxygen_times, start)
+        hi = bisect_right(self.point_oxygen_times, end)
+        return self.point_oxygen[lo:hi]
+
+
+def systolic_threshold(age_years: int | None, config: GradingConfig) -> float:
+    """Systolic hypotension threshold; unknown age uses the adult value, the most sensitive."""
+    if age_years is None or age_years > 10:
+        return config.adult_systolic_threshold_mmhg
+    if age_years < 1:
+        return PAEDIATRIC_BASE_SYSTOLIC_MMHG
+    return PAEDIATRIC_BASE_SYSTOLIC_MMHG + 2.0 * age_years
+
+
+def _fmt(value: float) -> str:
+    return f"{value:g}"
+
+
+class AstctGrader:
+    """Grades one patient record at ``at``: current grade, worst grade, evidence, gaps."""
+
+    def __init__(self, record: PatientRecord, config: GradingConfig) -> None:
+        self.record = record
+        self.config = config
+        self.timeline = _Timeline(record)
+
+    # -- the rules at one moment ---------------------------------------------------------
+
+    def assess(self, at: datetime) -> _Assessment:
+        result = _Assessment(at=at)
+        age = age_in_years(self.record.birth_date, at) if self.record.birth_date else None
+        if age is None:
+            result.assumptions.append("birth date unknown: adult hypotension thresholds used")
+        self._fever(result)
+        self._masking(result)
+        self._hypotension(result, age)
+        self._hypoxia(result)
+        self._combine(result)
+        return result
+
+    def _fever(self, result: _Assessment) -> None:
+        cfg = self.config
+        temps = self.timeline.temperatures_in(result.at - cfg.fever_window, result.at)
+        if not temps:
+            result.fever = Status.UNKNOWN
+            return
+        hottest = max(temps, key=lambda t: (t.celsius, t.time))
+        result.fever = Status.MET if hottest.celsius >= cfg.fever_threshold_celsius else Status.NOT_MET
+        result.evidence.append(
+            Evidence(
+                "fever",
+                result.fever,
+                hottest.reference,
+                value=hottest.celsius,
+                unit="Cel",
+                threshold=f">= {cfg.fever_threshold_celsius:.1f} Cel",
+                time=hottest.time,
+                detail=f"highest temperature in the fever window, charted as {hottest.original}",
+            )
+        )
+
+    def _prior_crs_onset(self, at: datetime) -> tuple[datetime | None, str] | None:
+        """When CRS was established before the fever window, and the resource that shows it."""
+        cfg = self.config
+        window_start = at - cfg.fever_window
+        candidates: list[tuple[datetime | None, str]] = []
+        therapy_start = min(self.timeline.crs_therapy_starts, default=None)
+        for temp in self.timeline.temperatures_in(window_start - cfg.prior_crs_lookback, window_start):
+            if temp.celsius >= cfg.fever_threshold_celsius and (therapy_start is None or temp.time >= therapy_start):
+                candidates.append((temp.time, temp.reference))
+                break  # the earliest qualifying fever is the onset
+        for condition in self.record.conditions:
+            if condition.onset is None or condition.onset <= at:
+                candidates.append((condition.onset, condition.reference))
+        if not candidates:
+            return None
+        return min(candidates, key=lambda c: c[0] or datetime.min.replace(tzinfo=at.tzinfo))
+
+    def _masking(self, result: _Assessment) -> None:
+        """ASTCT: after CRS and then antipyretic/anti-cytokine/steroid, fever is not required."""
+        if result.fever is Status.MET:
+            return
+        onset = self._prior_crs_onset(result.at)
+        given = [a for a in self.timeline.masking_therapies if a.start <= result.at]
+        if onset is None:
+            recent = [a for a in given if a.start > result.at - self.config.worst_grade_window]
+            if recent:
+                names = ", ".join(sorted({a.agent for a in recent}))
+                result.alerts.append(
+                    f"fever may be masked: {names} given without prior CRS on record "
+                    "(premedication does not lift the fever requirement)"
+                )
+            return
+        onset_time, onset_reference = onset
+        after = [a for a in given if onset_time is None or a.start > onset_time]
+        if not after:
+            return
+        therapy = after[-1]
+        result.masked = True
+        result.evidence.append(
+            Evidence(
+                "prior CRS",
+                Status.MET,
+                onset_reference,
+                time=onset_time,
+                detail="CRS established before the fever window",
+            )
+        )
+        result.evidence.append(
+            Evidence(
+                "masking therapy",
+                Status.MET,
+                therapy.reference,
+                value=therapy.agent,
+                time=therapy.start,
+                detail=f"{therapy.role.value.replace('_', '-')} given after CRS onset: fever not required",
+            )
+        )
+
+    def _hypotension(self, result: _Assessment, age: int | None) -> None:
+        cfg = self.config
+        running = [a for a in self.timeline.pressors if a.in_effect_at(result.at)]
+        counted = {a.agent for a in running if a.role is MedicationRole.VASOPRESSOR}
+        if running:
+            result.pressor_in_effect = True
+            result.hypotension_grade = 4 if len(counted) >= 2 else 3
+            for admin in running:
+                result.evidence.append(self._pressor_evidence(admin, len(counted)))
+        threshold = systolic_threshold(age, cfg)
+        use_map = age is None or age > 10
+        lowest_systolic: BloodPressure | None = None
+        lowest_mean: BloodPressure | None = None
+        for bp in self.timeline.pressures_in(result.at - cfg.hypotension_window, result.at):
+            if bp.systolic_mmhg is not None and (
+                lowest_systolic is None or bp.systolic_mmhg < (lowest_systolic.systolic_mmhg or 0)
+            ):
+                lowest_systolic = bp
+            if bp.mean_mmhg is not None and (lowest_mean is None or bp.mean_mmhg < (lowest_mean.mean_mmhg or 0)):
+                lowest_mean = bp
+        result.pressure_charted = lowest_systolic is not None or (lowest_mean is not None and use_map)
+        low = False
+        if lowest_systolic is not None and lowest_systolic.systolic_mmhg is not None:
+            met = lowest_systolic.systolic_mmhg < threshold
+            low = low or met
+            result.evidence.append(
+                Evidence(
+                    "hypotension",
+                    Status.MET if met else Status.NOT_MET,
+                    lowest_systolic.reference,
+                    value=lowest_systolic.systolic_mmhg,
+                    unit="mm[Hg]",
+                    threshold=f"systolic < {_fmt(threshold)} mm[Hg]",
+                    time=lowest_systolic.time,
+                    detail="lowest systolic pressure in the window",
+                )
+            )
+        if use_map and lowest_mean is not None and lowest_mean.mean_mmhg is not None:
+            met = lowest_mean.mean_mmhg < cfg.mean_arterial_threshold_mmhg
+            if met or lowest_systolic is None:
+                low = low or met
+                result.evidence.append(
+                    Evidence(
+                        "hypotension",
+                        Status.MET if met else Status.NOT_MET,
+                        lowest_mean.reference,
+                        value=lowest_mean.mean_mmhg,
+                        unit="mm[Hg]",
+                        threshold=f"mean arterial pressure < {_fmt(cfg.mean_arterial_threshold_mmhg)} mm[Hg]",
+                        time=lowest_mean.time,
+                        detail="lowest mean arterial pressure in the window",
+                    )
+                )
+        if low and not running:
+            result.hypotension_grade = 2
+
+    @staticmethod
+    def _pressor_evidence(admin: Administration, counted: int) -> Evidence:
+        if admin.role is MedicationRole.VASOPRESSIN_ANALOGUE:
+            detail = "vasopressin-type: not counted toward 'more than one vasopressor'"
+        else:
+            detail = f"vasopressor in effect ({counted} counted)"
+        if admin.by_text:
+            detail += "; identified by name in text only, no recognised code"
+        return Evidence(
+            "vasopressor",
+            Status.MET,
+            admin.reference,
+            value=admin.agent,
+            time=admin.start,
+            detail=detail,
+        )
+
+    def _hypoxia(self, result: _Assessment) -> None:
+        cfg = self.config
+        at = result.at
+        points = self.timeline.oxygen_points_in(at - cfg.oxygen_recency, at)
+        room_air_times = [o.time for o in points if o.room_air and not self._has_support_at(points, o.time)]
+        last_room_air = max(room_air_times, default=None)
+        supports = [o for o in points if o.is_support and (last_room_air is None or o.time > last_room_air)]
+        level, used, notes = self._support_level(supports)
+        for period in self.timeline.period_oxygen:
+            if period.time <= at and (period.period_end is None or at <= period.period_end):
+                if last_room_air is not None and last_room_air > period.time:
+                    continue  # a later room-air record ends it
+                period_level, period_notes = self._classify(period.device, period.flow_l_min, period.fio2_percent)
+                if period.is_support and period_level > level:
+                    level, used, notes = period_level, [period], period_notes
+        result.support = level
+        result.hypoxia_grade = int(level)
+        if level is SupportLevel.ROOM_AIR:
+            if last_room_air is not None:
+                ref = next(o for o in points if o.time == last_room_air and o.room_air)
+                result.evidence.append(
+                    Evidence(
+                        "oxygen",
+                        Status.NOT_MET,
+                        ref.reference,
+                        value="room air",
+                        time=ref.time,
+                        detail="room-air record",
+                    )
+                )
+        else:
+            for record in used:
+                result.evidence.append(self._oxygen_evidence(record, level))
+        result.assumptions.extend(notes)
+        self._spo2_alert(result)
+
+    @staticmethod
+    def _has_support_at(points: list[OxygenRecord], moment: datetime) -> bool:
+        # A support record and a room-air record charted at the same moment: support wins.
+        return any(o.time == moment and o.is_support for o in points)
+
+    def _support_level(self, supports: list[OxygenRecord]) -> tuple[SupportLevel, list[OxygenRecord], list[str]]:
+        """The support in force from point records: the latest device, with a flow charted with or after it."""
+        if not supports:
+            return SupportLevel.ROOM_AIR, [], []
+        devices = [o for o in supports if o.device is not None]
+        device = devices[-1] if devices else None
+        since = device.time if device is not None else None
+        flows = [o for o in supports if o.flow_l_min is not None and (since is None or o.time >= since)]
+        flow = flows[-1] if flows else None
+        fio2s = [o for o in supports if o.fio2_percent is not None and (since is None or o.time >= since)]
+        fio2 = fio2s[-1] if fio2s else None
+        level, notes = self._classify(
+            device.device if device else None,
+            flow.flow_l_min if flow else None,
+            fio2.fio2_percent if fio2 else None,
+        )
+        used = [r for r in (device, flow) if r is not None]
+        if not used and fio2 is not None:
+            used = [fio2]
+        return level, list(dict.fromkeys(used)), notes
+
+    def _classify(self, device: str | None, flow: float | None, fio2: float | None) -> tuple[SupportLevel, list[str]]:
+        limit = self.config.low_flow_max_l_min
+        if device == "positive_pressure":
+            return SupportLevel.POSITIVE_PRESSURE, []
+        if device in ("high_flow_nasal_cannula", "face_mask"):
+            return SupportLevel.HIGH_FLOW, []
+        if device in ("blow_by", "low_flow"):
+            return SupportLevel.LOW_FLOW, []
+        if flow is not None and flow > 0:
+            return (SupportLevel.HIGH_FLOW if flow > limit else SupportLevel.LOW_FLOW), []
+        if device == "nasal_cannula":
+            return SupportLevel.LOW_FLOW, ["nasal cannula with no flow charted: graded as low flow"]
+        if device == "oxygen_unspecified" or (fio2 is not None and fio2 > 21.0):
+            return SupportLevel.LOW_FLOW, [
+                "supplemental oxygen of unknown kind (no device or flow charted): "
+                "graded only as low flow, the least it proves"
+            ]
+        return SupportLevel.ROOM_AIR, []
+
+    def _oxygen_evidence(self, record: OxygenRecord, level: SupportLevel) -> Evidence:
+        value: float | str | None
+        unit: str | None = None
+        if record.device is not None and record.device != "oxygen_unspecified":
+            value = record.device_display or record.device
+        elif record.flow_l_min is not None:
+            value, unit = record.flow_l_min, "L/min"
+        elif record.fio2_percent is not None:
+            value, unit = record.fio2_percent, "%"
+        else:
+            value = record.device_display
+        detail = _SUPPORT_LABEL[level]
+        if record.flow_l_min is not None and record.device is not None:
+            detail += f", flow {_fmt(record.flow_l_min)} L/min"
+        if record.by_text:
+            detail += "; identified by text only"
+        return Evidence("oxygen", Status.MET, record.reference, value=value, unit=unit, time=record.time, detail=detail)
+
+    def _spo2_alert(self, result: _Assessment) -> None:
+        if result.support is not SupportLevel.ROOM_AIR:
+            return
+        times = self.timeline.spo2_times
+        hi = bisect_right(times, result.at)
+        if hi == 0:
+            return
+        latest = self.record.spo2[hi - 1]
+        if latest.time < result.at - self.config.oxygen_recency:
+            return
+        if latest.percent < self.config.spo2_alert_percent:
+            result.alerts.append(
+                f"SpO2 {_fmt(latest.percent)} % on room air at {iso(latest.time)} ({latest.reference}): "
+                "low saturation raises no ASTCT grade by itself; assess the need for oxygen"
+            )
+
+    def _combine(self, result: _Assessment) -> None:
+        worst_sign = max(result.hypotension_grade, result.hypoxia_grade)
+        if result.fever is Status.MET:
+            result.grade = max(1, worst_sign)
+        elif result.masked:
+            result.grade = worst_sign
+            if worst_sign == 0:
+                result.alerts.append(
+                    "fever may be masked by anti-cytokine, steroid or antipyretic therapy: no active sign of CRS now"
+                )
+        elif result.fever is Status.NOT_MET:
+            result.grade = 0
+        else:
+            window = _fmt(self.config.fever_window_hours)
+            result.missing.append(
+                f"no usable body temperature in the {window} h before {iso(result.at)}: fever cannot be judged"
+            )
+            result.grade = None
+            result.at_least = None
+            self._unavailable(result)
+            return
+        could_raise_by_pressure = not result.pressor_in_effect and result.hypoxia_grade < 2 and result.grade is not None
+        if could_raise_by_pressure and not result.pressure_charted and (result.fever is Status.MET or result.masked):
+            window = _fmt(self.config.hypotension_window_hours)
+            result.missing.append(
+                f"no blood pressure charted in the {window} h before {iso(result.at)}: hypotension cannot be excluded"
+            )
+            result.at_least = result.grade
+            result.grade = None
+        self._unavailable(result)
+
+    def _unavailable(self, result: _Assessment) -> None:
+        """Data the EHR could not supply make the grade indeterminate where they could raise it."""
+        febrile_or_masked = result.fever is Status.MET or result.masked
+        current = result.grade if result.grade is not None else result.at_least
+        for source, reason in self.record.unavailable.items():
+            if source is DataSource.PATIENT:
+                continue  # age unknown: the adult thresholds are already the most sensitive
+            if source is DataSource.PROCEDURES and not febrile_or_masked:
+                continue  # oxygen support cannot make an afebrile, unmasked patient CRS
+            if source is DataSource.CONDITIONS and febrile_or_masked:
+                continue  # conditions only matter for masking
+            if current is not None and current >= 4:
+                continue
+            result.missing.append(f"{source.value} data unavailable ({reason}): it could change the grade")
+            if result.grade is not None:
+                result.at_least = result.grade
+                result.grade = None
+
+    # -- current and worst ---------------------------------------------------------------
+
+    def evaluation_times(self, at: datetime) -> list[datetime]:
+        """Every data time in the look-back window, its start, and ``at`` itself."""
+        start = at - self.config.worst_grade_window
+        times: set[datetime] = {at, start + timedelta(seconds=1)}
+        record = self.record
+        for moment in (
+            *(t.time for t in record.temperatures),
+            *(b.time for b in record.blood_pressures),
+            *(o.time for o in record.oxygen),
+            *(a.start for a in record.administrations),
+        ):
+            if start < moment <= at:
+                times.add(moment)
+        return sorted(times)
+
+    def grade(self, at: datetime) -> GradeResult:
+        current = self.assess(at)
+        worst: _Assessment | None = None
+        for moment in self.evaluation_times(at):
+            point = current if moment == at else self.assess(moment)
+            value = point.worst_value
+            if value is not None and (worst is None or worst.worst_value is None or value > worst.worst_value):
+                worst = point
+        components: dict[str, str | int] = {
+            "fever": "masked" if current.masked and current.fever is not Status.MET else current.fever.value,
+            "hypotensionGrade": current.hypotension_grade,
+            "hypoxiaGrade": current.hypoxia_grade,
+            "oxygenSupport": _SUPPORT_LABEL[current.support],
+        }
+        alerts = list(dict.fromkeys(current.alerts))
+        if self.record.deceased:
+            alerts.append(
+                "patient is deceased: grade 5 (death due to CRS) needs a clinician's attribution and is never inferred"
+            )
+        for admin in self.record.administrations_with(MedicationRole.INOTROPE, MedicationRole.VASOACTIVE_NOT_COUNTED):
+            if admin.in_effect_at(at):
+                alerts.append(
+                    f"{admin.agent} in effect ({admin.reference}): not counted as an ASTCT vasopressor "
+                    f"({'an inotrope' if admin.role is MedicationRole.INOTROPE else 'outside the reference list'})"
+                )
+        return GradeResult(
+            system=SYSTEM,
+            at=at,
+            grade=current.grade,
+            grade_at_least=current.at_least,
+            components=components,
+            evidence=tuple(current.evidence),
+            missing=tuple(dict.fromkeys(current.missing)),
+            worst_grade=worst.worst_value if worst is not None else None,
+            worst_grade_at=worst.at if worst is not None else None,
+            worst_grade_references=tuple(dict.fromkeys(e.reference for e in worst.evidence if e.status is Status.MET))
+            if worst is not None
+            else (),
+            not_evidence=tuple(self.record.not_evidence),
+            assumptions=tuple(dict.fromkeys(current.assumptions)),
+            alerts=tuple(alerts),
+            choices=self.config.describe(),
+            citation=CITATION,
+        )
+
+
+def grade(record: PatientRecord, *, at: datetime, config: GradingConfig | None = None) -> GradeResult:
+    """The ASTCT grade at ``at``, with the worst grade over the look-back window."""
+    return AstctGrader(record, config or GradingConfig()).grade(at)

@@ -1,0 +1,76 @@
+"""The time windows and thresholds in force: every one a named, configurable choice.
+
+The defaults are clinical-reference.md section 1 ("Time: what now means"). They are shown on
+every card and in every RESULT (``choices``), so a clinician sees what the grade assumed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class GradingConfig:
+    fever_window_hours: float = 24.0
+    """Fever: a temperature >= 38.0 degC in (T - 24 h, T] [choice]."""
+    prior_crs_lookback_days: float = 14.0
+    """Prior CRS for masking: a fever in the 14 days before the fever window [choice]."""
+    hypotension_window_hours: float = 24.0
+    """Hypotension: a low systolic or mean pressure in (T - 24 h, T] [choice]."""
+    oxygen_recency_hours: float = 12.0
+    """Oxygen: the most recent support record not older than 12 h [choice]."""
+    worst_grade_window_hours: float = 72.0
+    """Worst grade: the rules evaluated over (T - 72 h, T] [choice]."""
+    fever_threshold_celsius: float = 38.0
+    """ASTCT 2019 (Lee 2019, BBMT 25:625): fever is >= 38.0 degC."""
+    adult_systolic_threshold_mmhg: float = 90.0
+    """Hypotension: systolic < 90 mmHg (adapted ASTCT tables, PMC8021214)."""
+    mean_arterial_threshold_mmhg: float = 65.0
+    """Hypotension: mean arterial pressure < 65 mmHg, above 10 years of age only [choice]."""
+    low_flow_max_l_min: float = 6.0
+    """ASTCT: low-flow nasal cannula is <= 6 L/min."""
+    spo2_alert_percent: float = 92.0
+    """Alert (no grade) when SpO2 on room air is below this [choice]."""
+
+    @property
+    def fever_window(self) -> timedelta:
+        return timedelta(hours=self.fever_window_hours)
+
+    @property
+    def prior_crs_lookback(self) -> timedelta:
+        return timedelta(days=self.prior_crs_lookback_days)
+
+    @property
+    def hypotension_window(self) -> timedelta:
+        return timedelta(hours=self.hypotension_window_hours)
+
+    @property
+    def oxygen_recency(self) -> timedelta:
+        return timedelta(hours=self.oxygen_recency_hours)
+
+    @property
+    def worst_grade_window(self) -> timedelta:
+        return timedelta(hours=self.worst_grade_window_hours)
+
+    def describe(self) -> dict[str, str]:
+        """The choices in force, as shown on the card and in the RESULT."""
+        fever = f"{self.fever_threshold_celsius:.1f}"
+        return {
+            "feverWindow": f"temperature >= {fever} Cel in the {self.fever_window_hours:g} h before T",
+            "priorCrs": (
+                f"fever in the {self.prior_crs_lookback_days:g} days before the fever window, "
+                "or an active CRS Condition, then anti-cytokine, steroid or antipyretic therapy"
+            ),
+            "hypotension": (
+                f"systolic < {self.adult_systolic_threshold_mmhg:g} mm[Hg] (age 1-10: < 70 + 2 x age; < 1 year: < 70) "
+                f"or MAP < {self.mean_arterial_threshold_mmhg:g} mm[Hg] (age > 10) "
+                f"in the {self.hypotension_window_hours:g} h before T"
+            ),
+            "oxygen": (
+                f"latest support record within {self.oxygen_recency_hours:g} h, or a period covering T; "
+                f"low flow <= {self.low_flow_max_l_min:g} L/min"
+            ),
+            "vasopressor": "administration in effect at T; vasopressin not counted toward 'more than one'",
+            "worstGrade": f"worst grade over the {self.worst_grade_window_hours:g} h before T",
+        }

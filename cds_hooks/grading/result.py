@@ -1,0 +1,117 @@
+"""The result every grading system returns: the grade, the evidence, and what is missing.
+
+Evidence is data first, prose second: cards and the CLI render from this structure, and its
+JSON form (``to_json``) is the machine-readable RESULT carried on cards and printed by the CLI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from ..fhir_time import iso
+from ..findings import NotEvidence
+
+
+class Status(StrEnum):
+    MET = "met"
+    NOT_MET = "not met"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One criterion checked against one FHIR resource."""
+
+    criterion: str
+    status: Status
+    reference: str
+    value: float | str | None = None
+    unit: str | None = None
+    threshold: str | None = None
+    time: datetime | None = None
+    detail: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"criterion": self.criterion, "status": self.status.value, "reference": self.reference}
+        if self.value is not None:
+            out["value"] = self.value
+        if self.unit:
+            out["unit"] = self.unit
+        if self.threshold:
+            out["threshold"] = self.threshold
+        if self.time is not None:
+            out["time"] = iso(self.time)
+        if self.detail:
+            out["detail"] = self.detail
+        return out
+
+
+@dataclass(frozen=True)
+class GradeResult:
+    """A grade at ``at`` with its evidence; ``grade`` is None when indeterminate.
+
+    ``grade_at_least`` is what the data prove when the grade is indeterminate;
+    ``worst_grade`` is the worst grade (or proven minimum) over the look-back window.
+    """
+
+    system: str
+    at: datetime
+    grade: int | None
+    components: Mapping[str, str | int]
+    evidence: tuple[Evidence, ...]
+    missing: tuple[str, ...] = ()
+    grade_at_least: int | None = None
+    worst_grade: int | None = None
+    worst_grade_at: datetime | None = None
+    worst_grade_references: tuple[str, ...] = ()
+    not_evidence: tuple[NotEvidence, ...] = ()
+    assumptions: tuple[str, ...] = ()
+    alerts: tuple[str, ...] = ()
+    choices: Mapping[str, str] = field(default_factory=dict)
+    citation: str = ""
+
+    @property
+    def indeterminate(self) -> bool:
+        return self.grade is None
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        """Every FHIR reference the current grade rests on, in evidence order, once each."""
+        return tuple(dict.fromkeys(e.reference for e in self.evidence))
+
+    def to_json(self, *, null_grade: bool = False) -> dict[str, Any]:
+        """The RESULT object. Empty values are omitted (CDS Hooks forbids null and empty);
+        ``null_grade`` keeps ``"grade": null`` for the CLI's JSON output."""
+        out: dict[str, Any] = {"system": self.system}
+        if self.grade is not None or null_grade:
+            out["grade"] = self.grade
+        out["status"] = "indeterminate" if self.indeterminate else "graded"
+        if self.grade_at_least is not None:
+            out["gradeAtLeast"] = self.grade_at_least
+        if self.worst_grade is not None or null_grade:
+            out["worstGrade"] = self.worst_grade
+        if self.worst_grade_at is not None:
+            out["worstGradeAt"] = iso(self.worst_grade_at)
+        if self.worst_grade_references:
+            out["worstGradeReferences"] = list(self.worst_grade_references)
+        out["at"] = iso(self.at)
+        out["components"] = dict(self.components)
+        if self.evidence:
+            out["evidence"] = [e.to_json() for e in self.evidence]
+        if self.missing:
+            out["missing"] = list(self.missing)
+        if self.not_evidence:
+            out["notEvidence"] = [{"reference": n.reference, "reason": n.reason} for n in self.not_evidence]
+        if self.assumptions:
+            out["assumptions"] = list(self.assumptions)
+        if self.alerts:
+            out["alerts"] = list(self.alerts)
+        if self.choices:
+            out["choices"] = dict(self.choices)
+        if self.citation:
+            out["citation"] = self.citation
+        return out

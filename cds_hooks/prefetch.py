@@ -1,0 +1,108 @@
+"""Prefetch templates, built from the mappings, and the classification of what a client sent.
+
+CDS Hooks 2.0 prefetch semantics: a key that is **absent** must be fetched from ``fhirServer``;
+a key that is **null** means the client has no data (not re-queried); a value that is (or holds)
+an OperationOutcome means the data are unavailable and is re-fetched when a server is known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+from .bundles import flatten
+from .errors import BadRequest
+from .extract import SourcedResource
+from .findings import DataSource
+from .terminology import ConceptKind, Terminology
+
+
+@dataclass(frozen=True)
+class PrefetchKey:
+    name: str
+    template: str
+    source: DataSource
+    required: bool
+    """Without it the grade cannot be computed at all (412 when it cannot be had)."""
+
+
+def _codes(pairs: list[tuple[str, str]]) -> str:
+    return ",".join(f"{system}|{code}" for system, code in pairs)
+
+
+def build_prefetch(terminology: Terminology) -> tuple[PrefetchKey, ...]:
+    """The templates, narrowed by code where that is valid FHIR search.
+
+    Device Observations are found by their coded value (``value-concept``), since sites use
+    different Observation codes for them; medications are not narrowed, because contained and
+    text-only medications cannot be searched by code.
+    """
+    observation_codes = terminology.codes_for(*terminology.concepts_of_kind(ConceptKind.OBSERVATION))
+    support_codes = terminology.codes_for(*terminology.concepts_of_kind(ConceptKind.OXYGEN_SUPPORT))
+    condition_codes = terminology.codes_for(*terminology.concepts_of_kind(ConceptKind.CONDITION))
+    patient = "{{context.patientId}}"
+    return (
+        PrefetchKey("patient", f"Patient/{patient}", DataSource.PATIENT, required=True),
+        PrefetchKey(
+            "observations",
+            f"Observation?patient={patient}&code={_codes(observation_codes)}",
+            DataSource.OBSERVATIONS,
+            True,
+        ),
+        PrefetchKey(
+            "oxygenDevices",
+            f"Observation?patient={patient}&value-concept={_codes(support_codes)}",
+            DataSource.OBSERVATIONS,
+            True,
+        ),
+        PrefetchKey(
+            "medicationAdministrations", f"MedicationAdministration?patient={patient}", DataSource.MEDICATIONS, True
+        ),
+        PrefetchKey(
+            "procedures", f"Procedure?patient={patient}&code={_codes(support_codes)}", DataSource.PROCEDURES, False
+        ),
+        PrefetchKey(
+            "conditions", f"Condition?patient={patient}&code={_codes(condition_codes)}", DataSource.CONDITIONS, False
+        ),
+    )
+
+
+def render(template: str, context: Mapping[str, object]) -> str:
+    """Substitute ``{{context.x}}`` tokens, URL-encoded (ids were validated before)."""
+    out = template
+    for key, value in context.items():
+        if isinstance(value, str):
+            out = out.replace("{{context." + key + "}}", quote(value, safe=""))
+    return out
+
+
+@dataclass
+class PrefetchState:
+    resources: list[SourcedResource] = field(default_factory=list)
+    to_fetch: list[PrefetchKey] = field(default_factory=list)
+    unavailable: dict[DataSource, str] = field(default_factory=dict)
+    malformed: dict[str, int] = field(default_factory=dict)
+
+
+def classify(prefetch: Mapping[str, object] | None, keys: tuple[PrefetchKey, ...]) -> PrefetchState:
+    """Sort each key into present (resources), null (nothing), unavailable or absent (fetch)."""
+    state = PrefetchState()
+    given = prefetch or {}
+    for key in keys:
+        if key.name not in given:
+            state.to_fetch.append(key)
+            continue
+        value = given[key.name]
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise BadRequest(f"prefetch '{key.name}' must be a FHIR resource, a Bundle or null")
+        flat = flatten(value)
+        state.resources.extend(flat.resources)
+        if flat.malformed:
+            state.malformed[key.name] = flat.malformed
+        if flat.outcome is not None:
+            state.unavailable[key.source] = f"prefetch '{key.name}': {flat.outcome}"
+            state.to_fetch.append(key)
+    return state

@@ -1,0 +1,110 @@
+"""Service settings from the environment (prefix ``CRS_CDS_``), validated at start-up.
+
+An invalid value stops the service before it answers anything: a grading service that starts
+with a half-read configuration would grade with windows nobody chose.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .grading import GRADERS, GradingConfig
+
+
+def _split(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CRS_CDS_", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    log_level: str = "info"
+
+    mapping_files: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    """Extra (site) mapping files, comma-separated, loaded after the built-in ones."""
+
+    systems: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["ASTCT-2019"])
+    """Grading systems shown on the card; ASTCT is always first."""
+
+    fever_window_hours: float = Field(default=24.0, gt=0, le=168)
+    prior_crs_lookback_days: float = Field(default=14.0, ge=0, le=90)
+    hypotension_window_hours: float = Field(default=24.0, gt=0, le=168)
+    oxygen_recency_hours: float = Field(default=12.0, gt=0, le=72)
+    worst_grade_window_hours: float = Field(default=72.0, gt=0, le=720)
+    spo2_alert_percent: float = Field(default=92.0, ge=50, le=100)
+
+    card_for_grade_zero: bool = False
+    """Also answer with a card when the grade is 0 and the data are complete."""
+
+    evaluation_time: datetime | None = None
+    """Grade at this fixed time instead of the call's time (replays and demos only)."""
+    allow_client_evaluation_time: bool = True
+    """Honour the request extension ``crs-cds-hooks.at`` (a client replaying a past moment)."""
+
+    smart_app_url: str | None = None
+
+    max_body_bytes: int = Field(default=20_000_000, ge=1024)
+
+    fhir_server_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """FHIR base URLs the service may call back (exact match after trimming a trailing '/')."""
+    allow_insecure_fhir_server: bool = False
+    """Allow http:// FHIR servers (development and tests only)."""
+    fhir_request_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
+    hook_time_budget_seconds: float = Field(default=5.0, gt=0, le=120)
+    """Total time for all FHIR queries of one hook call."""
+    fhir_max_pages: int = Field(default=20, ge=1, le=1000)
+
+    @field_validator("mapping_files", "systems", "fhir_server_allowlist", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return _split(value)
+
+    @field_validator("systems")
+    @classmethod
+    def _known_systems(cls, value: list[str]) -> list[str]:
+        unknown = [s for s in value if s not in GRADERS]
+        if unknown:
+            raise ValueError(f"unknown grading systems {unknown}; known: {sorted(GRADERS)}")
+        return value
+
+    @field_validator("mapping_files")
+    @classmethod
+    def _files_exist(cls, value: list[Path]) -> list[Path]:
+        missing = [str(p) for p in value if not p.is_file()]
+        if missing:
+            raise ValueError(f"mapping files not found: {missing}")
+        return value
+
+    @field_validator("fhir_server_allowlist")
+    @classmethod
+    def _base_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("https://", "http://")):
+                raise ValueError(f"FHIR server allow-list entry is not an http(s) URL: {url!r}")
+        return [url.rstrip("/") for url in value]
+
+    @field_validator("evaluation_time")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("evaluation_time needs a timezone (e.g. 2025-03-04T08:00:00Z)")
+        return value
+
+    def grading_config(self) -> GradingConfig:
+        return GradingConfig(
+            fever_window_hours=self.fever_window_hours,
+            prior_crs_lookback_days=self.prior_crs_lookback_days,
+            hypotension_window_hours=self.hypotension_window_hours,
+            oxygen_recency_hours=self.oxygen_recency_hours,
+            worst_grade_window_hours=self.worst_grade_window_hours,
+            spo2_alert_percent=self.spo2_alert_percent,
+        )

@@ -1,0 +1,132 @@
+"""UCUM normalisation: a FHIR Quantity -> a value in the quantity's canonical unit, or a reason.
+
+Units come from ``mappings/units.yaml``. A Quantity whose unit is missing or unknown is not
+evidence (clinical-reference.md section 1), so conversion returns a reason, never a guess.
+Arithmetic is exact (``Fraction``) so 100.4 [degF] is exactly 38.0 Cel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .terminology import BUILTIN_MAPPINGS_DIR, MappingError
+
+UCUM_SYSTEM = "http://unitsofmeasure.org"
+
+Quantity = Literal["temperature", "pressure", "oxygen_flow", "oxygen_fraction", "saturation", "mass", "drug_mass"]
+
+
+class _UnitEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    code: str
+    offset: str | int | float = 0
+    scale: str | int | float = 1
+    aliases: tuple[str, ...] = ()
+
+
+class _QuantityEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    canonical: str
+    units: tuple[_UnitEntry, ...]
+
+
+class _UnitsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    schema_: Literal["crs-cds-units/1"] = Field(alias="schema")
+    version: str
+    quantities: dict[Quantity, _QuantityEntry]
+
+
+@dataclass(frozen=True, slots=True)
+class _Conversion:
+    offset: Fraction
+    scale: Fraction
+
+    def apply(self, value: Fraction) -> Fraction:
+        return (value + self.offset) * self.scale
+
+
+@dataclass(frozen=True, slots=True)
+class Converted:
+    """A value in canonical units, with the unit it arrived in (shown as evidence)."""
+
+    value: float
+    canonical_unit: str
+    original_value: float
+    original_unit: str
+
+
+@dataclass(frozen=True)
+class UnitTable:
+    """Per quantity: UCUM code -> conversion, and alias -> UCUM code."""
+
+    version: str
+    canonical: dict[str, str]
+    by_code: dict[str, dict[str, _Conversion]]
+    by_alias: dict[str, dict[str, str]]
+
+    def convert(self, quantity: Quantity, raw: object) -> Converted | str:
+        """Convert a FHIR Quantity dict, or return why it is not usable."""
+        if not isinstance(raw, dict):
+            return "no value"
+        value = raw.get("value")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return "value missing or not a number"
+        if raw.get("comparator") not in (None, ""):
+            return f"value has a comparator ({raw.get('comparator')!s}), not an exact measurement"
+        code = raw.get("code")
+        system = raw.get("system")
+        unit_text = raw.get("unit")
+        ucum: str | None = None
+        if isinstance(code, str) and code:
+            if system not in (None, UCUM_SYSTEM):
+                return f"unit code {code!r} is not from UCUM"
+            ucum = code
+        elif isinstance(unit_text, str) and unit_text.strip():
+            ucum = self.by_alias[quantity].get(unit_text.strip())
+            if ucum is None:
+                return f"unknown unit {unit_text.strip()!r}"
+        else:
+            return "unit missing"
+        conversion = self.by_code[quantity].get(ucum)
+        if conversion is None:
+            return f"unit {ucum!r} is not a {quantity.replace('_', ' ')} unit"
+        exact = conversion.apply(Fraction(str(value)))
+        return Converted(float(exact), self.canonical[quantity], float(value), ucum)
+
+
+def _fraction(raw: str | int | float) -> Fraction:
+    return Fraction(str(raw)) if not isinstance(raw, str) else Fraction(raw.strip())
+
+
+def load_units(path: Path = BUILTIN_MAPPINGS_DIR / "units.yaml") -> UnitTable:
+    """Read and check the unit table; a bad file stops start-up."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            parsed = _UnitsFile.model_validate(yaml.safe_load(handle))
+    except (OSError, yaml.YAMLError) as exc:
+        raise MappingError(f"cannot read unit file {path}: {exc}") from exc
+    except ValidationError as exc:
+        raise MappingError(f"unit file {path} is invalid: {exc.errors()[0]['msg']}") from exc
+    by_code: dict[str, dict[str, _Conversion]] = {}
+    by_alias: dict[str, dict[str, str]] = {}
+    canonical: dict[str, str] = {}
+    try:
+        for quantity, entry in parsed.quantities.items():
+            canonical[quantity] = entry.canonical
+            by_code[quantity] = {u.code: _Conversion(_fraction(u.offset), _fraction(u.scale)) for u in entry.units}
+            by_alias[quantity] = {u.code: u.code for u in entry.units}
+            for unit in entry.units:
+                by_alias[quantity].update({alias: unit.code for alias in unit.aliases})
+    except (ValueError, ZeroDivisionError) as exc:
+        raise MappingError(f"unit file {path} has a bad offset or scale: {exc}") from exc
+    missing = set(Quantity.__args__) - set(by_code)  # type: ignore[attr-defined]
+    if missing:
+        raise MappingError(f"unit file {path} lacks quantities {sorted(missing)}")
+    return UnitTable(parsed.version, canonical, by_code, by_alias)
