@@ -252,6 +252,11 @@ def _management_lines(evaluation: Evaluation) -> list[str]:
             lines.append(f"- Tocilizumab dose now: **{advice.dose_mg:g} mg IV** over 1 h ({advice.calculation}).")
         else:
             lines.append(f"- Tocilizumab: no dose offered: {advice.reason}.")
+        if advice.last_dose is not None:
+            lines.append(
+                f"- Tocilizumab given so far: {advice.doses_total} dose(s), {advice.doses_last_24h} in the last 24 h; "
+                f"last at {iso(advice.last_dose.start)} ({advice.last_dose.reference})."
+            )
         if advice.weight_note:
             lines.append(f"- {advice.weight_note}")
         if evaluation.age_years is None or evaluation.age_years < ADULT_AGE_YEARS:

@@ -1,0 +1,55 @@
+"""Build CDS Hooks patient-view requests from a FHIR Bundle, as an EHR's prefetch would."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+SUPPORT_VALUE_SYSTEM = "http://snomed.info/sct"
+
+
+def _searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": len(resources),
+        "entry": [{"fullUrl": f"http://ehr.example.org/fhir/{r['resourceType']}/{r['id']}", "resource": r} for r in resources],
+    }
+
+
+def _is_device_observation(resource: dict[str, Any]) -> bool:
+    value = resource.get("valueCodeableConcept")
+    return isinstance(value, dict) and "valueQuantity" not in resource and "component" not in resource
+
+
+def prefetch_from_bundle(bundle: dict[str, Any]) -> dict[str, Any]:
+    """Every prefetch key filled from the bundle, split the way the templates search."""
+    resources = [entry["resource"] for entry in bundle.get("entry", [])]
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for resource in resources:
+        by_type.setdefault(resource["resourceType"], []).append(resource)
+    observations = by_type.get("Observation", [])
+    patients = by_type.get("Patient", [])
+    return {
+        "patient": patients[0] if patients else None,
+        "observations": _searchset([o for o in observations if not _is_device_observation(o)]),
+        "oxygenDevices": _searchset([o for o in observations if _is_device_observation(o)]),
+        "medicationAdministrations": _searchset(by_type.get("MedicationAdministration", [])),
+        "procedures": _searchset(by_type.get("Procedure", [])),
+        "conditions": _searchset(by_type.get("Condition", [])),
+    }
+
+
+def patient_view(patient_id: str, *, prefetch: dict[str, Any] | None, at: str | None, **extra: Any) -> dict[str, Any]:
+    """A patient-view request; ``at`` sets the evaluation time through the service's extension."""
+    request: dict[str, Any] = {
+        "hook": "patient-view",
+        "hookInstance": str(uuid.uuid4()),
+        "context": {"userId": "Practitioner/example", "patientId": patient_id},
+    }
+    if prefetch is not None:
+        request["prefetch"] = prefetch
+    if at is not None:
+        request["extension"] = {"crs-cds-hooks.at": at}
+    request.update(extra)
+    return request
