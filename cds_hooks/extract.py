@@ -102,6 +102,11 @@ def _text_candidates(concept: object) -> list[str]:
     return texts
 
 
+def _text(value: object) -> str | None:
+    """A string field, or None when the field is absent or of the wrong JSON type."""
+    return value if isinstance(value, str) else None
+
+
 def _round_celsius(value: float) -> float:
     return float(Decimal(repr(value)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
 
@@ -183,7 +188,7 @@ class Extractor:
         device = self._device_value(resource) if not parts else None
         if not parts and device is None:
             return  # not something the grading reads
-        status = resource.get("status")
+        status = _text(resource.get("status"))
         if status not in OBSERVATION_EVIDENCE_STATUSES:
             self._reject(reference, f"Observation status is {status!r}")
             return
@@ -359,7 +364,7 @@ class Extractor:
         match, display = found
         role = match.concept.role
         assert_role = role if role is not None else MedicationRole.CRS_THERAPY
-        status = resource.get("status")
+        status = _text(resource.get("status"))
         if status not in ADMINISTRATION_EVIDENCE_STATUSES:
             self._reject(reference, f"MedicationAdministration status is {status!r}")
             return
@@ -466,7 +471,7 @@ class Extractor:
                     break
         if match is None:
             return
-        status = resource.get("status")
+        status = _text(resource.get("status"))
         if status not in PROCEDURE_EVIDENCE_STATUSES:
             self._reject(reference, f"Procedure status is {status!r}")
             return
@@ -499,8 +504,8 @@ class Extractor:
         match = self._terms.lookup_codings(_codings(resource.get("code")), ConceptKind.CONDITION)
         if match is None:
             return
-        clinical = [c.get("code") for c in _codings(resource.get("clinicalStatus")) if isinstance(c, dict)]
-        verification = [c.get("code") for c in _codings(resource.get("verificationStatus")) if isinstance(c, dict)]
+        clinical = [_text(c.get("code")) for c in _codings(resource.get("clinicalStatus")) if isinstance(c, dict)]
+        verification = [_text(c.get("code")) for c in _codings(resource.get("verificationStatus")) if isinstance(c, dict)]
         if not ACTIVE_CONDITION_STATUSES.intersection(clinical):
             self._reject(
                 reference, f"Condition clinicalStatus is {clinical[0] if clinical else 'missing'!r}, not active"

@@ -1,0 +1,164 @@
+"""Properties over many generated patients: adding support never lowers the grade, and grading
+never crashes, whatever the resources look like."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cds_hooks.evaluate import Evaluation, Grading, evaluate
+from cds_hooks.extract import SourcedResource
+from cds_hooks.terminology import load_terminology
+from cds_hooks.units import load_units
+
+AT = datetime(2025, 3, 4, 8, tzinfo=UTC)
+GRADING = Grading(load_terminology(), load_units())
+PATIENT = {"resourceType": "Patient", "id": "p1", "birthDate": "1970-01-01"}
+LOINC = "http://loinc.org"
+SCT = "http://snomed.info/sct"
+UCUM = "http://unitsofmeasure.org"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+
+hours_before = st.floats(min_value=0.0, max_value=30.0, allow_nan=False)
+
+
+def _time(hours: float) -> str:
+    return (AT - timedelta(hours=hours)).isoformat().replace("+00:00", "Z")
+
+
+def _obs(rid: str, hours: float, code: str, **value: Any) -> dict[str, Any]:
+    return {"resourceType": "Observation", "id": rid, "status": "final", "subject": {"reference": "Patient/p1"},
+            "code": {"coding": [{"system": LOINC, "code": code}]}, "effectiveDateTime": _time(hours), **value}
+
+
+def _qty(value: float, unit: str) -> dict[str, Any]:
+    return {"valueQuantity": {"value": value, "unit": unit, "system": UCUM, "code": unit}}
+
+
+@st.composite
+def temperature(draw: st.DrawFn, rid: str) -> dict[str, Any]:
+    return _obs(rid, draw(hours_before), "8310-5", **_qty(draw(st.floats(35.0, 41.0).map(lambda v: round(v, 1))), "Cel"))
+
+
+@st.composite
+def systolic(draw: st.DrawFn, rid: str) -> dict[str, Any]:
+    return _obs(rid, draw(hours_before), "8480-6", **_qty(draw(st.integers(60, 140)), "mm[Hg]"))
+
+
+@st.composite
+def flow(draw: st.DrawFn, rid: str) -> dict[str, Any]:
+    return _obs(rid, draw(hours_before), "3151-8", **_qty(draw(st.sampled_from([0, 1, 2, 4, 6, 8, 15])), "L/min"))
+
+
+DEVICES = ["336623009", "426854004", "427591007", "425478008", "706226000", "26412008"]
+
+
+@st.composite
+def device(draw: st.DrawFn, rid: str) -> dict[str, Any]:
+    value = {"coding": [{"system": SCT, "code": draw(st.sampled_from(DEVICES))}]}
+    observation = _obs(rid, draw(hours_before), "8310-5", valueCodeableConcept=value)
+    observation["code"] = {"text": "O2 device"}
+    return observation
+
+
+@st.composite
+def patient_resources(draw: st.DrawFn) -> list[dict[str, Any]]:
+    makers = [temperature, systolic, flow, device]
+    count = draw(st.integers(0, 8))
+    return [PATIENT] + [draw(draw(st.sampled_from(makers))(f"r{i}")) for i in range(count)]
+
+
+def _pressor(rid: str, code: str) -> dict[str, Any]:
+    return {"resourceType": "MedicationAdministration", "id": rid, "status": "in-progress",
+            "subject": {"reference": "Patient/p1"},
+            "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": code}]},
+            "effectivePeriod": {"start": _time(2)}}
+
+
+def _procedure(rid: str, code: str) -> dict[str, Any]:
+    return {"resourceType": "Procedure", "id": rid, "status": "in-progress", "subject": {"reference": "Patient/p1"},
+            "code": {"coding": [{"system": SCT, "code": code}]}, "performedPeriod": {"start": _time(1)}}
+
+
+SUPPORT_ADDED = st.sampled_from([
+    _pressor("add-ne", "7512"),
+    _pressor("add-vaso", "11149"),
+    _pressor("add-phenyl", "8163"),
+    _procedure("add-cpap", "47545007"),
+    _procedure("add-hfnc", "1259025002"),
+    _obs("add-fever", 0.5, "8310-5", **_qty(39.2, "Cel")),
+    _obs("add-low-bp", 0.5, "8480-6", **_qty(80, "mm[Hg]")),
+])
+
+
+def _grade(resources: list[dict[str, Any]]) -> Evaluation:
+    sourced = [SourcedResource(r, f"{r['resourceType']}/{r['id']}") for r in resources]
+    return evaluate(sourced, patient_id="p1", at=AT, grading=GRADING)
+
+
+def _severity(evaluation: Evaluation) -> int:
+    """What the data prove: the grade, else the proven minimum, else nothing (-1)."""
+    result = evaluation.primary
+    if result.grade is not None:
+        return result.grade
+    return result.grade_at_least if result.grade_at_least is not None else -1
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(base=patient_resources(), added=SUPPORT_ADDED)
+def test_adding_support_never_lowers_the_grade(base: list[dict[str, Any]], added: dict[str, Any]) -> None:
+    before = _severity(_grade(base))
+    after = _severity(_grade([*base, added]))
+    assert after >= before
+
+
+@settings(max_examples=100, deadline=None)
+@given(base=patient_resources())
+def test_worst_grade_is_never_below_the_current_grade(base: list[dict[str, Any]]) -> None:
+    result = _grade(base).primary
+    if result.grade is not None:
+        assert result.worst_grade is not None and result.worst_grade >= result.grade
+
+
+json_scalars = st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True) | st.text(max_size=12)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=20,
+)
+FIELDS = ["status", "code", "valueQuantity", "valueCodeableConcept", "valueString", "component", "effectiveDateTime",
+          "effectivePeriod", "subject", "medicationCodeableConcept", "medicationReference", "contained", "dosage",
+          "performedPeriod", "performedDateTime", "clinicalStatus", "verificationStatus", "onsetDateTime", "birthDate"]
+
+
+@st.composite
+def mutated_resource(draw: st.DrawFn) -> dict[str, Any]:
+    """A plausible resource with random fields replaced by arbitrary JSON."""
+    base = draw(st.sampled_from([
+        _obs("m", 1, "8310-5", **_qty(39.0, "Cel")),
+        _obs("m", 1, "85354-9", component=[{"code": {"coding": [{"system": LOINC, "code": "8480-6"}]},
+                                             "valueQuantity": {"value": 80, "code": "mm[Hg]"}}]),
+        _pressor("m", "7512"),
+        _procedure("m", "47545007"),
+        {"resourceType": "Condition", "id": "m", "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm",
+                                                                      "code": "D89.832"}]}},
+        dict(PATIENT, id="m"),
+    ]))
+    resource = dict(base)
+    for field in draw(st.lists(st.sampled_from(FIELDS), max_size=4)):
+        resource[field] = draw(json_values)
+    return resource
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(resources=st.lists(mutated_resource(), max_size=5))
+def test_grading_is_total_over_arbitrary_resources(resources: list[dict[str, Any]]) -> None:
+    for index, resource in enumerate(resources):
+        resource["id"] = f"m{index}"
+    evaluation = _grade([PATIENT, *resources])
+    result = evaluation.primary
+    assert result.grade in (None, 0, 1, 2, 3, 4)
+    assert result.to_json()["system"] == "ASTCT-2019"
