@@ -457,6 +457,8 @@ class Extractor:
             return "period ends before it starts"
         if end is None and status != "in-progress":
             end = start  # ran at least at its start; no evidence of how long
+        if status == "on-hold":
+            end = start  # not in effect while on hold, and the hold's start is not recorded
         return start, end
 
     # -- Procedure -------------------------------------------------------------------------

@@ -1,10 +1,6 @@
-"""Shared fixtures: the grading vocabulary (loaded once) and the public vignettes."""
+"""Shared fixtures: the grading vocabulary, loaded once per session."""
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -12,23 +8,7 @@ from cds_hooks.evaluate import Grading
 from cds_hooks.terminology import load_terminology
 from cds_hooks.units import load_units
 
-FIXTURES = Path(__file__).parent / "fixtures"
-
 
 @pytest.fixture(scope="session")
 def grading() -> Grading:
     return Grading(load_terminology(), load_units())
-
-
-def vignette_ids() -> list[str]:
-    return sorted(p.name.split(".")[0] for p in (FIXTURES / "vignettes").glob("V*.bundle.json"))
-
-
-def vignette_bundle(vignette_id: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((FIXTURES / "vignettes" / f"{vignette_id}.bundle.json").read_text())
-    return data
-
-
-def vignette_expected() -> dict[str, dict[str, Any]]:
-    data: dict[str, dict[str, Any]] = json.loads((FIXTURES / "vignettes" / "expected.json").read_text())
-    return data

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from card_checks import check_card, empty_values
 from cds_hooks.app import create_app
 from cds_hooks.settings import Settings
-from conftest import FIXTURES, vignette_bundle, vignette_expected, vignette_ids
+from vignette_data import FIXTURES, vignette_bundle, vignette_expected, vignette_ids
 from hook_requests import patient_view, prefetch_from_bundle
 
 GOLDEN = FIXTURES / "golden"

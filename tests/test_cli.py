@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from cds_hooks.cli import main
-from conftest import FIXTURES, vignette_expected, vignette_ids
+from vignette_data import FIXTURES, vignette_expected, vignette_ids
 from vignette_fhir import VARIANTS, load_public_vignettes, vignette_to_bundle
 
 EXPECTED = vignette_expected()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from ..fhir_time import age_in_years, iso
 from ..findings import (
@@ -186,19 +186,17 @@ class AstctGrader:
             return
         onset = self._prior_crs_onset(result.at)
         given = [a for a in self.timeline.masking_therapies if a.start <= result.at]
-        if onset is None:
+        after = [] if onset is None else [a for a in given if onset[0] is None or a.start > onset[0]]
+        if onset is None or not after:
             recent = [a for a in given if a.start > result.at - self.config.worst_grade_window]
             if recent:
                 names = ", ".join(sorted({a.agent for a in recent}))
                 result.alerts.append(
-                    f"fever may be masked: {names} given without prior CRS on record "
+                    f"fever may be masked: {names} given without CRS established before it "
                     "(premedication does not lift the fever requirement)"
                 )
             return
         onset_time, onset_reference = onset
-        after = [a for a in given if onset_time is None or a.start > onset_time]
-        if not after:
-            return
         therapy = after[-1]
         result.masked = True
         result.evidence.append(
@@ -461,15 +459,17 @@ class AstctGrader:
     # -- current and worst ---------------------------------------------------------------
 
     def evaluation_times(self, at: datetime) -> list[datetime]:
-        """Every data time in the look-back window, its start, and ``at`` itself."""
+        """Every data time in the look-back window (including when a drug or support stopped) and ``at``."""
         start = at - self.config.worst_grade_window
-        times: set[datetime] = {at, start + timedelta(seconds=1)}
+        times: set[datetime] = {at}
         record = self.record
         for moment in (
             *(t.time for t in record.temperatures),
             *(b.time for b in record.blood_pressures),
             *(o.time for o in record.oxygen),
+            *(o.period_end for o in record.oxygen if o.period_end is not None),
             *(a.start for a in record.administrations),
+            *(a.end for a in record.administrations if a.end is not None),
         ):
             if start < moment <= at:
                 times.add(moment)
