@@ -1,35 +1,49 @@
-"""The ``crs-cds`` command: ``serve`` runs the service, ``grade`` grades one patient from a file.
+"""The ``crs-cds`` command: ``serve`` runs the service, ``grade`` grades one patient from a file
+or from a FHIR server (``--fhir-server URL --patient ID``).
 
 ``grade`` uses the same extraction, grading and evidence checks as the hook, so what a clinician
-or analyst sees on the command line is what the card says.
+or analyst sees on the command line is what the card says. From a FHIR server it goes through the
+hook's own path (prefetch templates, fetch policy, 412 rules), so it fails the way the hook would.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import sys
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import uvicorn
 from pydantic import ValidationError
 
 from .app import create_app
 from .bundles import flatten, unique
+from .cds import FHIR_ID, CdsRequest, FhirAuthorization, HookContext
+from .errors import ServiceError
 from .evaluate import Evaluation, Grading, evaluate
 from .extract import SourcedResource
+from .fhir_client import FetchPolicy, FhirFetcher
 from .fhir_time import iso, parse_instant
 from .grading import GRADERS
 from .logging_setup import configure_logging
+from .service import HOOK, SERVICE_ID, CrsService
 from .settings import Settings
 from .terminology import MappingError, load_terminology
 from .units import load_units
 
 EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+"""The data could not be fetched (what the hook answers with 412)."""
+TOKEN_ENV = "CRS_CDS_FHIR_TOKEN"  # noqa: S105 (the variable name, not a secret)
+"""The FHIR access token, read from the environment so it need not appear in the process list."""
 
 
 class InputError(Exception):
@@ -96,6 +110,52 @@ def grade_file(
     return evaluate(resources, patient_id=patient_id, at=at, grading=_grading(settings, systems))
 
 
+def fetch_policy(settings: Settings, fhir_server: str) -> FetchPolicy:
+    """The service's policy, plus the server the user typed: naming it is consent to call it, but
+    https is still required unless insecure servers are allowed in the settings."""
+    return FetchPolicy(
+        allowlist=frozenset([*settings.fhir_server_allowlist, fhir_server.strip().rstrip("/")]),
+        allow_insecure=settings.allow_insecure_fhir_server,
+        request_timeout_seconds=settings.fhir_request_timeout_seconds,
+        budget_seconds=settings.hook_time_budget_seconds,
+        max_pages=settings.fhir_max_pages,
+    )
+
+
+async def grade_from_server(
+    fhir_server: str,
+    patient_id: str,
+    *,
+    token: str | None,
+    at: datetime,
+    settings: Settings,
+    systems: Sequence[str] | None = None,
+) -> Evaluation:
+    """Grade one patient with data fetched as the hook would fetch them for a call without prefetch.
+
+    Raises :class:`ServiceError` (a ``PreconditionFailed``) when the hook would answer 412.
+    """
+    if not FHIR_ID.match(patient_id):
+        raise InputError("--patient must be a FHIR id ([A-Za-z0-9-.]{1,64})")
+    service = CrsService(_grading(settings, systems), fixed_time=at, allow_client_time=False)
+    authorization = (
+        FhirAuthorization(access_token=token, token_type="Bearer", scope="", subject="crs-cds-cli")  # noqa: S106
+        if token
+        else None
+    )
+    request = CdsRequest(
+        hook=HOOK,
+        hookInstance=str(uuid.uuid4()),
+        context=HookContext(patientId=patient_id),
+        fhirServer=fhir_server,
+        fhirAuthorization=authorization,
+    )
+    async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as client:
+        service.fetcher = FhirFetcher(client, fetch_policy(settings, fhir_server))
+        outcome = await service.call(SERVICE_ID, request)
+    return outcome.evaluation
+
+
 def as_json(evaluation: Evaluation, patient_id: str) -> dict[str, Any]:
     return {
         "patient": evaluation.patient_reference or f"Patient/{patient_id}",
@@ -138,9 +198,24 @@ def _parse_at(text: str | None) -> datetime:
 def _cmd_grade(args: argparse.Namespace, settings: Settings) -> int:
     systems = [s.strip() for s in args.systems.split(",")] if args.systems else None
     at = _parse_at(args.at)
-    resources = read_resources(Path(args.file))
-    patient_id = patient_id_of(resources, args.patient)
-    evaluation = evaluate(resources, patient_id=patient_id, at=at, grading=_grading(settings, systems))
+    if args.fhir_server is not None:
+        if args.file is not None:
+            raise InputError("give either a file or --fhir-server, not both")
+        if not args.patient:
+            raise InputError("--fhir-server needs --patient")
+        token = args.token or os.environ.get(TOKEN_ENV) or None
+        patient_id = args.patient
+        evaluation = asyncio.run(
+            grade_from_server(args.fhir_server, patient_id, token=token, at=at, settings=settings, systems=systems)
+        )
+    else:
+        if args.file is None:
+            raise InputError("give a FHIR file to grade, or --fhir-server URL --patient ID")
+        if args.token is not None:
+            raise InputError("--token is only used with --fhir-server")
+        resources = read_resources(Path(args.file))
+        patient_id = patient_id_of(resources, args.patient)
+        evaluation = evaluate(resources, patient_id=patient_id, at=at, grading=_grading(settings, systems))
     if args.json:
         sys.stdout.write(orjson.dumps(as_json(evaluation, patient_id), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
@@ -163,11 +238,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the CDS Hooks service")
     serve.add_argument("--host", help="bind address (default CRS_CDS_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default CRS_CDS_PORT or 8080)")
-    grade = sub.add_parser("grade", help="grade one patient from a FHIR Bundle (JSON) or NDJSON file")
-    grade.add_argument("file", help="FHIR Bundle JSON, a single resource, or NDJSON")
+    grade = sub.add_parser("grade", help="grade one patient from a FHIR Bundle (JSON) or NDJSON file, or a FHIR server")
+    grade.add_argument("file", nargs="?", help="FHIR Bundle JSON, a single resource, or NDJSON")
+    grade.add_argument("--fhir-server", help="fetch the patient's data from this FHIR base URL instead of a file")
+    grade.add_argument(
+        "--token",
+        help=f"bearer token for --fhir-server; prefer the environment variable {TOKEN_ENV}, "
+        "since arguments are visible in the process list",
+    )
     grade.add_argument("--at", help="evaluation time, ISO-8601 with zone (default: now)")
     grade.add_argument("--json", action="store_true", help="print the machine-readable RESULT")
-    grade.add_argument("--patient", help="patient id, when the file holds several")
+    grade.add_argument("--patient", help="patient id (required with --fhir-server; for a file, when it holds several)")
     grade.add_argument("--systems", help="comma-separated grading systems (default CRS_CDS_SYSTEMS)")
     return parser
 
@@ -182,6 +263,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (InputError, MappingError) as exc:
         sys.stderr.write(f"crs-cds: {exc}\n")
         return EXIT_USAGE
+    except ServiceError as exc:
+        # The reasons are written to be shown (no token, no query string): the hook's 412 text.
+        sys.stderr.write(f"crs-cds: {exc.reason}\n")
+        return EXIT_UNAVAILABLE
     except ValidationError as exc:
         sys.stderr.write(f"crs-cds: invalid settings: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}\n")
         return EXIT_USAGE

@@ -82,19 +82,31 @@ class FhirFetcher:
         headers = {"Accept": "application/fhir+json"}
         if access_token:
             headers["Authorization"] = f"Bearer {access_token}"
-        names = list(queries)
-        tasks = [self._query(base, queries[name], headers, deadline) for name in names]
-        try:
-            results = await asyncio.wait_for(asyncio.gather(*tasks), timeout=self._policy.budget_seconds)
-        except TimeoutError:
-            return {name: QueryResult(error="FHIR server did not answer within the time budget") for name in names}
-        return dict(zip(names, results, strict=True))
+        tasks = {
+            name: asyncio.create_task(self._query(base, query, headers, deadline)) for name, query in queries.items()
+        }
+        if not tasks:
+            return {}
+        # Not wait_for(gather(...)): on overrun that would discard the queries that did finish, and
+        # one slow search would turn a gradable call into a 412.
+        _, pending = await asyncio.wait(tasks.values(), timeout=self._policy.budget_seconds)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        return {
+            name: task.result()
+            if task not in pending
+            else QueryResult(error=f"{_kind(queries[name])} query did not finish within the time budget")
+            for name, task in tasks.items()
+        }
 
     async def _query(self, base: str, relative: str, headers: dict[str, str], deadline: float) -> QueryResult:
         url: str | None = f"{base}/{relative.lstrip('/')}"
         origin = _origin(base)
         collected: list[SourcedResource] = []
-        kind = relative.split("?", 1)[0].split("/", 1)[0]
+        kind = _kind(relative)
+        is_search = "?" in relative or "/" not in relative.split("?", 1)[0]
         pages = 0
         while url is not None:
             if pages >= self._policy.max_pages:
@@ -116,11 +128,17 @@ class FhirFetcher:
                 return QueryResult(error=f"{kind} query refused by the FHIR server ({response.status_code})")
             if response.status_code >= 300:
                 return QueryResult(error=f"{kind} query failed with HTTP {response.status_code}")
-            flat = _parse(response)
+            flat = _parse(response, expected="Bundle" if is_search or pages > 1 else kind)
             if flat is None:
-                return QueryResult(error=f"{kind} response is not FHIR JSON")
+                what = "a FHIR Bundle" if is_search else f"a FHIR {kind}"
+                return QueryResult(error=f"{kind} response is not {what}")
             if flat.outcome is not None:
                 return QueryResult(collected, error=f"{kind} query returned an OperationOutcome: {flat.outcome}")
+            if flat.malformed:
+                # Unreadable entries may be exactly the data that would change the grade: not "no data".
+                return QueryResult(
+                    [*collected, *flat.resources], error=f"{kind} response is malformed ({flat.malformed} unreadable)"
+                )
             collected.extend(flat.resources)
             url = self._next_link(response, origin)
             if url == "cross-origin":
@@ -144,12 +162,22 @@ class FhirFetcher:
         return None
 
 
-def _parse(response: httpx.Response) -> Flattened | None:
+def _kind(relative: str) -> str:
+    """The resource type a query names (safe to show: no ids, no parameters)."""
+    return relative.split("?", 1)[0].split("/", 1)[0]
+
+
+def _parse(response: httpx.Response, *, expected: str) -> Flattened | None:
+    """The response's resources, or None when it is not the ``expected`` resource type.
+
+    A search must answer with a Bundle and a read with the type read (an OperationOutcome is
+    accepted either way: it becomes the query's error); anything else is not trusted as data.
+    """
     try:
         body: Any = orjson.loads(response.content)
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
+    if not isinstance(body, dict) or body.get("resourceType") not in (expected, "OperationOutcome"):
         return None
     if body["resourceType"] == "Bundle" and not isinstance(body.get("entry", []), list):
         return None

@@ -27,6 +27,9 @@ class PrefetchKey:
     """Without it the grade cannot be computed at all (412 when it cannot be had)."""
 
 
+VITAL_SIGNS = "http://terminology.hl7.org/CodeSystem/observation-category|vital-signs"
+
+
 def _codes(pairs: list[tuple[str, str]]) -> str:
     return ",".join(f"{system}|{code}" for system, code in pairs)
 
@@ -35,8 +38,10 @@ def build_prefetch(terminology: Terminology) -> tuple[PrefetchKey, ...]:
     """The templates, narrowed by code where that is valid FHIR search.
 
     Device Observations are found by their coded value (``value-concept``), since sites use
-    different Observation codes for them; medications are not narrowed, because contained and
-    text-only medications cannot be searched by code.
+    different Observation codes for them, and vital-sign rows by category, which also brings
+    device and room-air rows charted with a local code and a text value. The three Observation
+    searches overlap; resources are de-duplicated by reference. Medications are not narrowed,
+    because contained and text-only medications cannot be searched by code.
     """
     observation_codes = terminology.codes_for(*terminology.concepts_of_kind(ConceptKind.OBSERVATION))
     support_codes = terminology.codes_for(*terminology.concepts_of_kind(ConceptKind.OXYGEN_SUPPORT))
@@ -53,6 +58,12 @@ def build_prefetch(terminology: Terminology) -> tuple[PrefetchKey, ...]:
         PrefetchKey(
             "oxygenDevices",
             f"Observation?patient={patient}&value-concept={_codes(support_codes)}",
+            DataSource.OBSERVATIONS,
+            True,
+        ),
+        PrefetchKey(
+            "vitalSigns",
+            f"Observation?patient={patient}&category={VITAL_SIGNS}",
             DataSource.OBSERVATIONS,
             True,
         ),

@@ -117,8 +117,10 @@ class CrsService:
             for key in state.to_fetch:
                 unavailable.pop(key.source, None)
             unavailable.update(still_unavailable)
+        # Required data the client could not supply (an OperationOutcome) and that could not be
+        # fetched either, with or without a fhirServer: CDS Hooks 2.0 says 412, not a guess.
         for source in (DataSource.PATIENT, DataSource.OBSERVATIONS):
-            if source in unavailable and request.fhirServer is not None:
+            if source in unavailable:
                 raise PreconditionFailed(f"{source.value} data could not be obtained: {unavailable[source]}")
         return unique(resources), unavailable, sum(state.malformed.values())
 

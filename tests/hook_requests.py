@@ -22,6 +22,14 @@ def _is_device_observation(resource: dict[str, Any]) -> bool:
     return isinstance(value, dict) and "valueQuantity" not in resource and "component" not in resource
 
 
+def _is_vital_sign(resource: dict[str, Any]) -> bool:
+    return any(
+        coding.get("code") == "vital-signs"
+        for category in resource.get("category", [])
+        for coding in category.get("coding", [])
+    )
+
+
 def prefetch_from_bundle(bundle: dict[str, Any]) -> dict[str, Any]:
     """Every prefetch key filled from the bundle, split the way the templates search."""
     resources = [entry["resource"] for entry in bundle.get("entry", [])]
@@ -34,6 +42,7 @@ def prefetch_from_bundle(bundle: dict[str, Any]) -> dict[str, Any]:
         "patient": patients[0] if patients else None,
         "observations": _searchset([o for o in observations if not _is_device_observation(o)]),
         "oxygenDevices": _searchset([o for o in observations if _is_device_observation(o)]),
+        "vitalSigns": _searchset([o for o in observations if _is_vital_sign(o)]),
         "medicationAdministrations": _searchset(by_type.get("MedicationAdministration", [])),
         "procedures": _searchset(by_type.get("Procedure", [])),
         "conditions": _searchset(by_type.get("Condition", [])),

@@ -49,7 +49,7 @@ def test_discovery_lists_patient_view_with_prefetch(client: TestClient) -> None:
     assert service["hook"] == "patient-view" and service["id"] == "crs-grade"
     assert service["description"] and service["title"]
     assert set(service["prefetch"]) == {
-        "patient", "observations", "oxygenDevices", "medicationAdministrations", "procedures", "conditions",
+        "patient", "observations", "oxygenDevices", "vitalSigns", "medicationAdministrations", "procedures", "conditions",
     }
     assert service["prefetch"]["patient"] == "Patient/{{context.patientId}}"
     assert "http://loinc.org|8310-5" in service["prefetch"]["observations"]
@@ -141,9 +141,9 @@ def test_null_prefetch_key_means_no_data_not_a_fetch(client: TestClient) -> None
 
 def test_missing_blood_pressure_makes_fever_indeterminate(client: TestClient) -> None:
     request = vignette_request("V02")
-    observations = request["prefetch"]["observations"]
-    observations["entry"] = [e for e in observations["entry"]
-                             if e["resource"]["code"]["coding"][0]["code"] != "85354-9"]
+    for key in ("observations", "vitalSigns"):
+        searchset = request["prefetch"][key]
+        searchset["entry"] = [e for e in searchset["entry"] if e["resource"]["code"]["coding"][0]["code"] != "85354-9"]
     (card,) = client.post(SERVICE, json=request).json()["cards"]
     result = grading_of(card)
     assert "grade" not in result and result["gradeAtLeast"] == 1
