@@ -24,7 +24,8 @@ import orjson
 import uvicorn
 from pydantic import ValidationError
 
-from .app import create_app
+from .app import ConfigurationError, create_app
+from .feedback_store import FeedbackStore, sqlite_path
 from .bundles import flatten, unique
 from .cds import FHIR_ID, CdsRequest, FhirAuthorization, HookContext
 from .errors import ServiceError
@@ -232,6 +233,35 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_feedback_report(args: argparse.Namespace, settings: Settings) -> int:
+    path = sqlite_path(args.database or settings.database_url)
+    if not path.is_file():
+        raise InputError(f"no feedback database at {path}")
+    store = FeedbackStore(path)
+    try:
+        report = store.report()
+    finally:
+        store.close()
+    if args.json:
+        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    lines = [f"feedback items: {report['total']} ({report['unmatched']} for cards this store never issued)", "",
+             "by grade            accepted  overridden  acceptance"]
+    for grade, counts in sorted(report["byGrade"].items()):
+        total = counts["accepted"] + counts["overridden"]
+        lines.append(f"  {grade:<16} {counts['accepted']:>9} {counts['overridden']:>11} {_rate(counts['accepted'], total):>11}")
+    lines += ["", "by suggestion                         offered  accepted  acceptance"]
+    for label, counts in sorted(report["bySuggestion"].items()):
+        lines.append(f"  {label[:36]:<36} {counts['offered']:>7} {counts['accepted']:>9} "
+                     f"{_rate(counts['accepted'], counts['offered']):>11}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+def _rate(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.0f} %" if whole else "-"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crs-cds", description="CRS grading CDS Hooks service")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -250,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--json", action="store_true", help="print the machine-readable RESULT")
     grade.add_argument("--patient", help="patient id (required with --fhir-server; for a file, when it holds several)")
     grade.add_argument("--systems", help="comma-separated grading systems (default CRS_CDS_SYSTEMS)")
+    report = sub.add_parser("feedback-report", help="acceptance and override rates by grade and by suggestion")
+    report.add_argument("--database", help="sqlite:///path (default CRS_CDS_DATABASE_URL)")
+    report.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
 
@@ -259,8 +292,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings()
         if args.command == "serve":
             return _cmd_serve(args, settings)
+        if args.command == "feedback-report":
+            return _cmd_feedback_report(args, settings)
         return _cmd_grade(args, settings)
-    except (InputError, MappingError) as exc:
+    except (InputError, MappingError, ConfigurationError) as exc:
         sys.stderr.write(f"crs-cds: {exc}\n")
         return EXIT_USAGE
     except ServiceError as exc:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -63,7 +63,21 @@ class Settings(BaseSettings):
     """Total time for all FHIR queries of one hook call."""
     fhir_max_pages: int = Field(default=20, ge=1, le=1000)
 
-    @field_validator("mapping_files", "systems", "fhir_server_allowlist", mode="before")
+    trusted_issuers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """JSON: ``{"<iss>": {"jwks_url": "https://..."} | {"jwks_file": "..."}, "jku_allowlist": [...],
+    "tenants": [...]}``. With none configured the service refuses to start unless
+    ``allow_unauthenticated`` is set."""
+    public_base_url: str | None = None
+    """The URL the EHR calls (``aud`` is this + the endpoint path); https, or http on loopback."""
+    allow_unauthenticated: bool = False
+    """Development only: accept calls without a CDS client JWT (logged as a warning)."""
+    token_max_age_seconds: float = Field(default=900, gt=0, le=3600)
+    clock_leeway_seconds: float = Field(default=60, ge=0, le=300)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    database_url: str = "sqlite:///crs-cds.sqlite3"
+    """Card and feedback store (SQLite file, relative to the working directory by default)."""
+
+    @field_validator("mapping_files", "systems", "fhir_server_allowlist", "cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split(value)
@@ -91,6 +105,23 @@ class Settings(BaseSettings):
             if not url.startswith(("https://", "http://")):
                 raise ValueError(f"FHIR server allow-list entry is not an http(s) URL: {url!r}")
         return [url.rstrip("/") for url in value]
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        loopback = value.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]"))
+        if not value.startswith("https://") and not loopback:
+            raise ValueError("public_base_url must be https (or http on a loopback address for local use)")
+        return value.rstrip("/")
+
+    @field_validator("database_url")
+    @classmethod
+    def _sqlite_only(cls, value: str) -> str:
+        if not value.startswith("sqlite:///"):
+            raise ValueError("database_url must be sqlite:///<path> (PostgreSQL is not supported yet)")
+        return value
 
     @field_validator("evaluation_time")
     @classmethod

@@ -1,0 +1,256 @@
+"""CDS client authentication: verify the EHR's signed JWT on every call (CDS Hooks 2.0 security).
+
+Checks, in order, each failure a bare 401: a Bearer token; an asymmetric ``alg`` (never ``none``,
+never HS*); a trusted ``iss``; a ``jku`` header only when it is the issuer's JWKS URL or on its
+allow-list (no JWKS is fetched from anywhere else); the signature with the issuer's key for the
+``kid``; ``aud`` equal to the configured public URL of the endpoint invoked (never the Host
+header); ``exp`` with a small leeway; ``iat`` not older than the configured age; ``jti`` not seen
+before (replay cache); ``tenant`` on the issuer's list when it has one.
+Tokens are never logged: failures are logged by reason code only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import jwt
+from jwt import PyJWK, PyJWKSet
+from jwt.exceptions import InvalidTokenError, PyJWKError, PyJWKSetError
+
+log = logging.getLogger("crs_cds.auth")
+
+ALLOWED_ALGORITHMS = frozenset({"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
+"""Asymmetric only; CDS Hooks recommends ES384 and RS384."""
+
+
+class Unauthorized(Exception):
+    """Any authentication failure; the reason is for the log, never for the response."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class TrustedIssuer:
+    iss: str
+    jwks_url: str | None = None
+    jwks_file: Path | None = None
+    jku_allowlist: tuple[str, ...] = ()
+    tenants: tuple[str, ...] | None = None
+
+
+def parse_trusted_issuers(raw: Mapping[str, Any]) -> dict[str, TrustedIssuer]:
+    """``{"iss": {"jwks_url"|"jwks_file": ..., "jku_allowlist": [...], "tenants": [...]}}``."""
+    issuers: dict[str, TrustedIssuer] = {}
+    for iss, spec in raw.items():
+        if not isinstance(spec, Mapping):
+            raise ValueError(f"trusted issuer {iss!r}: expected an object")
+        jwks_url = spec.get("jwks_url")
+        jwks_file = spec.get("jwks_file")
+        if (jwks_url is None) == (jwks_file is None):
+            raise ValueError(f"trusted issuer {iss!r}: give exactly one of jwks_url or jwks_file")
+        if jwks_url is not None and not str(jwks_url).startswith("https://") and not _is_loopback_http(str(jwks_url)):
+            raise ValueError(f"trusted issuer {iss!r}: jwks_url must be https")
+        if jwks_file is not None and not Path(jwks_file).is_file():
+            raise ValueError(f"trusted issuer {iss!r}: jwks_file {jwks_file} not found")
+        tenants = spec.get("tenants")
+        issuers[iss] = TrustedIssuer(
+            iss=iss,
+            jwks_url=str(jwks_url) if jwks_url is not None else None,
+            jwks_file=Path(jwks_file) if jwks_file is not None else None,
+            jku_allowlist=tuple(str(u) for u in spec.get("jku_allowlist", ())),
+            tenants=tuple(str(t) for t in tenants) if tenants is not None else None,
+        )
+    return issuers
+
+
+def _is_loopback_http(url: str) -> bool:
+    return url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]"))
+
+
+class ReplayCache(Protocol):
+    """Remembers ``jti`` values until they expire; a second sighting is a replay."""
+
+    def first_sighting(self, issuer: str, jti: str, expires_at: float) -> bool: ...
+
+
+class InMemoryReplayCache:
+    """A bounded in-process replay cache (one replica; use a shared store for several)."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._max = max_entries
+
+    def first_sighting(self, issuer: str, jti: str, expires_at: float) -> bool:
+        now = time.time()
+        while self._seen and next(iter(self._seen.values())) < now:
+            self._seen.popitem(last=False)
+        key = (issuer, jti)
+        if key in self._seen and self._seen[key] >= now:
+            return False
+        self._seen[key] = expires_at
+        self._seen.move_to_end(key)
+        if len(self._seen) > self._max:
+            self._seen.popitem(last=False)
+        return True
+
+
+@dataclass
+class _CachedJwks:
+    keys: dict[str, PyJWK]
+    fetched_at: float
+
+
+@dataclass
+class JwksCache:
+    """JWKS per URL, cached; an unknown ``kid`` re-fetches at most once per ``min_refetch_seconds``."""
+
+    client: httpx.AsyncClient
+    ttl_seconds: float = 3600.0
+    min_refetch_seconds: float = 30.0
+    timeout_seconds: float = 3.0
+    _cache: dict[str, _CachedJwks] = field(default_factory=dict)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def key(self, url: str, kid: str) -> PyJWK:
+        cached = self._cache.get(url)
+        now = time.monotonic()
+        fresh = cached is not None and now - cached.fetched_at < self.ttl_seconds
+        if cached is not None and fresh and kid in cached.keys:
+            return cached.keys[kid]
+        may_refetch = cached is None or not fresh or now - cached.fetched_at >= self.min_refetch_seconds
+        if may_refetch:
+            async with self._lock:
+                cached = await self._fetch(url)
+        if cached is None or kid not in cached.keys:
+            raise Unauthorized("unknown kid")
+        return cached.keys[kid]
+
+    async def _fetch(self, url: str) -> _CachedJwks:
+        try:
+            response = await self.client.get(url, timeout=self.timeout_seconds, follow_redirects=False)
+        except httpx.HTTPError:
+            raise Unauthorized("jwks unreachable") from None
+        if response.status_code != 200:
+            raise Unauthorized("jwks fetch failed")
+        try:
+            keys = _keys_from_jwks(response.json())
+        except (ValueError, PyJWKSetError, PyJWKError):
+            raise Unauthorized("jwks malformed") from None
+        entry = _CachedJwks(keys, time.monotonic())
+        self._cache[url] = entry
+        return entry
+
+
+def _keys_from_jwks(data: object) -> dict[str, PyJWK]:
+    if not isinstance(data, dict):
+        raise ValueError("JWKS is not an object")
+    keyset = PyJWKSet.from_dict(data)
+    return {k.key_id: k for k in keyset.keys if k.key_id}
+
+
+@dataclass
+class ClientAuthenticator:
+    """Verifies CDS client JWTs against the configured issuers."""
+
+    issuers: Mapping[str, TrustedIssuer]
+    public_base_url: str
+    jwks: JwksCache
+    replay: ReplayCache = field(default_factory=InMemoryReplayCache)
+    leeway_seconds: float = 60.0
+    max_token_age_seconds: float = 900.0
+    _file_keys: dict[Path, dict[str, PyJWK]] = field(default_factory=dict)
+
+    def audience(self, path: str) -> str:
+        return self.public_base_url.rstrip("/") + path
+
+    async def verify(self, authorization: str | None, path: str) -> dict[str, Any]:
+        """The verified claims, or :class:`Unauthorized`."""
+        token = _bearer(authorization)
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except InvalidTokenError:
+            raise Unauthorized("malformed token") from None
+        alg = header.get("alg")
+        if alg not in ALLOWED_ALGORITHMS:
+            raise Unauthorized("algorithm not allowed")
+        if header.get("typ") not in (None, "JWT"):
+            raise Unauthorized("typ is not JWT")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise Unauthorized("no kid")
+        issuer = self.issuers.get(str(unverified.get("iss")))
+        if issuer is None:
+            raise Unauthorized("untrusted issuer")
+        key = await self._key(issuer, kid, header.get("jku"))
+        if key.algorithm_name is not None and key.algorithm_name != alg and _family(key.algorithm_name) != _family(alg):
+            raise Unauthorized("key does not match algorithm")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key.key,
+                algorithms=[alg],
+                audience=self.audience(path),
+                issuer=issuer.iss,
+                leeway=self.leeway_seconds,
+                options={"require": ["iss", "aud", "exp", "iat", "jti"]},
+            )
+        except InvalidTokenError as exc:
+            raise Unauthorized(f"token rejected: {type(exc).__name__}") from None
+        self._check_age_and_replay(claims, issuer)
+        return claims
+
+    def _check_age_and_replay(self, claims: Mapping[str, Any], issuer: TrustedIssuer) -> None:
+        now = time.time()
+        iat = claims.get("iat")
+        if not isinstance(iat, int | float) or now - float(iat) > self.max_token_age_seconds + self.leeway_seconds:
+            raise Unauthorized("token too old")
+        if issuer.tenants is not None and claims.get("tenant") not in issuer.tenants:
+            raise Unauthorized("tenant not allowed")
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not jti:
+            raise Unauthorized("no jti")
+        expires = max(float(claims.get("exp", now)), now) + self.leeway_seconds
+        if not self.replay.first_sighting(issuer.iss, jti, max(expires, now + 3600)):
+            raise Unauthorized("replayed jti")
+
+    async def _key(self, issuer: TrustedIssuer, kid: str, jku: object) -> PyJWK:
+        if jku is not None:
+            if not isinstance(jku, str) or (jku != issuer.jwks_url and jku not in issuer.jku_allowlist):
+                raise Unauthorized("jku not allowed")
+            return await self.jwks.key(jku, kid)
+        if issuer.jwks_url is not None:
+            return await self.jwks.key(issuer.jwks_url, kid)
+        if issuer.jwks_file is not None:
+            keys = self._file_keys.get(issuer.jwks_file)
+            if keys is None:
+                keys = _keys_from_jwks(json.loads(issuer.jwks_file.read_text(encoding="utf-8")))
+                self._file_keys[issuer.jwks_file] = keys
+            if kid not in keys:
+                raise Unauthorized("unknown kid")
+            return keys[kid]
+        raise Unauthorized("issuer has no keys")
+
+
+def _family(alg: str) -> str:
+    return alg[:2]
+
+
+def _bearer(authorization: str | None) -> str:
+    if not authorization:
+        raise Unauthorized("no authorization header")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("not a bearer token")
+    return token.strip()

@@ -1,0 +1,220 @@
+"""Persist every issued card and every feedback item, so what clinicians accepted or overrode can
+be audited and joined to what was shown. SQLite by default (WAL; committed before the 200).
+
+Feedback is idempotent: each item is keyed by a hash of its canonical JSON, so a resent item is
+stored once. Feedback for a card this instance never issued is kept and marked unmatched (another
+replica or a restart may have issued it). No tokens are stored; patient ids only as a hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS issued_card (
+    card_uuid TEXT PRIMARY KEY,
+    service_id TEXT NOT NULL,
+    hook_instance TEXT NOT NULL,
+    patient_hash TEXT NOT NULL,
+    system TEXT NOT NULL,
+    grade INTEGER,
+    grade_at_least INTEGER,
+    evaluated_at TEXT NOT NULL,
+    evidence_references TEXT NOT NULL,
+    suggestions TEXT NOT NULL,
+    issued_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    item_key TEXT NOT NULL UNIQUE,
+    service_id TEXT NOT NULL,
+    card_uuid TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    accepted_suggestions TEXT NOT NULL,
+    override_system TEXT,
+    override_code TEXT,
+    user_comment TEXT,
+    outcome_timestamp TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    matched INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_card ON feedback (card_uuid);
+"""
+
+
+# -- the CDS Hooks 2.0 feedback body --------------------------------------------------------
+
+
+class _OverrideCoding(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    system: str | None = None
+    code: str = Field(min_length=1, max_length=200)
+    display: str | None = None
+
+
+class OverrideReason(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    reason: _OverrideCoding | None = None
+    userComment: str | None = Field(default=None, max_length=4000)
+
+
+class AcceptedSuggestion(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str = Field(min_length=1, max_length=128)
+
+
+class FeedbackItem(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    card: str = Field(min_length=1, max_length=128)
+    outcome: Literal["accepted", "overridden"]
+    acceptedSuggestions: list[AcceptedSuggestion] | None = None
+    overrideReason: OverrideReason | None = None
+    outcomeTimestamp: datetime
+
+    def key(self, service_id: str) -> str:
+        canonical = json.dumps([service_id, self.model_dump(mode="json", exclude_none=True)], sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    feedback: list[FeedbackItem] = Field(min_length=1, max_length=100)
+
+
+# -- storage --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IssuedCard:
+    card_uuid: str
+    service_id: str
+    hook_instance: str
+    patient_hash: str
+    system: str
+    grade: int | None
+    grade_at_least: int | None
+    evaluated_at: datetime
+    evidence_references: Sequence[str]
+    suggestions: Sequence[tuple[str, str]]
+    """(suggestion uuid, label)."""
+
+
+def sqlite_path(database_url: str) -> Path:
+    """``sqlite:///relative.db`` or ``sqlite:////abs/path.db`` -> a path."""
+    prefix = "sqlite:///"
+    if not database_url.startswith(prefix):
+        raise ValueError("only sqlite:/// database URLs are supported by this store")
+    return Path(database_url[len(prefix):])
+
+
+class FeedbackStore:
+    """One SQLite file; a lock serialises writers within the process, WAL lets readers run."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(SCHEMA)
+        self.path = path
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def record_cards(self, cards: Sequence[IssuedCard]) -> None:
+        now = datetime.now(UTC).isoformat()
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO issued_card VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        c.card_uuid, c.service_id, c.hook_instance, c.patient_hash, c.system, c.grade,
+                        c.grade_at_least, c.evaluated_at.isoformat(), json.dumps(list(c.evidence_references)),
+                        json.dumps([list(s) for s in c.suggestions]), now,
+                    )
+                    for c in cards
+                ],
+            )
+
+    def record_feedback(self, service_id: str, items: Sequence[FeedbackItem]) -> int:
+        """Store each item once; returns how many were new."""
+        now = datetime.now(UTC).isoformat()
+        added = 0
+        with self._transaction() as conn:
+            for item in items:
+                matched = conn.execute("SELECT 1 FROM issued_card WHERE card_uuid = ?", (item.card,)).fetchone()
+                reason = item.overrideReason.reason if item.overrideReason else None
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO feedback (item_key, service_id, card_uuid, outcome, accepted_suggestions, "
+                    "override_system, override_code, user_comment, outcome_timestamp, received_at, matched) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        item.key(service_id), service_id, item.card, item.outcome,
+                        json.dumps([s.id for s in item.acceptedSuggestions or []]),
+                        reason.system if reason else None, reason.code if reason else None,
+                        item.overrideReason.userComment if item.overrideReason else None,
+                        item.outcomeTimestamp.isoformat(), now, 1 if matched else 0,
+                    ),
+                )
+                added += cursor.rowcount
+        return added
+
+    def feedback_rows(self) -> list[dict[str, Any]]:
+        with self._lock:
+            cursor = self._conn.execute("SELECT * FROM feedback ORDER BY id")
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def report(self) -> dict[str, Any]:
+        """Acceptance and override rates by grade and by suggestion label."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT f.outcome, f.accepted_suggestions, c.grade, c.suggestions, f.matched "
+                "FROM feedback f LEFT JOIN issued_card c ON c.card_uuid = f.card_uuid"
+            ).fetchall()
+        by_grade: dict[str, dict[str, int]] = {}
+        by_suggestion: dict[str, dict[str, int]] = {}
+        unmatched = 0
+        for outcome, accepted_json, grade, suggestions_json, matched in rows:
+            if not matched:
+                unmatched += 1
+            label = "indeterminate" if grade is None and matched else ("unmatched" if not matched else str(grade))
+            bucket = by_grade.setdefault(label, {"accepted": 0, "overridden": 0})
+            bucket[outcome] += 1
+            offered = {uid: name for uid, name in json.loads(suggestions_json)} if suggestions_json else {}
+            accepted = set(json.loads(accepted_json))
+            for uid, name in offered.items():
+                stats = by_suggestion.setdefault(name, {"offered": 0, "accepted": 0})
+                stats["offered"] += 1
+                stats["accepted"] += 1 if uid in accepted else 0
+        return {"total": len(rows), "unmatched": unmatched, "byGrade": by_grade, "bySuggestion": by_suggestion}
+
+
+def patient_hash(patient_id: str) -> str:
+    """Patient ids never appear in clear in logs or the store."""
+    return hashlib.sha256(f"crs-cds:{patient_id}".encode()).hexdigest()[:16]
