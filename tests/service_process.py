@@ -102,6 +102,7 @@ class RunningService:
         assert self._tmp is not None
         env = {k: v for k, v in os.environ.items() if not k.startswith("CRS_CDS_")}
         env.update(self._env)
+        env.setdefault("CRS_CDS_DATABASE_URL", f"sqlite:///{Path(self._tmp.name) / 'crs-cds.sqlite3'}")
         env["PYTHONUNBUFFERED"] = "1"
         self._log_path = Path(self._tmp.name) / f"service-{port}.log"
         self._log_file = self._log_path.open("wb")
@@ -166,6 +167,12 @@ class RunningService:
             self._log_file.close()
             self._log_file = None
         self._base_url = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: no shutdown hooks run (for durability tests)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(timeout=self._stop_timeout)
 
     def stop(self) -> None:
         """Stop the process and delete its log; safe to call more than once."""

@@ -1,0 +1,258 @@
+"""Only known EHRs get answers: each attack on the CDS client JWT is a test that gets a bare 401,
+and a correctly signed token (ES384, RS384) gets through. Keys are generated per run; the issuer's
+JWKS endpoint is mocked with respx."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+import respx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from fastapi.testclient import TestClient
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from pydantic import ValidationError
+
+from cds_hooks.app import ConfigurationError, create_app
+from cds_hooks.settings import Settings
+from hook_requests import patient_view, prefetch_from_bundle
+from vignette_data import vignette_bundle
+
+ISSUER = "https://ehr.example.org"
+JWKS_URL = "https://ehr.example.org/.well-known/jwks.json"
+OTHER_JKU = "https://attacker.example.net/jwks.json"
+ALLOWED_JKU = "https://keys.ehr.example.org/jwks.json"
+PUBLIC = "https://cds.example.org"
+SERVICE_PATH = "/cds-services/crs-grade"
+
+EC_KEY = ec.generate_private_key(ec.SECP384R1())
+RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+ROGUE_KEY = ec.generate_private_key(ec.SECP384R1())
+
+
+def _jwk(key: Any, kid: str, alg: str) -> dict[str, Any]:
+    algorithm = ECAlgorithm if alg.startswith("ES") else RSAAlgorithm
+    data: dict[str, Any] = algorithm.to_jwk(key.public_key(), as_dict=True)
+    data.update({"kid": kid, "alg": alg, "use": "sig"})
+    return data
+
+
+JWKS = {"keys": [_jwk(EC_KEY, "ec-1", "ES384"), _jwk(RSA_KEY, "rsa-1", "RS384")]}
+
+
+def claims(**overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    base: dict[str, Any] = {"iss": ISSUER, "aud": PUBLIC + SERVICE_PATH, "iat": now, "exp": now + 300,
+                            "jti": str(uuid.uuid4())}
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def sign(payload: dict[str, Any], *, key: Any = EC_KEY, alg: str = "ES384", kid: str = "ec-1",
+         **header: Any) -> str:
+    return jwt.encode(payload, key, algorithm=alg, headers={"kid": kid, "typ": "JWT", **header})
+
+
+def _settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "trusted_issuers": {ISSUER: {"jwks_url": JWKS_URL, "jku_allowlist": [ALLOWED_JKU]}},
+        "public_base_url": PUBLIC,
+        "allow_unauthenticated": False,
+        "database_url": f"sqlite:///{tmp_path / 'store.sqlite3'}",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def jwks() -> Iterator[respx.MockRouter]:
+    with respx.mock(assert_all_called=False) as router:
+        router.get(JWKS_URL).mock(return_value=httpx.Response(200, json=JWKS))
+        router.get(ALLOWED_JKU).mock(return_value=httpx.Response(200, json=JWKS))
+        router.get(OTHER_JKU).mock(return_value=httpx.Response(200, json={"keys": [_jwk(ROGUE_KEY, "ec-1", "ES384")]}))
+        yield router
+
+
+@pytest.fixture
+def client(tmp_path: Path, jwks: respx.MockRouter) -> Iterator[TestClient]:
+    with TestClient(create_app(_settings(tmp_path))) as test_client:
+        yield test_client
+
+
+def _hook_body() -> dict[str, Any]:
+    bundle = vignette_bundle("V01")
+    return patient_view("v01", prefetch=prefetch_from_bundle(bundle), at="2025-03-04T08:00:00Z")
+
+
+def _call(client: TestClient, token: str | None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    return client.post(SERVICE_PATH, json=_hook_body(), headers=headers)
+
+
+def test_es384_token_is_accepted(client: TestClient) -> None:
+    response = _call(client, sign(claims()))
+    assert response.status_code == 200
+    assert response.json()["cards"][0]["summary"].startswith("CRS grade 3")
+
+
+def test_rs384_token_is_accepted(client: TestClient) -> None:
+    assert _call(client, sign(claims(), key=RSA_KEY, alg="RS384", kid="rsa-1")).status_code == 200
+
+
+def test_audience_as_array_is_accepted(client: TestClient) -> None:
+    assert _call(client, sign(claims(aud=["https://other", PUBLIC + SERVICE_PATH]))).status_code == 200
+
+
+def test_allow_listed_jku_is_used(client: TestClient, jwks: respx.MockRouter) -> None:
+    assert _call(client, sign(claims(), jku=ALLOWED_JKU)).status_code == 200
+    assert jwks.routes[1].called
+
+
+def _alg_none_token() -> str:
+    header = {"alg": "none", "typ": "JWT", "kid": "ec-1"}
+    encode = jwt.utils.base64url_encode
+    return (encode(json.dumps(header).encode()) + b"." + encode(json.dumps(claims()).encode()) + b".").decode()
+
+
+def _hs256_with_public_key() -> str:
+    pem = EC_KEY.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    header = {"alg": "HS256", "typ": "JWT", "kid": "ec-1"}
+    signing = jwt.api_jws.PyJWS()
+    signing._algorithms["HS256"].prepare_key = lambda key: key  # type: ignore[method-assign]
+    return signing.encode(json.dumps(claims()).encode(), pem, algorithm="HS256", headers=header)
+
+
+ATTACKS: list[Any] = [
+    pytest.param(lambda: None, id="no-token"),
+    pytest.param(lambda: "not-a-jwt", id="garbage-token"),
+    pytest.param(_alg_none_token, id="alg-none"),
+    pytest.param(_hs256_with_public_key, id="hs256-signed-with-public-key"),
+    pytest.param(lambda: sign(claims(aud=PUBLIC + "/cds-services/other")), id="wrong-aud"),
+    pytest.param(lambda: sign(claims(aud="https://evil.example.net" + SERVICE_PATH)), id="aud-of-another-host"),
+    pytest.param(lambda: sign(claims(exp=int(time.time()) - 600, iat=int(time.time()) - 900)), id="expired"),
+    pytest.param(lambda: sign(claims(iat=int(time.time()) - 3600, exp=int(time.time()) + 300)), id="iat-too-old"),
+    pytest.param(lambda: sign(claims(jti=None)), id="no-jti"),
+    pytest.param(lambda: sign(claims(), kid="unknown-kid"), id="unknown-kid"),
+    pytest.param(lambda: sign(claims(iss="https://untrusted.example.net")), id="untrusted-iss"),
+    pytest.param(lambda: sign(claims(), key=ROGUE_KEY), id="signed-by-another-key"),
+    pytest.param(lambda: sign(claims(), key=ROGUE_KEY, jku=OTHER_JKU), id="jku-not-allowed"),
+    pytest.param(lambda: sign(claims(), key=RSA_KEY, alg="RS384", kid="ec-1"), id="kid-of-another-key-type"),
+]
+
+
+@pytest.mark.parametrize("make_token", ATTACKS)
+def test_attacks_get_a_bare_401(client: TestClient, jwks: respx.MockRouter, make_token: Callable[[], str | None]) -> None:
+    response = _call(client, make_token())
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert response.json()["issue"][0]["diagnostics"] == "unauthorized"
+    assert not jwks.routes[2].called, "a JWKS was fetched from a URL that is not allowed"
+
+
+def test_replayed_jti_is_401(client: TestClient) -> None:
+    token = sign(claims())
+    assert _call(client, token).status_code == 200
+    assert _call(client, token).status_code == 401
+
+
+def test_tenant_must_be_on_the_issuers_list(tmp_path: Path, jwks: respx.MockRouter) -> None:
+    issuers = {ISSUER: {"jwks_url": JWKS_URL, "tenants": ["hospital-a"]}}
+    with TestClient(create_app(_settings(tmp_path, trusted_issuers=issuers))) as client:
+        assert _call(client, sign(claims(tenant="hospital-a"))).status_code == 200
+        assert _call(client, sign(claims(tenant="hospital-b"))).status_code == 401
+        assert _call(client, sign(claims())).status_code == 401
+
+
+def test_jwks_endpoint_down_is_401_not_500(tmp_path: Path) -> None:
+    with respx.mock() as router:
+        router.get(JWKS_URL).mock(side_effect=httpx.ConnectError("down"))
+        with TestClient(create_app(_settings(tmp_path))) as client:
+            assert _call(client, sign(claims())).status_code == 401
+
+
+def test_jwks_file_issuer(tmp_path: Path) -> None:
+    keys = tmp_path / "jwks.json"
+    keys.write_text(json.dumps(JWKS))
+    with TestClient(create_app(_settings(tmp_path, trusted_issuers={ISSUER: {"jwks_file": str(keys)}}))) as client:
+        assert _call(client, sign(claims())).status_code == 200
+
+
+def test_discovery_and_feedback_need_a_token_too(client: TestClient) -> None:
+    assert client.get("/cds-services").status_code == 401
+    token = sign(claims(aud=PUBLIC + "/cds-services"))
+    assert client.get("/cds-services", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    feedback = {"feedback": [{"card": "x", "outcome": "accepted", "acceptedSuggestions": [{"id": "s"}],
+                              "outcomeTimestamp": "2025-03-04T08:05:00Z"}]}
+    assert client.post(SERVICE_PATH + "/feedback", json=feedback).status_code == 401
+    token = sign(claims(aud=PUBLIC + SERVICE_PATH + "/feedback"))
+    response = client.post(SERVICE_PATH + "/feedback", json=feedback, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        pytest.param({"trusted_issuers": {}}, "no trusted CDS client issuer", id="no-issuer-no-dev-flag"),
+        pytest.param({"public_base_url": None}, "PUBLIC_BASE_URL", id="issuers-without-public-url"),
+        pytest.param({"trusted_issuers": {ISSUER: {"jwks_url": "http://ehr.example.org/jwks"}}}, "https",
+                     id="jwks-over-http"),
+    ],
+)
+def test_unsafe_configuration_refuses_to_start(tmp_path: Path, overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        create_app(_settings(tmp_path, **overrides))
+
+
+def test_public_url_must_be_https_or_loopback(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="https"):
+        _settings(tmp_path, public_base_url="http://cds.example.org")
+    assert _settings(tmp_path, public_base_url="http://127.0.0.1:8080").public_base_url == "http://127.0.0.1:8080"
+
+
+def test_no_jwt_or_access_token_in_any_log_record(tmp_path: Path, jwks: respx.MockRouter,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """A full cycle (discovery, hook with fhirAuthorization, failed call, feedback) logs neither."""
+    access_token = "fhir-access-" + uuid.uuid4().hex
+    caplog.set_level(logging.DEBUG)
+    with TestClient(create_app(_settings(tmp_path))) as client:
+        token = sign(claims())
+        body = _hook_body()
+        body["fhirAuthorization"] = {"access_token": access_token, "token_type": "Bearer", "expires_in": 300,
+                                     "scope": "patient/*.read", "subject": "crs-cds"}
+        response = client.post(SERVICE_PATH, json=body, headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 200
+        assert client.post(SERVICE_PATH, json=body, headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    text = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert caplog.records, "the cycle should have logged something"
+    assert token not in text and token.split(".")[1] not in text
+    assert access_token not in text
+    assert "v01" not in text, "patient ids are logged only as a hash"
+
+
+def test_cors_preflight_for_authorization_and_content_type(tmp_path: Path, jwks: respx.MockRouter) -> None:
+    settings = _settings(tmp_path, cors_origins=["https://sandbox.cds-hooks.org"])
+    with TestClient(create_app(settings)) as client:
+        allowed = client.options(SERVICE_PATH, headers={
+            "Origin": "https://sandbox.cds-hooks.org", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type"})
+        refused = client.options(SERVICE_PATH, headers={
+            "Origin": "https://evil.example.net", "Access-Control-Request-Method": "POST"})
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://sandbox.cds-hooks.org"
+    assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
+    assert "access-control-allow-origin" not in refused.headers
+
+
+def test_no_cors_by_default(client: TestClient) -> None:
+    response = client.options(SERVICE_PATH, headers={"Origin": "https://sandbox.cds-hooks.org",
+                                                     "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in response.headers
