@@ -74,7 +74,9 @@ def build_service(settings: Settings, fetcher: FhirFetcher | None = None) -> Crs
     )
     return CrsService(
         grading,
-        card_options=CardOptions(card_for_grade_zero=settings.card_for_grade_zero, smart_app_url=settings.smart_app_url),
+        card_options=CardOptions(
+            card_for_grade_zero=settings.card_for_grade_zero, smart_app_url=settings.smart_app_url
+        ),
         fixed_time=settings.evaluation_time,
         allow_client_time=settings.allow_client_evaluation_time,
         fetcher=fetcher,
@@ -146,8 +148,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 runtime.store = None
                 store.close()
 
-    app = FastAPI(title="CRS grading CDS Hooks service", version="0.1.0", lifespan=lifespan, docs_url=None,
-                  redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="CRS grading CDS Hooks service",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.service = service
     app.state.settings = settings
     app.state.runtime = runtime

@@ -25,12 +25,12 @@ import uvicorn
 from pydantic import ValidationError
 
 from .app import ConfigurationError, create_app
-from .feedback_store import FeedbackStore, sqlite_path
 from .bundles import flatten, unique
 from .cds import FHIR_ID, CdsRequest, FhirAuthorization, HookContext
 from .errors import ServiceError
 from .evaluate import Evaluation, Grading, evaluate
 from .extract import SourcedResource
+from .feedback_store import FeedbackStore, sqlite_path
 from .fhir_client import FetchPolicy, FhirFetcher
 from .fhir_time import iso, parse_instant
 from .grading import GRADERS
@@ -245,15 +245,22 @@ def _cmd_feedback_report(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
-    lines = [f"feedback items: {report['total']} ({report['unmatched']} for cards this store never issued)", "",
-             "by grade            accepted  overridden  acceptance"]
+    lines = [
+        f"feedback items: {report['total']} ({report['unmatched']} for cards this store never issued)",
+        "",
+        "by grade            accepted  overridden  acceptance",
+    ]
     for grade, counts in sorted(report["byGrade"].items()):
         total = counts["accepted"] + counts["overridden"]
-        lines.append(f"  {grade:<16} {counts['accepted']:>9} {counts['overridden']:>11} {_rate(counts['accepted'], total):>11}")
+        lines.append(
+            f"  {grade:<16} {counts['accepted']:>9} {counts['overridden']:>11} {_rate(counts['accepted'], total):>11}"
+        )
     lines += ["", "by suggestion                         offered  accepted  acceptance"]
     for label, counts in sorted(report["bySuggestion"].items()):
-        lines.append(f"  {label[:36]:<36} {counts['offered']:>7} {counts['accepted']:>9} "
-                     f"{_rate(counts['accepted'], counts['offered']):>11}")
+        lines.append(
+            f"  {label[:36]:<36} {counts['offered']:>7} {counts['accepted']:>9} "
+            f"{_rate(counts['accepted'], counts['offered']):>11}"
+        )
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 

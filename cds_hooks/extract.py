@@ -107,6 +107,10 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _status_codes(concept: object) -> list[str | None]:
+    return [_text(c.get("code")) for c in _codings(concept) if isinstance(c, dict)]
+
+
 def _round_celsius(value: float) -> float:
     return float(Decimal(repr(value)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
 
@@ -507,7 +511,9 @@ class Extractor:
         if match is None:
             return
         clinical = [_text(c.get("code")) for c in _codings(resource.get("clinicalStatus")) if isinstance(c, dict)]
-        verification = [_text(c.get("code")) for c in _codings(resource.get("verificationStatus")) if isinstance(c, dict)]
+        verification = [
+            _text(c.get("code")) for c in _codings(resource.get("verificationStatus")) if isinstance(c, dict)
+        ]
         if not ACTIVE_CONDITION_STATUSES.intersection(clinical):
             self._reject(
                 reference, f"Condition clinicalStatus is {clinical[0] if clinical else 'missing'!r}, not active"

@@ -115,7 +115,7 @@ def sqlite_path(database_url: str) -> Path:
     prefix = "sqlite:///"
     if not database_url.startswith(prefix):
         raise ValueError("only sqlite:/// database URLs are supported by this store")
-    return Path(database_url[len(prefix):])
+    return Path(database_url[len(prefix) :])
 
 
 class FeedbackStore:
@@ -153,9 +153,17 @@ class FeedbackStore:
                 "INSERT OR IGNORE INTO issued_card VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
-                        c.card_uuid, c.service_id, c.hook_instance, c.patient_hash, c.system, c.grade,
-                        c.grade_at_least, c.evaluated_at.isoformat(), json.dumps(list(c.evidence_references)),
-                        json.dumps([list(s) for s in c.suggestions]), now,
+                        c.card_uuid,
+                        c.service_id,
+                        c.hook_instance,
+                        c.patient_hash,
+                        c.system,
+                        c.grade,
+                        c.grade_at_least,
+                        c.evaluated_at.isoformat(),
+                        json.dumps(list(c.evidence_references)),
+                        json.dumps([list(s) for s in c.suggestions]),
+                        now,
                     )
                     for c in cards
                 ],
@@ -174,11 +182,17 @@ class FeedbackStore:
                     "override_system, override_code, user_comment, outcome_timestamp, received_at, matched) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        item.key(service_id), service_id, item.card, item.outcome,
+                        item.key(service_id),
+                        service_id,
+                        item.card,
+                        item.outcome,
                         json.dumps([s.id for s in item.acceptedSuggestions or []]),
-                        reason.system if reason else None, reason.code if reason else None,
+                        reason.system if reason else None,
+                        reason.code if reason else None,
                         item.overrideReason.userComment if item.overrideReason else None,
-                        item.outcomeTimestamp.isoformat(), now, 1 if matched else 0,
+                        item.outcomeTimestamp.isoformat(),
+                        now,
+                        1 if matched else 0,
                     ),
                 )
                 added += cursor.rowcount

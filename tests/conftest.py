@@ -6,7 +6,6 @@ import os
 from collections.abc import Iterator
 
 import pytest
-
 from cds_hooks.evaluate import Grading
 from cds_hooks.terminology import load_terminology
 from cds_hooks.units import load_units

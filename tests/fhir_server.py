@@ -129,19 +129,13 @@ class RunningFhirServer:
             "data_dir": str(workdir / "data"),
             "own_private_key_path": str(workdir / "keys" / "private.pem"),
             "server_auth": {"types": ["none"]},
-            "validation": {
-                "inbound": "strict"
-            },  # malformed fixtures fail loudly at load time
-            "simulator": {
-                "enabled": False
-            },  # otherwise it invents resources after some writes
+            "validation": {"inbound": "strict"},  # malformed fixtures fail loudly at load time
+            "simulator": {"enabled": False},  # otherwise it invents resources after some writes
             "log_inbound": False,  # no per-request body logging into the database
         }
         config = workdir / f"settings-{port}.yaml"
         config.write_text(json.dumps(settings), encoding="utf-8")  # JSON is valid YAML
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith("SEKMET_")
-        }  # env beats the file
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SEKMET_")}  # env beats the file
         env["PYTHONUNBUFFERED"] = "1"
         self._log_path = workdir / f"server-{port}.log"
         self._log = self._log_path.open("wb")
@@ -177,8 +171,7 @@ class RunningFhirServer:
                 if not last_attempt and "address already in use" in log.lower():
                     return False
                 raise FhirServerError(
-                    f"FHIR server exited with code {self._proc.returncode} before answering. "
-                    f"Server output:\n{log}"
+                    f"FHIR server exited with code {self._proc.returncode} before answering. Server output:\n{log}"
                 )
             try:
                 response = httpx.get(url, timeout=2.0)
@@ -193,8 +186,7 @@ class RunningFhirServer:
                 f"(4.0.x). Server output:\n{self.server_log()}"
             )
         raise FhirServerError(
-            f"FHIR server did not answer {url} within {self._startup_timeout:g}s. "
-            f"Server output:\n{self.server_log()}"
+            f"FHIR server did not answer {url} within {self._startup_timeout:g}s. Server output:\n{self.server_log()}"
         )
 
     def server_log(self) -> str:
@@ -215,9 +207,7 @@ class RunningFhirServer:
         for resource in resources:
             rtype, rid = resource.get("resourceType"), resource.get("id")
             if not isinstance(rtype, str) or not isinstance(rid, str) or not rid:
-                raise ValueError(
-                    f"load() needs resourceType and id on every resource: {resource!r}"
-                )
+                raise ValueError(f"load() needs resourceType and id on every resource: {resource!r}")
             entries.append(
                 {
                     "resource": dict(resource),
@@ -236,16 +226,12 @@ class RunningFhirServer:
             },
         )
         if response.status_code != 200:
-            raise FhirServerError(
-                f"Transaction rejected with HTTP {response.status_code}: {response.text}"
-            )
+            raise FhirServerError(f"Transaction rejected with HTTP {response.status_code}: {response.text}")
         stored: list[dict[str, Any]] = []
         for entry in response.json().get("entry", []):
             status = str(entry.get("response", {}).get("status", ""))
             if not status.startswith(("200", "201")):
-                raise FhirServerError(
-                    f"Transaction entry failed with {status!r}: {json.dumps(entry)}"
-                )
+                raise FhirServerError(f"Transaction entry failed with {status!r}: {json.dumps(entry)}")
             stored.append(entry["resource"])
         return stored
 

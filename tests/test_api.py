@@ -10,13 +10,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from cds_hooks.app import create_app
+from cds_hooks.settings import Settings
 from fastapi.testclient import TestClient
 
 from card_checks import check_card, empty_values
-from cds_hooks.app import create_app
-from cds_hooks.settings import Settings
-from vignette_data import FIXTURES, vignette_bundle, vignette_expected, vignette_ids
 from hook_requests import patient_view, prefetch_from_bundle
+from vignette_data import FIXTURES, vignette_bundle, vignette_expected, vignette_ids
 
 GOLDEN = FIXTURES / "golden"
 SERVICE = "/cds-services/crs-grade"
@@ -49,7 +49,13 @@ def test_discovery_lists_patient_view_with_prefetch(client: TestClient) -> None:
     assert service["hook"] == "patient-view" and service["id"] == "crs-grade"
     assert service["description"] and service["title"]
     assert set(service["prefetch"]) == {
-        "patient", "observations", "oxygenDevices", "vitalSigns", "medicationAdministrations", "procedures", "conditions",
+        "patient",
+        "observations",
+        "oxygenDevices",
+        "vitalSigns",
+        "medicationAdministrations",
+        "procedures",
+        "conditions",
     }
     assert service["prefetch"]["patient"] == "Patient/{{context.patientId}}"
     assert "http://loinc.org|8310-5" in service["prefetch"]["observations"]
@@ -74,12 +80,15 @@ def test_vignette_cards(client: TestClient, vignette_id: str) -> None:
     assert result["worstGrade"] == expected.get("astct_crs_max_grade_episode", grade)
     assert card["indicator"] == {1: "info", 2: "warning", 3: "critical", 4: "critical"}[grade]
     assert card["summary"].startswith(f"CRS grade {grade} (ASTCT)")
-    assert all(e["reference"].split("/")[0] in {"Observation", "MedicationAdministration", "Procedure", "Condition"}
-               for e in result["evidence"])
+    assert all(
+        e["reference"].split("/")[0] in {"Observation", "MedicationAdministration", "Procedure", "Condition"}
+        for e in result["evidence"]
+    )
     if "tocilizumab_dose_mg" in expected:
         doses = [
             a["resource"]["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["value"]
-            for s in card["suggestions"] for a in s["actions"]
+            for s in card["suggestions"]
+            for a in s["actions"]
             if a["resource"].get("medicationCodeableConcept", {}).get("text") == "tocilizumab"
         ]
         assert doses == [expected["tocilizumab_dose_mg"]]
@@ -101,8 +110,12 @@ def test_golden_response(client: TestClient, vignette_id: str) -> None:
         request = vignette_request(vignette_id)
         request["hookInstance"] = "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea"
         request_file.write_text(json.dumps(request, indent=1, ensure_ascii=False) + "\n")
-        response_file.write_text(json.dumps(_normalise(client.post(SERVICE, json=request).json()), indent=1,
-                                            sort_keys=True, ensure_ascii=False) + "\n")
+        response_file.write_text(
+            json.dumps(
+                _normalise(client.post(SERVICE, json=request).json()), indent=1, sort_keys=True, ensure_ascii=False
+            )
+            + "\n"
+        )
     request = json.loads(request_file.read_text())
     response = client.post(SERVICE, json=request)
     assert response.status_code == 200
@@ -156,9 +169,16 @@ def test_garbage_resources_never_cause_a_server_error(client: TestClient) -> Non
     entries = request["prefetch"]["observations"]["entry"]
     entries += [
         {"resource": {"resourceType": "Observation", "id": "junk1", "status": "final", "code": {"coding": "nope"}}},
-        {"resource": {"resourceType": "Observation", "id": "junk2", "status": "final",
-                      "code": {"coding": [{"system": "http://loinc.org", "code": "8310-5"}]},
-                      "effectiveDateTime": "yesterday", "valueQuantity": {"value": "hot"}}},
+        {
+            "resource": {
+                "resourceType": "Observation",
+                "id": "junk2",
+                "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8310-5"}]},
+                "effectiveDateTime": "yesterday",
+                "valueQuantity": {"value": "hot"},
+            }
+        },
         {"resource": "not a resource"},
         {"fullUrl": "x"},
         7,
@@ -177,16 +197,38 @@ def test_garbage_resources_never_cause_a_server_error(client: TestClient) -> Non
         pytest.param(b"", 400, "empty", id="empty-body->400"),
         pytest.param(b"[1, 2]", 400, "JSON object", id="array-body->400"),
         pytest.param(b'{"hook": "patient-view"}', 422, "hookInstance", id="missing-fields->422"),
-        pytest.param(b'{"hook": "patient-view", "hookInstance": "x", "context": {"patientId": "a/b"}}', 422, "patientId",
-                     id="bad-patient-id->422"),
-        pytest.param(b'{"hook": "order-sign", "hookInstance": "x", "context": {"patientId": "p1"}}', 400, "patient-view",
-                     id="wrong-hook->400"),
-        pytest.param(b'{"hook": "patient-view", "hookInstance": "x", "context": {"patientId": "p1"}}', 412, "prefetch",
-                     id="no-prefetch-no-fhirServer->412"),
-        pytest.param(b'{"hook": "patient-view", "hookInstance": "x", "context": {"patientId": "p1"}, '
-                     b'"prefetch": {"patient": "p1"}}', 400, "must be a FHIR resource", id="prefetch-not-a-resource->400"),
-        pytest.param(b'{"hook": "patient-view", "hookInstance": "x", "context": {"patientId": "p1"}, '
-                     b'"extension": {"crs-cds-hooks.at": "tomorrow"}}', 400, "crs-cds-hooks.at", id="bad-evaluation-time->400"),
+        pytest.param(
+            b'{"hook": "patient-view", "hookInstance": "x", "context": {"patientId": "a/b"}}',
+            422,
+            "patientId",
+            id="bad-patient-id->422",
+        ),
+        pytest.param(
+            b'{"hook": "order-sign", "hookInstance": "x", "context": {"patientId": "p1"}}',
+            400,
+            "patient-view",
+            id="wrong-hook->400",
+        ),
+        pytest.param(
+            b'{"hook": "patient-view", "hookInstance": "x", "context": {"patientId": "p1"}}',
+            412,
+            "prefetch",
+            id="no-prefetch-no-fhirServer->412",
+        ),
+        pytest.param(
+            b'{"hook": "patient-view", "hookInstance": "x", "context": {"patientId": "p1"}, '
+            b'"prefetch": {"patient": "p1"}}',
+            400,
+            "must be a FHIR resource",
+            id="prefetch-not-a-resource->400",
+        ),
+        pytest.param(
+            b'{"hook": "patient-view", "hookInstance": "x", "context": {"patientId": "p1"}, '
+            b'"extension": {"crs-cds-hooks.at": "tomorrow"}}',
+            400,
+            "crs-cds-hooks.at",
+            id="bad-evaluation-time->400",
+        ),
     ],
 )
 def test_bad_requests_get_a_short_json_reason(client: TestClient, body: bytes, status: int, reason: str) -> None:

@@ -16,14 +16,14 @@ import httpx
 import jwt
 import pytest
 import respx
+from cds_hooks.app import ConfigurationError, create_app
+from cds_hooks.settings import Settings
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi.testclient import TestClient
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from pydantic import ValidationError
 
-from cds_hooks.app import ConfigurationError, create_app
-from cds_hooks.settings import Settings
 from hook_requests import patient_view, prefetch_from_bundle
 from vignette_data import vignette_bundle
 
@@ -51,14 +51,18 @@ JWKS = {"keys": [_jwk(EC_KEY, "ec-1", "ES384"), _jwk(RSA_KEY, "rsa-1", "RS384")]
 
 def claims(**overrides: Any) -> dict[str, Any]:
     now = int(time.time())
-    base: dict[str, Any] = {"iss": ISSUER, "aud": PUBLIC + SERVICE_PATH, "iat": now, "exp": now + 300,
-                            "jti": str(uuid.uuid4())}
+    base: dict[str, Any] = {
+        "iss": ISSUER,
+        "aud": PUBLIC + SERVICE_PATH,
+        "iat": now,
+        "exp": now + 300,
+        "jti": str(uuid.uuid4()),
+    }
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}
 
 
-def sign(payload: dict[str, Any], *, key: Any = EC_KEY, alg: str = "ES384", kid: str = "ec-1",
-         **header: Any) -> str:
+def sign(payload: dict[str, Any], *, key: Any = EC_KEY, alg: str = "ES384", kid: str = "ec-1", **header: Any) -> str:
     return jwt.encode(payload, key, algorithm=alg, headers={"kid": kid, "typ": "JWT", **header})
 
 
@@ -95,7 +99,8 @@ def _hook_body() -> dict[str, Any]:
 
 def _call(client: TestClient, token: str | None) -> httpx.Response:
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    return client.post(SERVICE_PATH, json=_hook_body(), headers=headers)
+    response: httpx.Response = client.post(SERVICE_PATH, json=_hook_body(), headers=headers)
+    return response
 
 
 def test_es384_token_is_accepted(client: TestClient) -> None:
@@ -150,7 +155,9 @@ ATTACKS: list[Any] = [
 
 
 @pytest.mark.parametrize("make_token", ATTACKS)
-def test_attacks_get_a_bare_401(client: TestClient, jwks: respx.MockRouter, make_token: Callable[[], str | None]) -> None:
+def test_attacks_get_a_bare_401(
+    client: TestClient, jwks: respx.MockRouter, make_token: Callable[[], str | None]
+) -> None:
     response = _call(client, make_token())
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == "Bearer"
@@ -190,8 +197,16 @@ def test_discovery_and_feedback_need_a_token_too(client: TestClient) -> None:
     assert client.get("/cds-services").status_code == 401
     token = sign(claims(aud=PUBLIC + "/cds-services"))
     assert client.get("/cds-services", headers={"Authorization": f"Bearer {token}"}).status_code == 200
-    feedback = {"feedback": [{"card": "x", "outcome": "accepted", "acceptedSuggestions": [{"id": "s"}],
-                              "outcomeTimestamp": "2025-03-04T08:05:00Z"}]}
+    feedback = {
+        "feedback": [
+            {
+                "card": "x",
+                "outcome": "accepted",
+                "acceptedSuggestions": [{"id": "s"}],
+                "outcomeTimestamp": "2025-03-04T08:05:00Z",
+            }
+        ]
+    }
     assert client.post(SERVICE_PATH + "/feedback", json=feedback).status_code == 401
     token = sign(claims(aud=PUBLIC + SERVICE_PATH + "/feedback"))
     response = client.post(SERVICE_PATH + "/feedback", json=feedback, headers={"Authorization": f"Bearer {token}"})
@@ -203,8 +218,9 @@ def test_discovery_and_feedback_need_a_token_too(client: TestClient) -> None:
     [
         pytest.param({"trusted_issuers": {}}, "no trusted CDS client issuer", id="no-issuer-no-dev-flag"),
         pytest.param({"public_base_url": None}, "PUBLIC_BASE_URL", id="issuers-without-public-url"),
-        pytest.param({"trusted_issuers": {ISSUER: {"jwks_url": "http://ehr.example.org/jwks"}}}, "https",
-                     id="jwks-over-http"),
+        pytest.param(
+            {"trusted_issuers": {ISSUER: {"jwks_url": "http://ehr.example.org/jwks"}}}, "https", id="jwks-over-http"
+        ),
     ],
 )
 def test_unsafe_configuration_refuses_to_start(tmp_path: Path, overrides: dict[str, Any], message: str) -> None:
@@ -218,16 +234,22 @@ def test_public_url_must_be_https_or_loopback(tmp_path: Path) -> None:
     assert _settings(tmp_path, public_base_url="http://127.0.0.1:8080").public_base_url == "http://127.0.0.1:8080"
 
 
-def test_no_jwt_or_access_token_in_any_log_record(tmp_path: Path, jwks: respx.MockRouter,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_no_jwt_or_access_token_in_any_log_record(
+    tmp_path: Path, jwks: respx.MockRouter, caplog: pytest.LogCaptureFixture
+) -> None:
     """A full cycle (discovery, hook with fhirAuthorization, failed call, feedback) logs neither."""
     access_token = "fhir-access-" + uuid.uuid4().hex
     caplog.set_level(logging.DEBUG)
     with TestClient(create_app(_settings(tmp_path))) as client:
         token = sign(claims())
         body = _hook_body()
-        body["fhirAuthorization"] = {"access_token": access_token, "token_type": "Bearer", "expires_in": 300,
-                                     "scope": "patient/*.read", "subject": "crs-cds"}
+        body["fhirAuthorization"] = {
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "scope": "patient/*.read",
+            "subject": "crs-cds",
+        }
         response = client.post(SERVICE_PATH, json=body, headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 200
         assert client.post(SERVICE_PATH, json=body, headers={"Authorization": f"Bearer {token}"}).status_code == 401
@@ -241,11 +263,17 @@ def test_no_jwt_or_access_token_in_any_log_record(tmp_path: Path, jwks: respx.Mo
 def test_cors_preflight_for_authorization_and_content_type(tmp_path: Path, jwks: respx.MockRouter) -> None:
     settings = _settings(tmp_path, cors_origins=["https://sandbox.cds-hooks.org"])
     with TestClient(create_app(settings)) as client:
-        allowed = client.options(SERVICE_PATH, headers={
-            "Origin": "https://sandbox.cds-hooks.org", "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "authorization,content-type"})
-        refused = client.options(SERVICE_PATH, headers={
-            "Origin": "https://evil.example.net", "Access-Control-Request-Method": "POST"})
+        allowed = client.options(
+            SERVICE_PATH,
+            headers={
+                "Origin": "https://sandbox.cds-hooks.org",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type",
+            },
+        )
+        refused = client.options(
+            SERVICE_PATH, headers={"Origin": "https://evil.example.net", "Access-Control-Request-Method": "POST"}
+        )
     assert allowed.status_code == 200
     assert allowed.headers["access-control-allow-origin"] == "https://sandbox.cds-hooks.org"
     assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
@@ -253,6 +281,7 @@ def test_cors_preflight_for_authorization_and_content_type(tmp_path: Path, jwks:
 
 
 def test_no_cors_by_default(client: TestClient) -> None:
-    response = client.options(SERVICE_PATH, headers={"Origin": "https://sandbox.cds-hooks.org",
-                                                     "Access-Control-Request-Method": "POST"})
+    response = client.options(
+        SERVICE_PATH, headers={"Origin": "https://sandbox.cds-hooks.org", "Access-Control-Request-Method": "POST"}
+    )
     assert "access-control-allow-origin" not in response.headers

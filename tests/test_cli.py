@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from cds_hooks.cli import main
+
 from vignette_data import FIXTURES, vignette_expected, vignette_ids
 from vignette_fhir import VARIANTS, load_public_vignettes, vignette_to_bundle
 
@@ -33,22 +33,22 @@ def _check(output: dict[str, Any], vignette_id: str) -> None:
 def test_console_script_grades_vignette(vignette_id: str) -> None:
     bundle = FIXTURES / "vignettes" / f"{vignette_id}.bundle.json"
     at = EXPECTED[vignette_id]["evaluation_time"]
-    done = subprocess.run([*CRS_CDS, "grade", str(bundle), "--at", at, "--json"], capture_output=True, text=True,
-                          timeout=60, check=False)
+    done = subprocess.run(
+        [*CRS_CDS, "grade", str(bundle), "--at", at, "--json"], capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 0, done.stderr
     _check(json.loads(done.stdout), vignette_id)
 
 
 VARIANT_CASES = [
-    pytest.param(v, variant, id=f"{v['id']}-{variant}")
-    for v in load_public_vignettes()
-    for variant in VARIANTS
+    pytest.param(v, variant, id=f"{v['id']}-{variant}") for v in load_public_vignettes() for variant in VARIANTS
 ]
 
 
 @pytest.mark.parametrize(("vignette", "variant"), VARIANT_CASES)
-def test_every_fhir_shape_grades_the_same(vignette: dict[str, Any], variant: str, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_fhir_shape_grades_the_same(
+    vignette: dict[str, Any], variant: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "bundle.json"
     path.write_text(json.dumps(vignette_to_bundle(vignette, variant=variant)))
     assert main(["grade", str(path), "--at", vignette["evaluation_time"], "--json"]) == 0
@@ -57,8 +57,9 @@ def test_every_fhir_shape_grades_the_same(vignette: dict[str, Any], variant: str
 
 def test_indeterminate_grade_is_null_in_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bundle = json.loads((FIXTURES / "vignettes" / "V02.bundle.json").read_text())
-    bundle["entry"] = [e for e in bundle["entry"] if e["resource"].get("code", {}).get("coding", [{}])[0].get("code")
-                       != "8310-5"]
+    bundle["entry"] = [
+        e for e in bundle["entry"] if e["resource"].get("code", {}).get("coding", [{}])[0].get("code") != "8310-5"
+    ]
     path = tmp_path / "no-temperature.json"
     path.write_text(json.dumps(bundle))
     assert main(["grade", str(path), "--at", "2025-03-04T08:00:00Z", "--json"]) == 0

@@ -11,11 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
-
 from cds_hooks.app import create_app
 from cds_hooks.cli import main
 from cds_hooks.settings import Settings
+from fastapi.testclient import TestClient
+
 from hook_requests import patient_view, prefetch_from_bundle
 from service_process import RunningService
 from vignette_data import vignette_bundle
@@ -26,7 +26,7 @@ SERVICE = "/cds-services/crs-grade"
 def _rows(database: Path, table: str) -> list[dict[str, Any]]:
     with sqlite3.connect(database) as conn:
         conn.row_factory = sqlite3.Row
-        return [dict(row) for row in conn.execute(f"SELECT * FROM {table} ORDER BY rowid")]  # noqa: S608
+        return [dict(row) for row in conn.execute(f"SELECT * FROM {table} ORDER BY rowid")]
 
 
 @pytest.fixture
@@ -50,15 +50,28 @@ def _card(client: TestClient, vignette_id: str = "V01") -> dict[str, Any]:
 
 def _accepted(card: dict[str, Any], *suggestion_labels: str) -> dict[str, Any]:
     ids = [s["uuid"] for s in card["suggestions"] if s["label"].startswith(suggestion_labels)]
-    return {"card": card["uuid"], "outcome": "accepted", "acceptedSuggestions": [{"id": i} for i in ids],
-            "outcomeTimestamp": "2025-03-04T08:05:00Z"}
+    return {
+        "card": card["uuid"],
+        "outcome": "accepted",
+        "acceptedSuggestions": [{"id": i} for i in ids],
+        "outcomeTimestamp": "2025-03-04T08:05:00Z",
+    }
 
 
 def _overridden(card_uuid: str) -> dict[str, Any]:
-    return {"card": card_uuid, "outcome": "overridden", "outcomeTimestamp": "2025-03-04T08:06:00Z",
-            "overrideReason": {"reason": {"system": "https://crs-cds-hooks.example.org/CodeSystem/override-reason",
-                                          "code": "fever-other-cause", "display": "Fever attributed to another cause"},
-                               "userComment": "line infection"}}
+    return {
+        "card": card_uuid,
+        "outcome": "overridden",
+        "outcomeTimestamp": "2025-03-04T08:06:00Z",
+        "overrideReason": {
+            "reason": {
+                "system": "https://crs-cds-hooks.example.org/CodeSystem/override-reason",
+                "code": "fever-other-cause",
+                "display": "Fever attributed to another cause",
+            },
+            "userComment": "line infection",
+        },
+    }
 
 
 def test_issued_card_is_recorded_with_grade_and_evidence(client: TestClient, database: Path) -> None:
@@ -90,7 +103,10 @@ def test_same_feedback_twice_is_stored_once(client: TestClient, database: Path) 
 
 
 def test_feedback_for_an_unknown_card_is_kept_and_marked_unmatched(client: TestClient, database: Path) -> None:
-    assert client.post(f"{SERVICE}/feedback", json={"feedback": [_overridden("card-from-another-replica")]}).status_code == 200
+    assert (
+        client.post(f"{SERVICE}/feedback", json={"feedback": [_overridden("card-from-another-replica")]}).status_code
+        == 200
+    )
     (row,) = _rows(database, "feedback")
     assert row["matched"] == 0 and row["override_code"] == "fever-other-cause"
 
@@ -101,11 +117,14 @@ def test_feedback_for_an_unknown_card_is_kept_and_marked_unmatched(client: TestC
         pytest.param(b"{nope", id="not-json"),
         pytest.param(b"{}", id="no-feedback-list"),
         pytest.param(b'{"feedback": []}', id="empty-feedback-list"),
-        pytest.param(b'{"feedback": [{"card": "c", "outcome": "maybe", "outcomeTimestamp": "2025-03-04T08:00:00Z"}]}',
-                     id="unknown-outcome"),
+        pytest.param(
+            b'{"feedback": [{"card": "c", "outcome": "maybe", "outcomeTimestamp": "2025-03-04T08:00:00Z"}]}',
+            id="unknown-outcome",
+        ),
         pytest.param(b'{"feedback": [{"card": "c", "outcome": "accepted"}]}', id="no-timestamp"),
-        pytest.param(b'{"feedback": [{"outcome": "accepted", "outcomeTimestamp": "2025-03-04T08:00:00Z"}]}',
-                     id="no-card"),
+        pytest.param(
+            b'{"feedback": [{"outcome": "accepted", "outcomeTimestamp": "2025-03-04T08:00:00Z"}]}', id="no-card"
+        ),
     ],
 )
 def test_malformed_feedback_is_400_and_stores_nothing(client: TestClient, database: Path, body: bytes) -> None:
@@ -119,8 +138,9 @@ def test_feedback_for_an_unknown_service_is_404(client: TestClient) -> None:
     assert client.post("/cds-services/nope/feedback", json={"feedback": [_overridden("x")]}).status_code == 404
 
 
-def test_feedback_report_rates_by_grade_and_suggestion(client: TestClient, database: Path,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_feedback_report_rates_by_grade_and_suggestion(
+    client: TestClient, database: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     card = _card(client)
     other = _card(client, "V34")
     client.post(f"{SERVICE}/feedback", json={"feedback": [_accepted(card, "Tocilizumab"), _overridden(other["uuid"])]})

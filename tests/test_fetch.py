@@ -476,8 +476,12 @@ def test_operation_outcome_in_prefetch_is_fetched_again(ehr: Ehr) -> None:
 
 @pytest.mark.parametrize(
     ("key", "source"),
-    [("patient", "Patient"), ("observations", "Observation"), ("oxygenDevices", "Observation"),
-     ("vitalSigns", "Observation")],
+    [
+        ("patient", "Patient"),
+        ("observations", "Observation"),
+        ("oxygenDevices", "Observation"),
+        ("vitalSigns", "Observation"),
+    ],
 )
 def test_required_key_with_operation_outcome_and_no_fhir_server_is_412(ehr: Ehr, key: str, source: str) -> None:
     """The client could not supply required data and gave no server to ask: 412, not a guess."""

@@ -6,13 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from cds_hooks.evaluate import Evaluation, Grading, evaluate
 from cds_hooks.extract import SourcedResource
 from cds_hooks.terminology import load_terminology
 from cds_hooks.units import load_units
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 AT = datetime(2025, 3, 4, 8, tzinfo=UTC)
 GRADING = Grading(load_terminology(), load_units())
@@ -30,8 +29,15 @@ def _time(hours: float) -> str:
 
 
 def _obs(rid: str, hours: float, code: str, **value: Any) -> dict[str, Any]:
-    return {"resourceType": "Observation", "id": rid, "status": "final", "subject": {"reference": "Patient/p1"},
-            "code": {"coding": [{"system": LOINC, "code": code}]}, "effectiveDateTime": _time(hours), **value}
+    return {
+        "resourceType": "Observation",
+        "id": rid,
+        "status": "final",
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": LOINC, "code": code}]},
+        "effectiveDateTime": _time(hours),
+        **value,
+    }
 
 
 def _qty(value: float, unit: str) -> dict[str, Any]:
@@ -40,7 +46,9 @@ def _qty(value: float, unit: str) -> dict[str, Any]:
 
 @st.composite
 def temperature(draw: st.DrawFn, rid: str) -> dict[str, Any]:
-    return _obs(rid, draw(hours_before), "8310-5", **_qty(draw(st.floats(35.0, 41.0).map(lambda v: round(v, 1))), "Cel"))
+    return _obs(
+        rid, draw(hours_before), "8310-5", **_qty(draw(st.floats(35.0, 41.0).map(lambda v: round(v, 1))), "Cel")
+    )
 
 
 @st.composite
@@ -72,26 +80,38 @@ def patient_resources(draw: st.DrawFn) -> list[dict[str, Any]]:
 
 
 def _pressor(rid: str, code: str) -> dict[str, Any]:
-    return {"resourceType": "MedicationAdministration", "id": rid, "status": "in-progress",
-            "subject": {"reference": "Patient/p1"},
-            "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": code}]},
-            "effectivePeriod": {"start": _time(2)}}
+    return {
+        "resourceType": "MedicationAdministration",
+        "id": rid,
+        "status": "in-progress",
+        "subject": {"reference": "Patient/p1"},
+        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": code}]},
+        "effectivePeriod": {"start": _time(2)},
+    }
 
 
 def _procedure(rid: str, code: str) -> dict[str, Any]:
-    return {"resourceType": "Procedure", "id": rid, "status": "in-progress", "subject": {"reference": "Patient/p1"},
-            "code": {"coding": [{"system": SCT, "code": code}]}, "performedPeriod": {"start": _time(1)}}
+    return {
+        "resourceType": "Procedure",
+        "id": rid,
+        "status": "in-progress",
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": SCT, "code": code}]},
+        "performedPeriod": {"start": _time(1)},
+    }
 
 
-SUPPORT_ADDED = st.sampled_from([
-    _pressor("add-ne", "7512"),
-    _pressor("add-vaso", "11149"),
-    _pressor("add-phenyl", "8163"),
-    _procedure("add-cpap", "47545007"),
-    _procedure("add-hfnc", "1259025002"),
-    _obs("add-fever", 0.5, "8310-5", **_qty(39.2, "Cel")),
-    _obs("add-low-bp", 0.5, "8480-6", **_qty(80, "mm[Hg]")),
-])
+SUPPORT_ADDED = st.sampled_from(
+    [
+        _pressor("add-ne", "7512"),
+        _pressor("add-vaso", "11149"),
+        _pressor("add-phenyl", "8163"),
+        _procedure("add-cpap", "47545007"),
+        _procedure("add-hfnc", "1259025002"),
+        _obs("add-fever", 0.5, "8310-5", **_qty(39.2, "Cel")),
+        _obs("add-low-bp", 0.5, "8480-6", **_qty(80, "mm[Hg]")),
+    ]
+)
 
 
 def _grade(resources: list[dict[str, Any]]) -> Evaluation:
@@ -123,30 +143,66 @@ def test_worst_grade_is_never_below_the_current_grade(base: list[dict[str, Any]]
         assert result.worst_grade is not None and result.worst_grade >= result.grade
 
 
-json_scalars = st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True) | st.text(max_size=12)
+json_scalars = (
+    st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.floats(allow_nan=True) | st.text(max_size=12)
+)
 json_values = st.recursive(
     json_scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=20,
 )
-FIELDS = ["status", "code", "valueQuantity", "valueCodeableConcept", "valueString", "component", "effectiveDateTime",
-          "effectivePeriod", "subject", "medicationCodeableConcept", "medicationReference", "contained", "dosage",
-          "performedPeriod", "performedDateTime", "clinicalStatus", "verificationStatus", "onsetDateTime", "birthDate"]
+FIELDS = [
+    "status",
+    "code",
+    "valueQuantity",
+    "valueCodeableConcept",
+    "valueString",
+    "component",
+    "effectiveDateTime",
+    "effectivePeriod",
+    "subject",
+    "medicationCodeableConcept",
+    "medicationReference",
+    "contained",
+    "dosage",
+    "performedPeriod",
+    "performedDateTime",
+    "clinicalStatus",
+    "verificationStatus",
+    "onsetDateTime",
+    "birthDate",
+]
 
 
 @st.composite
 def mutated_resource(draw: st.DrawFn) -> dict[str, Any]:
     """A plausible resource with random fields replaced by arbitrary JSON."""
-    base = draw(st.sampled_from([
-        _obs("m", 1, "8310-5", **_qty(39.0, "Cel")),
-        _obs("m", 1, "85354-9", component=[{"code": {"coding": [{"system": LOINC, "code": "8480-6"}]},
-                                             "valueQuantity": {"value": 80, "code": "mm[Hg]"}}]),
-        _pressor("m", "7512"),
-        _procedure("m", "47545007"),
-        {"resourceType": "Condition", "id": "m", "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm",
-                                                                      "code": "D89.832"}]}},
-        dict(PATIENT, id="m"),
-    ]))
+    base = draw(
+        st.sampled_from(
+            [
+                _obs("m", 1, "8310-5", **_qty(39.0, "Cel")),
+                _obs(
+                    "m",
+                    1,
+                    "85354-9",
+                    component=[
+                        {
+                            "code": {"coding": [{"system": LOINC, "code": "8480-6"}]},
+                            "valueQuantity": {"value": 80, "code": "mm[Hg]"},
+                        }
+                    ],
+                ),
+                _pressor("m", "7512"),
+                _procedure("m", "47545007"),
+                {
+                    "resourceType": "Condition",
+                    "id": "m",
+                    "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "D89.832"}]},
+                },
+                dict(PATIENT, id="m"),
+            ]
+        )
+    )
     resource = dict(base)
     for field in draw(st.lists(st.sampled_from(FIELDS), max_size=4)):
         resource[field] = draw(json_values)

@@ -22,6 +22,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle
 from hypothesis import given
 from hypothesis import strategies as st
+
 from vignette_fhir import (
     SALT_FORMS,
     VARIANTS,
@@ -39,9 +40,7 @@ RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 ATC = "http://www.whocc.no/atc"
 
 
-def resources(
-    bundle: dict[str, Any], resource_type: str | None = None
-) -> list[dict[str, Any]]:
+def resources(bundle: dict[str, Any], resource_type: str | None = None) -> list[dict[str, Any]]:
     """The entry resources of a bundle, optionally of one type."""
     found = [entry["resource"] for entry in bundle["entry"]]
     if resource_type is None:
@@ -56,11 +55,7 @@ def codes_of(concept: dict[str, Any]) -> set[tuple[str, str]]:
 
 def by_code(bundle: dict[str, Any], code: str) -> list[dict[str, Any]]:
     """Observations whose code carries ``code``."""
-    return [
-        obs
-        for obs in resources(bundle, "Observation")
-        if code in {c for _, c in codes_of(obs["code"])}
-    ]
+    return [obs for obs in resources(bundle, "Observation") if code in {c for _, c in codes_of(obs["code"])}]
 
 
 def parse(value: str) -> datetime:
@@ -74,9 +69,7 @@ def age_on(birth: date, when: date) -> int:
 
 
 CASES = [
-    pytest.param(vignette, variant, id=f"{vignette['id']}-{variant}")
-    for vignette in VIGNETTES
-    for variant in VARIANTS
+    pytest.param(vignette, variant, id=f"{vignette['id']}-{variant}") for vignette in VIGNETTES for variant in VARIANTS
 ]
 
 
@@ -100,10 +93,7 @@ def test_bundle_is_self_consistent(vignette: dict[str, Any], variant: str) -> No
     assert len(keys) == len(set(keys))
     for entry in bundle["entry"]:
         res = entry["resource"]
-        assert (
-            entry["fullUrl"]
-            == f"http://example.org/fhir/{res['resourceType']}/{res['id']}"
-        )
+        assert entry["fullUrl"] == f"http://example.org/fhir/{res['resourceType']}/{res['id']}"
         if res["resourceType"] != "Patient":
             assert res["subject"] == {"reference": f"Patient/{pid}"}
         if "medicationReference" in res:
@@ -155,9 +145,7 @@ def test_weight_is_recorded_a_day_before_evaluation() -> None:
     assert weight["effectiveDateTime"] == "2025-03-03T08:00:00Z"
 
 
-@pytest.mark.parametrize(
-    ("vignette_id", "fahrenheit"), [("V02", 100.4), ("V03", 100.2), ("V01", 103.1)]
-)
+@pytest.mark.parametrize(("vignette_id", "fahrenheit"), [("V02", 100.4), ("V03", 100.2), ("V01", 103.1)])
 def test_fahrenheit_variant_values(vignette_id: str, fahrenheit: float) -> None:
     """38.0 C must become exactly 100.4 [degF] (the threshold) and 37.9 C 100.2 [degF]."""
     bundle = vignette_to_bundle(BY_ID[vignette_id], variant="fahrenheit")
@@ -193,10 +181,7 @@ def test_pulse_ox_components_fold_flow_and_fio2() -> None:
     """Flow (in mL/min) and FiO2 become components of the same-time SpO2 Observation."""
     bundle = vignette_to_bundle(BY_ID["V08"], variant="pulse_ox_components")
     (spo2,) = by_code(bundle, "59408-5")
-    components = {
-        next(iter(codes_of(c["code"])))[1]: c["valueQuantity"]
-        for c in spo2["component"]
-    }
+    components = {next(iter(codes_of(c["code"])))[1]: c["valueQuantity"] for c in spo2["component"]}
     assert components["3151-8"]["value"] == 40000
     assert components["3151-8"]["code"] == "mL/min"
     assert components["3150-0"]["value"] == 40
@@ -222,23 +207,14 @@ def test_contained_medication_variant() -> None:
         assert "medicationCodeableConcept" not in administration
         assert administration["medicationReference"]["reference"] == "#med"
         assert administration["contained"][0]["resourceType"] == "Medication"
-    codes = set().union(
-        *(
-            codes_of(a["contained"][0]["code"])
-            for a in resources(bundle, "MedicationAdministration")
-        )
-    )
+    codes = set().union(*(codes_of(a["contained"][0]["code"]) for a in resources(bundle, "MedicationAdministration")))
     assert {(RXNORM, "7512"), (RXNORM, "11149"), (ATC, "H01BA01")} <= codes
 
 
 def test_salt_forms_variant_v01() -> None:
     """Norepinephrine is coded as the bitartrate salt (RxNorm 7508) with no ATC coding."""
     bundle = vignette_to_bundle(BY_ID["V01"], variant="salt_forms")
-    (norepinephrine,) = [
-        a
-        for a in resources(bundle, "MedicationAdministration")
-        if a["id"] == "v01-med-1"
-    ]
+    (norepinephrine,) = [a for a in resources(bundle, "MedicationAdministration") if a["id"] == "v01-med-1"]
     codes = codes_of(norepinephrine["medicationCodeableConcept"])
     assert codes == {(RXNORM, "7508")}
     assert norepinephrine["medicationCodeableConcept"]["text"] == "norepinephrine"
@@ -247,18 +223,13 @@ def test_salt_forms_variant_v01() -> None:
 def test_salt_forms_keep_atc_when_it_is_the_only_code() -> None:
     """Acetaminophen in V23 is coded by ATC only; dropping it would leave just a name."""
     bundle = vignette_to_bundle(BY_ID["V23"], variant="salt_forms")
-    concepts = [
-        a["medicationCodeableConcept"]
-        for a in resources(bundle, "MedicationAdministration")
-    ]
+    concepts = [a["medicationCodeableConcept"] for a in resources(bundle, "MedicationAdministration")]
     assert any(codes_of(c) == {(ATC, "N02BE01")} for c in concepts)
 
 
 def test_salt_forms_are_listed_in_codes_csv() -> None:
     """The salt codes are the verified 'salt PIN' rows of codes.csv, not remembered numbers."""
-    with (shared_dir() / "clinical" / "codes.csv").open(
-        encoding="utf-8", newline=""
-    ) as handle:
+    with (shared_dir() / "clinical" / "codes.csv").open(encoding="utf-8", newline="") as handle:
         rows = [row for row in csv.DictReader(handle) if row["system"] == RXNORM]
     verified = {row["code"]: row for row in rows if row["status"] == "verified"}
     for ingredient, (salt, display) in SALT_FORMS.items():
@@ -270,11 +241,7 @@ def test_salt_forms_are_listed_in_codes_csv() -> None:
 def test_o2_device_shapes() -> None:
     """Device as a SNOMED value, room air as text, and a CPAP regime as an in-progress Procedure."""
     room_air = vignette_to_bundle(BY_ID["V02"])
-    devices = [
-        obs
-        for obs in resources(room_air, "Observation")
-        if obs["code"]["coding"][0]["code"] == "o2-device"
-    ]
+    devices = [obs for obs in resources(room_air, "Observation") if obs["code"]["coding"][0]["code"] == "o2-device"]
     assert [d["valueCodeableConcept"] for d in devices] == [{"text": "room air"}]
 
     cpap = vignette_to_bundle(BY_ID["V11"])
@@ -283,8 +250,7 @@ def test_o2_device_shapes() -> None:
     assert codes_of(procedure["code"]) == {("http://snomed.info/sct", "47545007")}
     assert procedure["performedPeriod"] == {"start": "2025-03-04T07:00:00Z"}
     assert any(
-        ("http://snomed.info/sct", "706226000")
-        in codes_of(obs.get("valueCodeableConcept", {}))
+        ("http://snomed.info/sct", "706226000") in codes_of(obs.get("valueCodeableConcept", {}))
         for obs in resources(cpap, "Observation")
     )
 
@@ -300,17 +266,13 @@ def test_fluid_boluses_are_not_emitted() -> None:
 def test_medication_dose_and_rate() -> None:
     """mg doses go to dosage.dose, infusion rates to dosage.rateQuantity; open periods stay open."""
     (norepinephrine,) = [
-        a
-        for a in resources(vignette_to_bundle(BY_ID["V19"]), "MedicationAdministration")
-        if a["id"] == "v19-med-1"
+        a for a in resources(vignette_to_bundle(BY_ID["V19"]), "MedicationAdministration") if a["id"] == "v19-med-1"
     ]
     assert norepinephrine["dosage"]["rateQuantity"]["code"] == "ug/kg/min"
     assert norepinephrine["effectivePeriod"] == {"start": "2025-03-04T05:30:00Z"}
     assert norepinephrine["status"] == "in-progress"
     (tocilizumab,) = [
-        a
-        for a in resources(vignette_to_bundle(BY_ID["V31"]), "MedicationAdministration")
-        if a["id"] == "v31-med-2"
+        a for a in resources(vignette_to_bundle(BY_ID["V31"]), "MedicationAdministration") if a["id"] == "v31-med-2"
     ]
     assert tocilizumab["dosage"]["dose"]["value"] == 600
     assert tocilizumab["dosage"]["dose"]["code"] == "mg"
@@ -326,9 +288,7 @@ def test_prior_crs_condition(vignette: dict[str, Any]) -> None:
         assert conditions == []
         return
     (condition,) = conditions
-    assert codes_of(condition["code"]) == {
-        ("http://hl7.org/fhir/sid/icd-10-cm", "D89.839")
-    }
+    assert codes_of(condition["code"]) == {("http://hl7.org/fhir/sid/icd-10-cm", "D89.839")}
     assert condition["clinicalStatus"]["coding"][0]["code"] == "active"
     assert condition["verificationStatus"]["coding"][0]["code"] == "confirmed"
     onset = parse(condition["onsetDateTime"])
@@ -339,9 +299,7 @@ def test_prior_crs_condition(vignette: dict[str, Any]) -> None:
 def test_therapy_administration() -> None:
     """The CRS-causing product is a completed administration coded by ATC."""
     (therapy,) = [
-        a
-        for a in resources(vignette_to_bundle(BY_ID["V01"]), "MedicationAdministration")
-        if a["id"] == "v01-therapy"
+        a for a in resources(vignette_to_bundle(BY_ID["V01"]), "MedicationAdministration") if a["id"] == "v01-therapy"
     ]
     assert therapy["status"] == "completed"
     assert therapy["effectiveDateTime"] == "2025-03-01T10:00:00Z"
@@ -358,9 +316,7 @@ def test_shared_dir_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     """CRS_CDS_SHARED_DIR points the loader at another copy of the shared data."""
     (tmp_path / "clinical").mkdir()
     document = {"vignettes": [BY_ID["V02"]]}
-    (tmp_path / "clinical" / "vignettes-public.json").write_text(
-        json.dumps(document), encoding="utf-8"
-    )
+    (tmp_path / "clinical" / "vignettes-public.json").write_text(json.dumps(document), encoding="utf-8")
     monkeypatch.setenv("CRS_CDS_SHARED_DIR", str(tmp_path))
     assert [v["id"] for v in load_public_vignettes()] == ["V02"]
 
@@ -387,9 +343,7 @@ def test_checked_in_fixtures_are_current() -> None:
 
 def test_expected_json_matches_vignettes() -> None:
     """expected.json carries the ASTCT grade, time and optional episode max / dose per vignette."""
-    expected = json.loads(
-        (FIXTURES / "vignettes" / "expected.json").read_text(encoding="utf-8")
-    )
+    expected = json.loads((FIXTURES / "vignettes" / "expected.json").read_text(encoding="utf-8"))
     assert set(expected) == set(BY_ID)
     assert expected["V31"]["astct_crs_max_grade_episode"] == 3
     assert expected["V34"]["tocilizumab_dose_mg"] == 800

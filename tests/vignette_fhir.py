@@ -137,9 +137,7 @@ def celsius_to_fahrenheit(value: float) -> float:
     return float(fahrenheit.quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
 
 
-def vignette_to_bundle(
-    vignette: dict[str, Any], *, variant: str = "plain"
-) -> dict[str, Any]:
+def vignette_to_bundle(vignette: dict[str, Any], *, variant: str = "plain") -> dict[str, Any]:
     """Build a FHIR R4 collection Bundle (plain JSON) for one public vignette.
 
     ``variant`` picks one of ``VARIANTS``; each is a different FHIR shape of the same clinical
@@ -288,13 +286,9 @@ class _BundleBuilder:
 
     def _prior_crs_onset(self) -> datetime:
         """One day before the earliest finding, moved to between therapy and finding if needed."""
-        times = [
-            _parse_time(obs["time"]) for obs in self.vignette.get("observations", [])
-        ]
+        times = [_parse_time(obs["time"]) for obs in self.vignette.get("observations", [])]
         times += [
-            _parse_time(med["start"])
-            for med in self.vignette.get("medication_administrations", [])
-            if med.get("start")
+            _parse_time(med["start"]) for med in self.vignette.get("medication_administrations", []) if med.get("start")
         ]
         earliest = min(times, default=_parse_time(self.vignette["evaluation_time"]))
         onset = earliest - timedelta(days=1)
@@ -338,9 +332,7 @@ class _BundleBuilder:
                     )
                 )
             else:
-                raise ValueError(
-                    f"{self.vignette['id']}: cannot map observation kind {kind!r}"
-                )
+                raise ValueError(f"{self.vignette['id']}: cannot map observation kind {kind!r}")
 
     def _temperature(self, obs_id: str, obs: dict[str, Any]) -> None:
         """Temperature, in the vignette's unit or converted to [degF] for that variant."""
@@ -409,9 +401,7 @@ class _BundleBuilder:
                 ],
                 "text": "O2 delivery device",
             }
-            self.resources.append(
-                self._observation(obs_id, code, obs["time"], valueCodeableConcept=value)
-            )
+            self.resources.append(self._observation(obs_id, code, obs["time"], valueCodeableConcept=value))
         if obs.get("regime"):
             regime = obs["regime"]
             procedure: dict[str, Any] = {
@@ -426,13 +416,9 @@ class _BundleBuilder:
                 procedure["code"]["text"] = regime["display"]
             self.resources.append(procedure)
         if value is None and not obs.get("regime"):
-            raise ValueError(
-                f"{self.vignette['id']}: o2_device without a value or regime"
-            )
+            raise ValueError(f"{self.vignette['id']}: o2_device without a value or regime")
 
-    def _oxygenation(
-        self, obs_id: str, obs: dict[str, Any], components: list[dict[str, Any]]
-    ) -> None:
+    def _oxygenation(self, obs_id: str, obs: dict[str, Any], components: list[dict[str, Any]]) -> None:
         """SpO2, O2 flow or FiO2; SpO2 may carry folded flow/FiO2 components."""
         code = obs.get("code") or {
             "system": LOINC,
@@ -444,9 +430,7 @@ class _BundleBuilder:
         extra: dict[str, Any] = {"valueQuantity": _quantity(value, unit)}
         if components:
             extra["component"] = components
-        self.resources.append(
-            self._observation(obs_id, _codeable(code), obs["time"], **extra)
-        )
+        self.resources.append(self._observation(obs_id, _codeable(code), obs["time"], **extra))
 
     def _generic_quantity(self, obs_id: str, obs: dict[str, Any]) -> None:
         """A coded quantity Observation for kinds without special handling."""
@@ -496,9 +480,7 @@ class _BundleBuilder:
             )
         return folding
 
-    def _observation(
-        self, obs_id: str, code: dict[str, Any], time: str, **value: Any
-    ) -> dict[str, Any]:
+    def _observation(self, obs_id: str, code: dict[str, Any], time: str, **value: Any) -> dict[str, Any]:
         """A final vital-signs Observation; ``value`` holds value[x] and/or component."""
         return {
             "resourceType": "Observation",
@@ -534,9 +516,7 @@ class _BundleBuilder:
             if proc.get("kind") == "iv_fluid_bolus":
                 continue
             if not proc.get("code"):
-                raise ValueError(
-                    f"{self.vignette['id']}: cannot map procedure kind {proc.get('kind')!r}"
-                )
+                raise ValueError(f"{self.vignette['id']}: cannot map procedure kind {proc.get('kind')!r}")
             period: dict[str, Any] = {"start": proc.get("start") or proc["time"]}
             if proc.get("end"):
                 period["end"] = proc["end"]
@@ -553,17 +533,13 @@ class _BundleBuilder:
 
     def _medication_administrations(self) -> None:
         """One MedicationAdministration per vignette entry (vasopressors, tocilizumab, ...)."""
-        for index, med in enumerate(
-            self.vignette.get("medication_administrations", []), start=1
-        ):
+        for index, med in enumerate(self.vignette.get("medication_administrations", []), start=1):
             administration: dict[str, Any] = {
                 "resourceType": "MedicationAdministration",
                 "id": f"{self.pid}-med-{index}",
                 "status": med["status"],
             }
-            self._set_medication(
-                administration, self._med_codings(med["codes"]), med["drug"]
-            )
+            self._set_medication(administration, self._med_codings(med["codes"]), med["drug"])
             administration["subject"] = self.subject
             period: dict[str, Any] = {"start": med["start"]}
             if med.get("end"):
@@ -590,14 +566,13 @@ class _BundleBuilder:
         for coding in codings:
             if coding.get("system") == RXNORM and coding.get("code") in SALT_FORMS:
                 salt_code, salt_display = SALT_FORMS[coding["code"]]
-                coding = {"system": RXNORM, "code": salt_code, "display": salt_display}
-            salted.append(coding)
+                salted.append({"system": RXNORM, "code": salt_code, "display": salt_display})
+            else:
+                salted.append(coding)
         without_atc = [c for c in salted if c.get("system") != ATC]
         return without_atc or salted
 
-    def _set_medication(
-        self, administration: dict[str, Any], codings: list[dict[str, Any]], name: str
-    ) -> None:
+    def _set_medication(self, administration: dict[str, Any], codings: list[dict[str, Any]], name: str) -> None:
         """Set medication[x]: a CodeableConcept, or a reference to a contained Medication."""
         concept = {"coding": codings, "text": name}
         if self.variant == "contained_medication":

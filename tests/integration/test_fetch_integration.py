@@ -39,6 +39,7 @@ SERVICE = "/cds-services/crs-grade"
 GRADING = "crs-cds-hooks.grading"
 TOKEN = "integ-tok-8c1e5f-do-not-log"
 
+
 @dataclass(frozen=True)
 class Exchange:
     """One vignette graded twice: from a full prefetch, and from the FHIR server (no prefetch)."""

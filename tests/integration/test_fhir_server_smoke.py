@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from fhir_server import RunningFhirServer
 
 LOINC = "http://loinc.org"
@@ -152,9 +153,7 @@ def _resources(ids: Ids) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def ids() -> Ids:
     suffix = uuid.uuid4().hex[:12]
-    return Ids(
-        *(f"{name.replace('_', '-')}-{suffix}" for name in Ids.__dataclass_fields__)
-    )
+    return Ids(*(f"{name.replace('_', '-')}-{suffix}" for name in Ids.__dataclass_fields__))
 
 
 @pytest.fixture(scope="module")
@@ -163,28 +162,18 @@ def loaded(fhir_server: RunningFhirServer, ids: Ids) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def client(
-    fhir_server: RunningFhirServer, loaded: list[dict[str, Any]]
-) -> Iterator[httpx.Client]:
+def client(fhir_server: RunningFhirServer, loaded: list[dict[str, Any]]) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=fhir_server.base_url, headers=STRICT, timeout=30.0) as c:
         yield c
 
 
-def search(
-    client: httpx.Client, path: str, params: list[tuple[str, str]]
-) -> dict[str, Any]:
+def search(client: httpx.Client, path: str, params: list[tuple[str, str]]) -> dict[str, Any]:
     """GET a search, insisting on a searchset without warnings (no search.mode=outcome entry)."""
-    response = client.get(
-        path, params=tuple(params)
-    )  # a tuple, as httpx's type is covariant
+    response = client.get(path, params=tuple(params))  # a tuple, as httpx's type is covariant
     assert response.status_code == 200, response.text
     bundle: dict[str, Any] = response.json()
     assert bundle["resourceType"] == "Bundle" and bundle["type"] == "searchset"
-    outcomes = [
-        e
-        for e in bundle.get("entry", [])
-        if e.get("search", {}).get("mode") == "outcome"
-    ]
+    outcomes = [e for e in bundle.get("entry", []) if e.get("search", {}).get("mode") == "outcome"]
     assert not outcomes, outcomes
     return bundle
 
@@ -210,9 +199,7 @@ def test_load_returns_stored_versions(loaded: list[dict[str, Any]], ids: Ids) ->
     assert all(r["meta"]["versionId"] for r in loaded)
 
 
-def test_load_is_an_idempotent_put(
-    fhir_server: RunningFhirServer, ids: Ids, loaded: list[dict[str, Any]]
-) -> None:
+def test_load_is_an_idempotent_put(fhir_server: RunningFhirServer, ids: Ids, loaded: list[dict[str, Any]]) -> None:
     patient = next(r for r in _resources(ids) if r["id"] == ids.other_patient)
     (stored,) = fhir_server.load([patient])
     assert stored["id"] == ids.other_patient and int(stored["meta"]["versionId"]) >= 2
@@ -227,26 +214,18 @@ def test_patient_read(client: httpx.Client, ids: Ids) -> None:
 
 
 def test_observation_by_single_code(client: httpx.Client, ids: Ids) -> None:
-    bundle = search(
-        client, "Observation", [("patient", ids.patient), ("code", f"{LOINC}|{HBA1C}")]
-    )
+    bundle = search(client, "Observation", [("patient", ids.patient), ("code", f"{LOINC}|{HBA1C}")])
     assert refs(bundle) == [f"Observation/{ids.obs_hba1c}"]
     assert bundle["total"] == 1
 
 
-def test_observation_comma_separated_codes_are_or(
-    client: httpx.Client, ids: Ids
-) -> None:
+def test_observation_comma_separated_codes_are_or(client: httpx.Client, ids: Ids) -> None:
     codes = f"{LOINC}|{HBA1C},{LOINC}|{SMOKING_STATUS}"
     bundle = search(client, "Observation", [("patient", ids.patient), ("code", codes)])
-    assert sorted(refs(bundle)) == sorted(
-        [f"Observation/{ids.obs_hba1c}", f"Observation/{ids.obs_smoking}"]
-    )
+    assert sorted(refs(bundle)) == sorted([f"Observation/{ids.obs_hba1c}", f"Observation/{ids.obs_smoking}"])
 
 
-def test_observation_repeated_code_params_are_and(
-    client: httpx.Client, ids: Ids
-) -> None:
+def test_observation_repeated_code_params_are_and(client: httpx.Client, ids: Ids) -> None:
     params = [
         ("patient", ids.patient),
         ("code", f"{LOINC}|{HBA1C}"),
@@ -255,12 +234,8 @@ def test_observation_repeated_code_params_are_and(
     assert refs(search(client, "Observation", params)) == []
 
 
-def test_subject_reference_and_patient_param_agree(
-    client: httpx.Client, ids: Ids
-) -> None:
-    expected = sorted(
-        [f"Observation/{ids.obs_hba1c}", f"Observation/{ids.obs_smoking}"]
-    )
+def test_subject_reference_and_patient_param_agree(client: httpx.Client, ids: Ids) -> None:
+    expected = sorted([f"Observation/{ids.obs_hba1c}", f"Observation/{ids.obs_smoking}"])
     for params in (
         [("patient", ids.patient)],
         [("patient", f"Patient/{ids.patient}")],
@@ -271,9 +246,7 @@ def test_subject_reference_and_patient_param_agree(
 
 def test_observation_by_value_concept(client: httpx.Client, ids: Ids) -> None:
     params = [("patient", ids.patient), ("value-concept", f"{SNOMED}|{DAILY_SMOKER}")]
-    assert refs(search(client, "Observation", params)) == [
-        f"Observation/{ids.obs_smoking}"
-    ]
+    assert refs(search(client, "Observation", params)) == [f"Observation/{ids.obs_smoking}"]
     other = [
         ("patient", ids.other_patient),
         ("value-concept", f"{SNOMED}|{DAILY_SMOKER}"),
@@ -282,9 +255,7 @@ def test_observation_by_value_concept(client: httpx.Client, ids: Ids) -> None:
 
 
 def test_sort_by_date_descending(client: httpx.Client, ids: Ids) -> None:
-    bundle = search(
-        client, "Observation", [("patient", ids.patient), ("_sort", "-date")]
-    )
+    bundle = search(client, "Observation", [("patient", ids.patient), ("_sort", "-date")])
     assert refs(bundle) == [
         f"Observation/{ids.obs_smoking}",
         f"Observation/{ids.obs_hba1c}",
@@ -312,9 +283,7 @@ def test_count_pages_through_next_links(client: httpx.Client, ids: Ids) -> None:
     ]
 
 
-def test_medication_administration_by_patient_keeps_contained_medication(
-    client: httpx.Client, ids: Ids
-) -> None:
+def test_medication_administration_by_patient_keeps_contained_medication(client: httpx.Client, ids: Ids) -> None:
     bundle = search(client, "MedicationAdministration", [("patient", ids.patient)])
     assert sorted(refs(bundle)) == sorted(
         [
@@ -322,11 +291,7 @@ def test_medication_administration_by_patient_keeps_contained_medication(
             f"MedicationAdministration/{ids.med_admin_referenced}",
         ]
     )
-    contained = next(
-        e["resource"]
-        for e in bundle["entry"]
-        if e["resource"]["id"] == ids.med_admin_contained
-    )
+    contained = next(e["resource"] for e in bundle["entry"] if e["resource"]["id"] == ids.med_admin_contained)
     assert contained["medicationReference"] == {"reference": "#med"}
     assert contained["contained"][0]["code"]["coding"][0]["code"] == "860975"
 
@@ -345,14 +310,7 @@ def test_include_medication(client: httpx.Client, ids: Ids) -> None:
 def test_procedure_by_code(client: httpx.Client, ids: Ids) -> None:
     params = [("patient", ids.patient), ("code", f"{SNOMED}|80146002,{SNOMED}|0")]
     assert refs(search(client, "Procedure", params)) == [f"Procedure/{ids.procedure}"]
-    assert (
-        refs(
-            search(
-                client, "Procedure", [("patient", ids.patient), ("code", f"{SNOMED}|1")]
-            )
-        )
-        == []
-    )
+    assert refs(search(client, "Procedure", [("patient", ids.patient), ("code", f"{SNOMED}|1")])) == []
 
 
 def test_condition_by_code_in_either_coding(client: httpx.Client, ids: Ids) -> None:
@@ -389,11 +347,7 @@ def test_condition_by_code_in_either_coding(client: httpx.Client, ids: Ids) -> N
     )
 
 
-def test_unknown_parameter_is_an_error_in_strict_mode(
-    client: httpx.Client, ids: Ids
-) -> None:
-    response = client.get(
-        "Observation", params=[("patient", ids.patient), ("no-such-param", "x")]
-    )
+def test_unknown_parameter_is_an_error_in_strict_mode(client: httpx.Client, ids: Ids) -> None:
+    response = client.get("Observation", params=[("patient", ids.patient), ("no-such-param", "x")])
     assert response.status_code == 400
     assert response.json()["resourceType"] == "OperationOutcome"
