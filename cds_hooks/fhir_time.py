@@ -7,6 +7,7 @@ a fever was inside it, so such values are rejected with a reason rather than gue
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from datetime import UTC, date, datetime
 
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})?$")
@@ -21,6 +22,12 @@ def parse_instant(raw: object) -> datetime | str:
     """
     if not isinstance(raw, str):
         return "no time"
+    return _parse_text(raw)
+
+
+@lru_cache(maxsize=8192)
+def _parse_text(raw: str) -> datetime | str:
+    # Charts repeat timestamps (a panel, its device row, its SpO2): parse each string once.
     text = raw.strip()
     if _DATE.match(text) or re.match(r"^\d{4}(-\d{2})?$", text):
         return f"time {text!r} is a date only (too imprecise for a time window)"

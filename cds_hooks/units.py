@@ -48,8 +48,15 @@ class _Conversion:
     offset: Fraction
     scale: Fraction
 
-    def apply(self, value: Fraction) -> Fraction:
-        return (value + self.offset) * self.scale
+    @property
+    def identity(self) -> bool:
+        return self.offset == 0 and self.scale == 1
+
+    def apply(self, value: int | float) -> float:
+        """Exact arithmetic (100.4 [degF] -> 38.0 Cel exactly); the identity skips it."""
+        if self.identity:
+            return float(value)
+        return float((Fraction(str(value)) + self.offset) * self.scale)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +104,7 @@ class UnitTable:
         conversion = self.by_code[quantity].get(ucum)
         if conversion is None:
             return f"unit {ucum!r} is not a {quantity.replace('_', ' ')} unit"
-        exact = conversion.apply(Fraction(str(value)))
-        return Converted(float(exact), self.canonical[quantity], float(value), ucum)
+        return Converted(conversion.apply(value), self.canonical[quantity], float(value), ucum)
 
 
 def _fraction(raw: str | int | float) -> Fraction:

@@ -15,23 +15,21 @@ Grade 5 (death due to CRS) needs a clinician's attribution and is never inferred
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from ..fhir_time import age_in_years, iso
 from ..findings import (
     Administration,
-    BloodPressure,
     DataSource,
     OxygenRecord,
     PatientRecord,
     SupportLevel,
-    Temperature,
 )
 from ..terminology import MedicationRole
 from .config import GradingConfig
 from .result import Evidence, GradeResult, Status
+from .timeline import RangeBest, TimeSeries
 
 SYSTEM = "ASTCT-2019"
 CITATION = "Lee DW et al. ASTCT consensus grading for CRS. Biol Blood Marrow Transplant 2019;25:625-638"
@@ -75,36 +73,39 @@ class _Assessment:
 
 
 class _Timeline:
-    """Sorted times per finding list, for window queries by binary search."""
+    """The record indexed for the rules: sorted series and range tables, built once."""
 
-    def __init__(self, record: PatientRecord) -> None:
+    def __init__(self, record: PatientRecord, config: GradingConfig) -> None:
         self.record = record
-        self.temperature_times = [t.time for t in record.temperatures]
-        self.pressure_times = [b.time for b in record.blood_pressures]
-        self.point_oxygen = [o for o in record.oxygen if not o.is_period]
-        self.point_oxygen_times = [o.time for o in self.point_oxygen]
+        self.temperatures = TimeSeries(record.temperatures, lambda t: t.time)
+        # Hottest first; among equals the later reading, so the evidence is the most recent.
+        self.hottest = RangeBest(self.temperatures.records, lambda a, b: (a.celsius, a.time) > (b.celsius, b.time))
+        self.fevers = TimeSeries(
+            [t for t in record.temperatures if t.celsius >= config.fever_threshold_celsius], lambda t: t.time
+        )
+        self.systolic = TimeSeries([b for b in record.blood_pressures if b.systolic_mmhg is not None], lambda b: b.time)
+        self.lowest_systolic = RangeBest(self.systolic.records, lambda a, b: _below(a.systolic_mmhg, b.systolic_mmhg))
+        self.mean = TimeSeries([b for b in record.blood_pressures if b.mean_mmhg is not None], lambda b: b.time)
+        self.lowest_mean = RangeBest(self.mean.records, lambda a, b: _below(a.mean_mmhg, b.mean_mmhg))
+        points = [o for o in record.oxygen if not o.is_period]
+        # A support record and a room-air record charted at the same moment: support wins.
+        support_instants = {o.time for o in points if o.is_support}
+        self.room_air = TimeSeries(
+            [o for o in points if o.room_air and o.time not in support_instants], lambda o: o.time
+        )
+        supports = [o for o in points if o.is_support]
+        self.devices = TimeSeries([o for o in supports if o.device is not None], lambda o: o.time)
+        self.flows = TimeSeries([o for o in supports if o.flow_l_min is not None], lambda o: o.time)
+        self.fio2s = TimeSeries([o for o in supports if o.fio2_percent is not None], lambda o: o.time)
         self.period_oxygen = [o for o in record.oxygen if o.is_period]
-        self.spo2_times = [s.time for s in record.spo2]
+        self.spo2 = TimeSeries(record.spo2, lambda s: s.time)
         self.pressors = record.administrations_with(*PRESSOR_ROLES)
         self.masking_therapies = record.administrations_with(*MASKING_ROLES)
         self.crs_therapy_starts = [a.start for a in record.administrations_with(MedicationRole.CRS_THERAPY)]
 
-    def temperatures_in(self, start: datetime, end: datetime) -> list[Temperature]:
-        """Temperatures in the half-open window (start, end]."""
-        lo = bisect_right(self.temperature_times, start)
-        hi = bisect_right(self.temperature_times, end)
-        return self.record.temperatures[lo:hi]
 
-    def pressures_in(self, start: datetime, end: datetime) -> list[BloodPressure]:
-        lo = bisect_right(self.pressure_times, start)
-        hi = bisect_right(self.pressure_times, end)
-        return self.record.blood_pressures[lo:hi]
-
-    def oxygen_points_in(self, start: datetime, end: datetime) -> list[OxygenRecord]:
-        """Point oxygen records in the closed window [start, end] ("not older than 12 h")."""
-        lo = bisect_left(self.point_oxygen_times, start)
-        hi = bisect_right(self.point_oxygen_times, end)
-        return self.point_oxygen[lo:hi]
+def _below(a: float | None, b: float | None) -> bool:
+    return (a if a is not None else float("inf")) < (b if b is not None else float("inf"))
 
 
 def systolic_threshold(age_years: int | None, config: GradingConfig) -> float:
@@ -126,7 +127,7 @@ class AstctGrader:
     def __init__(self, record: PatientRecord, config: GradingConfig) -> None:
         self.record = record
         self.config = config
-        self.timeline = _Timeline(record)
+        self.timeline = _Timeline(record, config)
 
     # -- the rules at one moment ---------------------------------------------------------
 
@@ -144,11 +145,11 @@ class AstctGrader:
 
     def _fever(self, result: _Assessment) -> None:
         cfg = self.config
-        temps = self.timeline.temperatures_in(result.at - cfg.fever_window, result.at)
-        if not temps:
+        lo, hi = self.timeline.temperatures.span(result.at - cfg.fever_window, result.at)
+        hottest = self.timeline.hottest.best(lo, hi)
+        if hottest is None:
             result.fever = Status.UNKNOWN
             return
-        hottest = max(temps, key=lambda t: (t.celsius, t.time))
         result.fever = Status.MET if hottest.celsius >= cfg.fever_threshold_celsius else Status.NOT_MET
         result.evidence.append(
             Evidence(
@@ -169,10 +170,13 @@ class AstctGrader:
         window_start = at - cfg.fever_window
         candidates: list[tuple[datetime | None, str]] = []
         therapy_start = min(self.timeline.crs_therapy_starts, default=None)
-        for temp in self.timeline.temperatures_in(window_start - cfg.prior_crs_lookback, window_start):
-            if temp.celsius >= cfg.fever_threshold_celsius and (therapy_start is None or temp.time >= therapy_start):
-                candidates.append((temp.time, temp.reference))
-                break  # the earliest qualifying fever is the onset
+        earliest = window_start - cfg.prior_crs_lookback
+        if therapy_start is not None and therapy_start > earliest:
+            first = self.timeline.fevers.first(therapy_start, window_start, include_start=True)
+        else:
+            first = self.timeline.fevers.first(earliest, window_start, include_start=False)
+        if first is not None:
+            candidates.append((first.time, first.reference))  # the earliest qualifying fever is the onset
         for condition in self.record.conditions:
             if condition.onset is None or condition.onset <= at:
                 candidates.append((condition.onset, condition.reference))
@@ -230,15 +234,9 @@ class AstctGrader:
                 result.evidence.append(self._pressor_evidence(admin, len(counted)))
         threshold = systolic_threshold(age, cfg)
         use_map = age is None or age > 10
-        lowest_systolic: BloodPressure | None = None
-        lowest_mean: BloodPressure | None = None
-        for bp in self.timeline.pressures_in(result.at - cfg.hypotension_window, result.at):
-            if bp.systolic_mmhg is not None and (
-                lowest_systolic is None or bp.systolic_mmhg < (lowest_systolic.systolic_mmhg or 0)
-            ):
-                lowest_systolic = bp
-            if bp.mean_mmhg is not None and (lowest_mean is None or bp.mean_mmhg < (lowest_mean.mean_mmhg or 0)):
-                lowest_mean = bp
+        window_start = result.at - cfg.hypotension_window
+        lowest_systolic = self.timeline.lowest_systolic.best(*self.timeline.systolic.span(window_start, result.at))
+        lowest_mean = self.timeline.lowest_mean.best(*self.timeline.mean.span(window_start, result.at))
         result.pressure_charted = lowest_systolic is not None or (lowest_mean is not None and use_map)
         low = False
         if lowest_systolic is not None and lowest_systolic.systolic_mmhg is not None:
@@ -295,12 +293,21 @@ class AstctGrader:
     def _hypoxia(self, result: _Assessment) -> None:
         cfg = self.config
         at = result.at
-        points = self.timeline.oxygen_points_in(at - cfg.oxygen_recency, at)
-        room_air_times = [o.time for o in points if o.room_air and not self._has_support_at(points, o.time)]
-        last_room_air = max(room_air_times, default=None)
-        supports = [o for o in points if o.is_support and (last_room_air is None or o.time > last_room_air)]
-        level, used, notes = self._support_level(supports)
-        for period in self.timeline.period_oxygen:
+        oldest = at - cfg.oxygen_recency
+        timeline = self.timeline
+        room_air = timeline.room_air.latest(at, not_before=oldest)
+        last_room_air = room_air.time if room_air is not None else None
+        device = timeline.devices.latest(at, not_before=oldest, strictly_after=last_room_air)
+        since = device.time if device is not None else oldest
+        flow = timeline.flows.latest(at, not_before=since, strictly_after=last_room_air)
+        fio2 = timeline.fio2s.latest(at, not_before=since, strictly_after=last_room_air)
+        level, notes = self._classify(
+            device.device if device else None,
+            flow.flow_l_min if flow else None,
+            fio2.fio2_percent if fio2 else None,
+        )
+        used = [r for r in (device, flow) if r is not None] or ([fio2] if fio2 is not None else [])
+        for period in timeline.period_oxygen:
             if period.time <= at and (period.period_end is None or at <= period.period_end):
                 if last_room_air is not None and last_room_air > period.time:
                     continue  # a later room-air record ends it
@@ -310,49 +317,22 @@ class AstctGrader:
         result.support = level
         result.hypoxia_grade = int(level)
         if level is SupportLevel.ROOM_AIR:
-            if last_room_air is not None:
-                ref = next(o for o in points if o.time == last_room_air and o.room_air)
+            if room_air is not None:
                 result.evidence.append(
                     Evidence(
                         "oxygen",
                         Status.NOT_MET,
-                        ref.reference,
+                        room_air.reference,
                         value="room air",
-                        time=ref.time,
+                        time=room_air.time,
                         detail="room-air record",
                     )
                 )
         else:
-            for record in used:
+            for record in dict.fromkeys(used):
                 result.evidence.append(self._oxygen_evidence(record, level))
         result.assumptions.extend(notes)
         self._spo2_alert(result)
-
-    @staticmethod
-    def _has_support_at(points: list[OxygenRecord], moment: datetime) -> bool:
-        # A support record and a room-air record charted at the same moment: support wins.
-        return any(o.time == moment and o.is_support for o in points)
-
-    def _support_level(self, supports: list[OxygenRecord]) -> tuple[SupportLevel, list[OxygenRecord], list[str]]:
-        """The support in force from point records: the latest device, with a flow charted with or after it."""
-        if not supports:
-            return SupportLevel.ROOM_AIR, [], []
-        devices = [o for o in supports if o.device is not None]
-        device = devices[-1] if devices else None
-        since = device.time if device is not None else None
-        flows = [o for o in supports if o.flow_l_min is not None and (since is None or o.time >= since)]
-        flow = flows[-1] if flows else None
-        fio2s = [o for o in supports if o.fio2_percent is not None and (since is None or o.time >= since)]
-        fio2 = fio2s[-1] if fio2s else None
-        level, notes = self._classify(
-            device.device if device else None,
-            flow.flow_l_min if flow else None,
-            fio2.fio2_percent if fio2 else None,
-        )
-        used = [r for r in (device, flow) if r is not None]
-        if not used and fio2 is not None:
-            used = [fio2]
-        return level, list(dict.fromkeys(used)), notes
 
     def _classify(self, device: str | None, flow: float | None, fio2: float | None) -> tuple[SupportLevel, list[str]]:
         limit = self.config.low_flow_max_l_min
@@ -394,12 +374,8 @@ class AstctGrader:
     def _spo2_alert(self, result: _Assessment) -> None:
         if result.support is not SupportLevel.ROOM_AIR:
             return
-        times = self.timeline.spo2_times
-        hi = bisect_right(times, result.at)
-        if hi == 0:
-            return
-        latest = self.record.spo2[hi - 1]
-        if latest.time < result.at - self.config.oxygen_recency:
+        latest = self.timeline.spo2.latest(result.at, not_before=result.at - self.config.oxygen_recency)
+        if latest is None:
             return
         if latest.percent < self.config.spo2_alert_percent:
             result.alerts.append(
