@@ -29,7 +29,7 @@ from .cards import CardOptions
 from .cds import CdsRequest
 from .errors import BadRequest, PayloadTooLarge, ServiceError, UnknownService, UnprocessableRequest
 from .evaluate import Grading
-from .feedback_store import FeedbackRequest, FeedbackStore, IssuedCard, patient_hash, sqlite_path
+from .feedback_store import FeedbackRequest, FeedbackStore, IssuedCard, patient_hash
 from .fhir_client import FetchPolicy, FhirFetcher
 from .service import CrsService, HookOutcome
 from .settings import Settings
@@ -126,7 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         limits = httpx.Limits(max_connections=50, max_keepalive_connections=20)
-        store = FeedbackStore(sqlite_path(settings.database_url))
+        store = FeedbackStore.open(settings.database_url)
         async with httpx.AsyncClient(limits=limits, follow_redirects=False, trust_env=False) as client:
             service.fetcher = FhirFetcher(client, policy)
             runtime.store = store

@@ -234,10 +234,10 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_feedback_report(args: argparse.Namespace, settings: Settings) -> int:
-    path = sqlite_path(args.database or settings.database_url)
-    if not path.is_file():
-        raise InputError(f"no feedback database at {path}")
-    store = FeedbackStore(path)
+    url = args.database or settings.database_url
+    if url.startswith("sqlite:///") and not sqlite_path(url).is_file():
+        raise InputError(f"no feedback database at {sqlite_path(url)}")
+    store = FeedbackStore.open(url)
     try:
         report = store.report()
     finally:
@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--patient", help="patient id (required with --fhir-server; for a file, when it holds several)")
     grade.add_argument("--systems", help="comma-separated grading systems (default CRS_CDS_SYSTEMS)")
     report = sub.add_parser("feedback-report", help="acceptance and override rates by grade and by suggestion")
-    report.add_argument("--database", help="sqlite:///path (default CRS_CDS_DATABASE_URL)")
+    report.add_argument("--database", help="sqlite:///path or postgresql://... (default CRS_CDS_DATABASE_URL)")
     report.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 

@@ -1,5 +1,6 @@
 """Persist every issued card and every feedback item, so what clinicians accepted or overrode can
-be audited and joined to what was shown. SQLite by default (WAL; committed before the 200).
+be audited and joined to what was shown. SQLite by default (WAL; committed before the 200);
+PostgreSQL through the same setting (``postgresql://...``) when several replicas share a store.
 
 Feedback is idempotent: each item is keyed by a hash of its canonical JSON, so a resent item is
 stored once. Feedback for a card this instance never issued is kept and marked unmatched (another
@@ -17,11 +18,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA = """
+_CARD_TABLE = """
 CREATE TABLE IF NOT EXISTS issued_card (
     card_uuid TEXT PRIMARY KEY,
     service_id TEXT NOT NULL,
@@ -34,9 +35,10 @@ CREATE TABLE IF NOT EXISTS issued_card (
     evidence_references TEXT NOT NULL,
     suggestions TEXT NOT NULL,
     issued_at TEXT NOT NULL
-);
+)"""
+_FEEDBACK_TABLE = """
 CREATE TABLE IF NOT EXISTS feedback (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id {identity},
     item_key TEXT NOT NULL UNIQUE,
     service_id TEXT NOT NULL,
     card_uuid TEXT NOT NULL,
@@ -48,9 +50,15 @@ CREATE TABLE IF NOT EXISTS feedback (
     outcome_timestamp TEXT NOT NULL,
     received_at TEXT NOT NULL,
     matched INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS feedback_card ON feedback (card_uuid);
-"""
+)"""
+_FEEDBACK_INDEX = "CREATE INDEX IF NOT EXISTS feedback_card ON feedback (card_uuid)"
+
+_INSERT_CARD = "INSERT INTO issued_card VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (card_uuid) DO NOTHING"
+_INSERT_FEEDBACK = (
+    "INSERT INTO feedback (item_key, service_id, card_uuid, outcome, accepted_suggestions, override_system, "
+    "override_code, user_comment, outcome_timestamp, received_at, matched) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (item_key) DO NOTHING"
+)
 
 
 # -- the CDS Hooks 2.0 feedback body --------------------------------------------------------
@@ -114,29 +122,61 @@ def sqlite_path(database_url: str) -> Path:
     """``sqlite:///relative.db`` or ``sqlite:////abs/path.db`` -> a path."""
     prefix = "sqlite:///"
     if not database_url.startswith(prefix):
-        raise ValueError("only sqlite:/// database URLs are supported by this store")
+        raise ValueError("not a sqlite:/// database URL")
     return Path(database_url[len(prefix) :])
 
 
-class FeedbackStore:
-    """One SQLite file; a lock serialises writers within the process, WAL lets readers run."""
+class _Connection(Protocol):
+    """What the store needs of a DB-API connection (sqlite3 and psycopg both offer it)."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
+    def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class FeedbackStore:
+    """Cards and feedback in one database; a lock serialises this process's use of its connection.
+
+    SQL is written once with ``?`` placeholders and ``ON CONFLICT DO NOTHING`` (both SQLite and
+    PostgreSQL understand it); PostgreSQL gets ``%s`` placeholders.
+    """
+
+    def __init__(self, conn: _Connection, *, postgres: bool, description: str) -> None:
+        self._conn = conn
+        self._postgres = postgres
         self._lock = threading.Lock()
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.executescript(SCHEMA)
-        self.path = path
+        self.description = description
+        identity = (
+            "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY" if postgres else "INTEGER PRIMARY KEY AUTOINCREMENT"
+        )
+        with self._transaction():
+            for statement in (_CARD_TABLE, _FEEDBACK_TABLE.format(identity=identity), _FEEDBACK_INDEX):
+                self._conn.execute(statement)
+
+    @classmethod
+    def open(cls, database_url: str) -> FeedbackStore:
+        """SQLite (``sqlite:///path``; WAL) or PostgreSQL (``postgresql://...``)."""
+        if database_url.startswith(("postgresql://", "postgres://")):
+            import psycopg  # noqa: PLC0415  (optional dependency: only PostgreSQL sites install it)
+
+            pg = psycopg.connect(database_url, autocommit=True)
+            return cls(pg, postgres=True, description="PostgreSQL")
+        path = sqlite_path(database_url)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lite = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
+        lite.execute("PRAGMA journal_mode=WAL")
+        lite.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process crash; see README
+        return cls(lite, postgres=False, description=f"SQLite {path}")
+
+    def _sql(self, statement: str) -> str:
+        return statement.replace("?", "%s") if self._postgres else statement
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self) -> Iterator[None]:
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute("BEGIN" if self._postgres else "BEGIN IMMEDIATE")
             try:
-                yield self._conn
+                yield
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
@@ -148,10 +188,10 @@ class FeedbackStore:
 
     def record_cards(self, cards: Sequence[IssuedCard]) -> None:
         now = datetime.now(UTC).isoformat()
-        with self._transaction() as conn:
-            conn.executemany(
-                "INSERT OR IGNORE INTO issued_card VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
+        with self._transaction():
+            for c in cards:
+                self._conn.execute(
+                    self._sql(_INSERT_CARD),
                     (
                         c.card_uuid,
                         c.service_id,
@@ -164,23 +204,20 @@ class FeedbackStore:
                         json.dumps(list(c.evidence_references)),
                         json.dumps([list(s) for s in c.suggestions]),
                         now,
-                    )
-                    for c in cards
-                ],
-            )
+                    ),
+                )
 
     def record_feedback(self, service_id: str, items: Sequence[FeedbackItem]) -> int:
-        """Store each item once; returns how many were new."""
+        """Store each item once; returns how many were new. Committed before it returns."""
         now = datetime.now(UTC).isoformat()
         added = 0
-        with self._transaction() as conn:
+        with self._transaction():
             for item in items:
-                matched = conn.execute("SELECT 1 FROM issued_card WHERE card_uuid = ?", (item.card,)).fetchone()
+                found = self._conn.execute(self._sql("SELECT 1 FROM issued_card WHERE card_uuid = ?"), (item.card,))
+                matched = found.fetchone() is not None
                 reason = item.overrideReason.reason if item.overrideReason else None
-                cursor = conn.execute(
-                    "INSERT OR IGNORE INTO feedback (item_key, service_id, card_uuid, outcome, accepted_suggestions, "
-                    "override_system, override_code, user_comment, outcome_timestamp, received_at, matched) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                cursor = self._conn.execute(
+                    self._sql(_INSERT_FEEDBACK),
                     (
                         item.key(service_id),
                         service_id,
@@ -195,33 +232,38 @@ class FeedbackStore:
                         1 if matched else 0,
                     ),
                 )
-                added += cursor.rowcount
+                added += max(cursor.rowcount, 0)
         return added
 
-    def feedback_rows(self) -> list[dict[str, Any]]:
+    def _query(self, statement: str) -> list[dict[str, Any]]:
         with self._lock:
-            cursor = self._conn.execute("SELECT * FROM feedback ORDER BY id")
+            cursor = self._conn.execute(statement)
             names = [d[0] for d in cursor.description]
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
+    def feedback_rows(self) -> list[dict[str, Any]]:
+        return self._query("SELECT * FROM feedback ORDER BY id")
+
+    def card_rows(self) -> list[dict[str, Any]]:
+        return self._query("SELECT * FROM issued_card ORDER BY issued_at, card_uuid")
+
     def report(self) -> dict[str, Any]:
         """Acceptance and override rates by grade and by suggestion label."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT f.outcome, f.accepted_suggestions, c.grade, c.suggestions, f.matched "
-                "FROM feedback f LEFT JOIN issued_card c ON c.card_uuid = f.card_uuid"
-            ).fetchall()
+        rows = self._query(
+            "SELECT f.outcome, f.accepted_suggestions, c.grade, c.suggestions, f.matched "
+            "FROM feedback f LEFT JOIN issued_card c ON c.card_uuid = f.card_uuid"
+        )
         by_grade: dict[str, dict[str, int]] = {}
         by_suggestion: dict[str, dict[str, int]] = {}
         unmatched = 0
-        for outcome, accepted_json, grade, suggestions_json, matched in rows:
-            if not matched:
-                unmatched += 1
-            label = "indeterminate" if grade is None and matched else ("unmatched" if not matched else str(grade))
+        for row in rows:
+            matched = bool(row["matched"])
+            unmatched += 0 if matched else 1
+            label = "unmatched" if not matched else ("indeterminate" if row["grade"] is None else str(row["grade"]))
             bucket = by_grade.setdefault(label, {"accepted": 0, "overridden": 0})
-            bucket[outcome] += 1
-            offered = {uid: name for uid, name in json.loads(suggestions_json)} if suggestions_json else {}
-            accepted = set(json.loads(accepted_json))
+            bucket[row["outcome"]] += 1
+            offered = dict(json.loads(row["suggestions"])) if row["suggestions"] else {}
+            accepted = set(json.loads(row["accepted_suggestions"]))
             for uid, name in offered.items():
                 stats = by_suggestion.setdefault(name, {"offered": 0, "accepted": 0})
                 stats["offered"] += 1

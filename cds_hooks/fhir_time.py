@@ -7,8 +7,8 @@ a fever was inside it, so such values are rejected with a reason rather than gue
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from datetime import UTC, date, datetime
+from functools import lru_cache
 
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})?$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")

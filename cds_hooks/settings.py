@@ -75,7 +75,8 @@ class Settings(BaseSettings):
     clock_leeway_seconds: float = Field(default=60, ge=0, le=300)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     database_url: str = "sqlite:///crs-cds.sqlite3"
-    """Card and feedback store (SQLite file, relative to the working directory by default)."""
+    """Card and feedback store: a SQLite file (relative to the working directory by default) or
+    ``postgresql://user@host/db`` when several replicas share one store."""
 
     @field_validator("mapping_files", "systems", "fhir_server_allowlist", "cors_origins", mode="before")
     @classmethod
@@ -118,9 +119,9 @@ class Settings(BaseSettings):
 
     @field_validator("database_url")
     @classmethod
-    def _sqlite_only(cls, value: str) -> str:
-        if not value.startswith("sqlite:///"):
-            raise ValueError("database_url must be sqlite:///<path> (PostgreSQL is not supported yet)")
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("database_url must be sqlite:///<path> or postgresql://...")
         return value
 
     @field_validator("evaluation_time")
