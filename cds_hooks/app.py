@@ -8,6 +8,7 @@ logged (patient ids only as a hash).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -140,6 +141,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 )
             else:
                 log.warning("CDS client authentication is OFF (CRS_CDS_ALLOW_UNAUTHENTICATED): development only")
+            # Everything loaded so far (mappings, models, the app) lives as long as the process:
+            # keep the cyclic collector from rescanning it under every large request.
+            gc.freeze()
             try:
                 yield
             finally:

@@ -30,6 +30,10 @@ BUILTIN_MAPPINGS_DIR = _builtin_mappings_dir()
 MAPPING_FILES = ("observations.yaml", "oxygen-support.yaml", "medications.yaml", "conditions.yaml")
 
 
+MEMO_LIMIT = 50_000
+"""Bound on remembered lookups, so arbitrary codes from clients cannot grow memory without end."""
+
+
 class MappingError(Exception):
     """A mapping file is missing, malformed, or contradicts another one."""
 
@@ -166,11 +170,23 @@ class Terminology:
     _by_prefix: Mapping[str, tuple[tuple[str, Concept, bool], ...]]
     _by_name: Mapping[ConceptKind, tuple[tuple[re.Pattern[str], Concept], ...]]
     _exact_names: Mapping[ConceptKind, Mapping[str, Concept]] = field(default_factory=dict)
+    _memo: dict[tuple[str, str], CodeMatch | None] = field(default_factory=dict, compare=False, repr=False)
+    """Raw (system, code) -> match, misses included: charts repeat the same few codes."""
 
     def lookup(self, system: object, code: object) -> CodeMatch | None:
         """The concept for one coding, exact code first, then the longest code prefix."""
         if not isinstance(system, str) or not isinstance(code, str):
             return None
+        key = (system, code)
+        if key in self._memo:
+            return self._memo[key]
+        if len(self._memo) > MEMO_LIMIT:
+            self._memo.clear()
+        found = self._lookup(system, code)
+        self._memo[key] = found
+        return found
+
+    def _lookup(self, system: str, code: str) -> CodeMatch | None:
         system_key = _normalise_system(system)
         code_key = code.strip()
         hit = self._by_code.get((system_key, code_key))

@@ -47,10 +47,7 @@ class _UnitsFile(BaseModel):
 class _Conversion:
     offset: Fraction
     scale: Fraction
-
-    @property
-    def identity(self) -> bool:
-        return self.offset == 0 and self.scale == 1
+    identity: bool = False
 
     def apply(self, value: int | float) -> float:
         """Exact arithmetic (100.4 [degF] -> 38.0 Cel exactly); the identity skips it."""
@@ -107,6 +104,11 @@ class UnitTable:
         return Converted(conversion.apply(value), self.canonical[quantity], float(value), ucum)
 
 
+def _conversion(unit: _UnitEntry) -> _Conversion:
+    offset, scale = _fraction(unit.offset), _fraction(unit.scale)
+    return _Conversion(offset, scale, identity=offset == 0 and scale == 1)
+
+
 def _fraction(raw: str | int | float) -> Fraction:
     return Fraction(str(raw)) if not isinstance(raw, str) else Fraction(raw.strip())
 
@@ -126,7 +128,7 @@ def load_units(path: Path = BUILTIN_MAPPINGS_DIR / "units.yaml") -> UnitTable:
     try:
         for quantity, entry in parsed.quantities.items():
             canonical[quantity] = entry.canonical
-            by_code[quantity] = {u.code: _Conversion(_fraction(u.offset), _fraction(u.scale)) for u in entry.units}
+            by_code[quantity] = {u.code: _conversion(u) for u in entry.units}
             by_alias[quantity] = {u.code: u.code for u in entry.units}
             for unit in entry.units:
                 by_alias[quantity].update({alias: unit.code for alias in unit.aliases})

@@ -66,6 +66,8 @@ class _Assessment:
     assumptions: list[str] = field(default_factory=list)
     alerts: list[str] = field(default_factory=list)
     support: SupportLevel = SupportLevel.ROOM_AIR
+    collect: bool = True
+    """Build evidence and notes; the worst-grade scan needs only the grade until its winner."""
 
     @property
     def worst_value(self) -> int | None:
@@ -131,8 +133,9 @@ class AstctGrader:
 
     # -- the rules at one moment ---------------------------------------------------------
 
-    def assess(self, at: datetime) -> _Assessment:
-        result = _Assessment(at=at)
+    def assess(self, at: datetime, *, collect: bool = True) -> _Assessment:
+        """The rules at ``at``; ``collect=False`` skips the evidence and notes (worst-grade scan)."""
+        result = _Assessment(at=at, collect=collect)
         age = age_in_years(self.record.birth_date, at) if self.record.birth_date else None
         if age is None:
             result.assumptions.append("birth date unknown: adult hypotension thresholds used")
@@ -151,18 +154,19 @@ class AstctGrader:
             result.fever = Status.UNKNOWN
             return
         result.fever = Status.MET if hottest.celsius >= cfg.fever_threshold_celsius else Status.NOT_MET
-        result.evidence.append(
-            Evidence(
-                "fever",
-                result.fever,
-                hottest.reference,
-                value=hottest.celsius,
-                unit="Cel",
-                threshold=f">= {cfg.fever_threshold_celsius:.1f} Cel",
-                time=hottest.time,
-                detail=f"highest temperature in the fever window, charted as {hottest.original}",
+        if result.collect:
+            result.evidence.append(
+                Evidence(
+                    "fever",
+                    result.fever,
+                    hottest.reference,
+                    value=hottest.celsius,
+                    unit="Cel",
+                    threshold=f">= {cfg.fever_threshold_celsius:.1f} Cel",
+                    time=hottest.time,
+                    detail=f"highest temperature in the fever window, charted as {hottest.original}",
+                )
             )
-        )
 
     def _prior_crs_onset(self, at: datetime) -> tuple[datetime | None, str] | None:
         """When CRS was established before the fever window, and the resource that shows it."""
@@ -230,8 +234,8 @@ class AstctGrader:
         if running:
             result.pressor_in_effect = True
             result.hypotension_grade = 4 if len(counted) >= 2 else 3
-            for admin in running:
-                result.evidence.append(self._pressor_evidence(admin, len(counted)))
+            if result.collect:
+                result.evidence.extend(self._pressor_evidence(admin, len(counted)) for admin in running)
         threshold = systolic_threshold(age, cfg)
         use_map = age is None or age > 10
         window_start = result.at - cfg.hypotension_window
@@ -242,34 +246,36 @@ class AstctGrader:
         if lowest_systolic is not None and lowest_systolic.systolic_mmhg is not None:
             met = lowest_systolic.systolic_mmhg < threshold
             low = low or met
-            result.evidence.append(
-                Evidence(
-                    "hypotension",
-                    Status.MET if met else Status.NOT_MET,
-                    lowest_systolic.reference,
-                    value=lowest_systolic.systolic_mmhg,
-                    unit="mm[Hg]",
-                    threshold=f"systolic < {_fmt(threshold)} mm[Hg]",
-                    time=lowest_systolic.time,
-                    detail="lowest systolic pressure in the window",
-                )
-            )
-        if use_map and lowest_mean is not None and lowest_mean.mean_mmhg is not None:
-            met = lowest_mean.mean_mmhg < cfg.mean_arterial_threshold_mmhg
-            if met or lowest_systolic is None:
-                low = low or met
+            if result.collect:
                 result.evidence.append(
                     Evidence(
                         "hypotension",
                         Status.MET if met else Status.NOT_MET,
-                        lowest_mean.reference,
-                        value=lowest_mean.mean_mmhg,
+                        lowest_systolic.reference,
+                        value=lowest_systolic.systolic_mmhg,
                         unit="mm[Hg]",
-                        threshold=f"mean arterial pressure < {_fmt(cfg.mean_arterial_threshold_mmhg)} mm[Hg]",
-                        time=lowest_mean.time,
-                        detail="lowest mean arterial pressure in the window",
+                        threshold=f"systolic < {_fmt(threshold)} mm[Hg]",
+                        time=lowest_systolic.time,
+                        detail="lowest systolic pressure in the window",
                     )
                 )
+        if use_map and lowest_mean is not None and lowest_mean.mean_mmhg is not None:
+            met = lowest_mean.mean_mmhg < cfg.mean_arterial_threshold_mmhg
+            if met or lowest_systolic is None:
+                low = low or met
+                if result.collect:
+                    result.evidence.append(
+                        Evidence(
+                            "hypotension",
+                            Status.MET if met else Status.NOT_MET,
+                            lowest_mean.reference,
+                            value=lowest_mean.mean_mmhg,
+                            unit="mm[Hg]",
+                            threshold=f"mean arterial pressure < {_fmt(cfg.mean_arterial_threshold_mmhg)} mm[Hg]",
+                            time=lowest_mean.time,
+                            detail="lowest mean arterial pressure in the window",
+                        )
+                    )
         if low and not running:
             result.hypotension_grade = 2
 
@@ -316,6 +322,8 @@ class AstctGrader:
                     level, used, notes = period_level, [period], period_notes
         result.support = level
         result.hypoxia_grade = int(level)
+        if not result.collect:
+            return
         if level is SupportLevel.ROOM_AIR:
             if room_air is not None:
                 result.evidence.append(
@@ -455,10 +463,12 @@ class AstctGrader:
         current = self.assess(at)
         worst: _Assessment | None = None
         for moment in self.evaluation_times(at):
-            point = current if moment == at else self.assess(moment)
+            point = current if moment == at else self.assess(moment, collect=False)
             value = point.worst_value
             if value is not None and (worst is None or worst.worst_value is None or value > worst.worst_value):
                 worst = point
+        if worst is not None and not worst.collect:
+            worst = self.assess(worst.at)  # again, with its evidence
         components: dict[str, str | int] = {
             "fever": "masked" if current.masked and current.fever is not Status.MET else current.fever.value,
             "hypotensionGrade": current.hypotension_grade,

@@ -6,7 +6,7 @@ every card and in every RESULT (``choices``), so a clinician sees what the grade
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 
@@ -33,25 +33,19 @@ class GradingConfig:
     spo2_alert_percent: float = 92.0
     """Alert (no grade) when SpO2 on room air is below this [choice]."""
 
-    @property
-    def fever_window(self) -> timedelta:
-        return timedelta(hours=self.fever_window_hours)
+    # The windows as timedeltas, computed once: the rules ask for them at every data time.
+    fever_window: timedelta = field(init=False, repr=False, compare=False)
+    prior_crs_lookback: timedelta = field(init=False, repr=False, compare=False)
+    hypotension_window: timedelta = field(init=False, repr=False, compare=False)
+    oxygen_recency: timedelta = field(init=False, repr=False, compare=False)
+    worst_grade_window: timedelta = field(init=False, repr=False, compare=False)
 
-    @property
-    def prior_crs_lookback(self) -> timedelta:
-        return timedelta(days=self.prior_crs_lookback_days)
-
-    @property
-    def hypotension_window(self) -> timedelta:
-        return timedelta(hours=self.hypotension_window_hours)
-
-    @property
-    def oxygen_recency(self) -> timedelta:
-        return timedelta(hours=self.oxygen_recency_hours)
-
-    @property
-    def worst_grade_window(self) -> timedelta:
-        return timedelta(hours=self.worst_grade_window_hours)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fever_window", timedelta(hours=self.fever_window_hours))
+        object.__setattr__(self, "prior_crs_lookback", timedelta(days=self.prior_crs_lookback_days))
+        object.__setattr__(self, "hypotension_window", timedelta(hours=self.hypotension_window_hours))
+        object.__setattr__(self, "oxygen_recency", timedelta(hours=self.oxygen_recency_hours))
+        object.__setattr__(self, "worst_grade_window", timedelta(hours=self.worst_grade_window_hours))
 
     def describe(self) -> dict[str, str]:
         """The choices in force, as shown on the card and in the RESULT."""
