@@ -3,6 +3,7 @@ never crashes, whatever the resources look like."""
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -218,3 +219,90 @@ def test_grading_is_total_over_arbitrary_resources(resources: list[dict[str, Any
     result = evaluation.primary
     assert result.grade in (None, 0, 1, 2, 3, 4)
     assert result.to_json()["system"] == "ASTCT-2019"
+
+
+# -- the worst-grade scan: fewer moments, same answer ----------------------------------------
+
+wide_hours = st.floats(min_value=0.0, max_value=110.0, allow_nan=False)
+
+
+@st.composite
+def course(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """A random 4-day course: vitals, pressors that start and stop, oxygen devices and flows,
+    room air, respiratory procedures, masking therapies, a CRS condition, any age."""
+    age_days = draw(st.integers(200, 80 * 365))
+    patient = dict(PATIENT, birthDate=(AT - timedelta(days=age_days)).date().isoformat())
+    resources: list[dict[str, Any]] = [patient]
+    for i in range(draw(st.integers(0, 14))):
+        kind = draw(
+            st.sampled_from(
+                ["temp", "sbp", "map", "flow", "device", "room-air", "pressor", "procedure", "therapy", "condition"]
+            )
+        )
+        hours = draw(wide_hours)
+        rid = f"c{i}"
+        if kind == "temp":
+            resources.append(_obs(rid, hours, "8310-5", **_qty(draw(st.sampled_from([36.8, 37.9, 38.0, 39.4])), "Cel")))
+        elif kind == "sbp":
+            resources.append(_obs(rid, hours, "8480-6", **_qty(draw(st.sampled_from([65, 75, 85, 95, 120])), "mm[Hg]")))
+        elif kind == "map":
+            resources.append(_obs(rid, hours, "8478-0", **_qty(draw(st.sampled_from([55, 64, 70])), "mm[Hg]")))
+        elif kind == "flow":
+            resources.append(_obs(rid, hours, "3151-8", **_qty(draw(st.sampled_from([0, 2, 6, 10])), "L/min")))
+        elif kind == "device":
+            resources.append(draw(device(rid)) | {"effectiveDateTime": _time(hours)})
+        elif kind == "room-air":
+            room_air = _obs(rid, hours, "8310-5", valueCodeableConcept={"text": "room air"})
+            room_air["code"] = {"text": "O2 device"}
+            resources.append(room_air)
+        elif kind == "pressor":
+            pressor = _pressor(rid, draw(st.sampled_from(["7512", "3992", "11149", "8163"])))
+            ran = draw(st.floats(0.5, 30.0))
+            pressor["status"] = "completed"
+            pressor["effectivePeriod"] = {"start": _time(hours), "end": _time(max(hours - ran, 0.0))}
+            resources.append(pressor)
+        elif kind == "procedure":
+            procedure = _procedure(rid, draw(st.sampled_from(["47545007", "1259025002", "371907003"])))
+            procedure["performedPeriod"] = {"start": _time(hours)}
+            if draw(st.booleans()):
+                procedure["status"] = "completed"
+                procedure["performedPeriod"]["end"] = _time(max(hours - draw(st.floats(0.5, 20.0)), 0.0))
+            resources.append(procedure)
+        elif kind == "therapy":
+            therapy = _pressor(rid, draw(st.sampled_from(["612865", "3264"])))
+            therapy["status"] = "completed"
+            therapy["effectivePeriod"] = {"start": _time(hours), "end": _time(hours)}
+            resources.append(therapy)
+        else:
+            resources.append(
+                {
+                    "resourceType": "Condition",
+                    "id": rid,
+                    "subject": {"reference": "Patient/p1"},
+                    "clinicalStatus": {
+                        "coding": [
+                            {"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}
+                        ]
+                    },
+                    "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "D89.832"}]},
+                    "onsetDateTime": _time(hours),
+                }
+            )
+    return resources
+
+
+@settings(
+    max_examples=int(os.environ.get("CRS_CDS_PROPERTY_EXAMPLES", "400")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(resources=course())
+def test_worst_grade_scan_at_events_equals_scan_at_every_data_time(resources: list[dict[str, Any]]) -> None:
+    from cds_hooks.extract import extract_record
+    from cds_hooks.grading import astct
+
+    sourced = [SourcedResource(r, f"{r['resourceType']}/{r['id']}") for r in resources]
+    record = extract_record(sourced, GRADING.terminology, GRADING.units, patient_id="p1")
+    fast = astct.grade(record, at=AT)
+    full = astct.grade(record, at=AT, exhaustive=True)
+    assert (fast.grade, fast.worst_grade) == (full.grade, full.worst_grade)

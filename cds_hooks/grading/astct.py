@@ -15,8 +15,9 @@ Grade 5 (death due to CRS) needs a clinician's attribution and is never inferred
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 
 from ..fhir_time import age_in_years, iso
 from ..findings import (
@@ -117,6 +118,15 @@ def systolic_threshold(age_years: int | None, config: GradingConfig) -> float:
     if age_years < 1:
         return PAEDIATRIC_BASE_SYSTOLIC_MMHG
     return PAEDIATRIC_BASE_SYSTOLIC_MMHG + 2.0 * age_years
+
+
+def _anniversary(birth: date, year: int, like: datetime) -> datetime:
+    """Midnight (UTC) of the birthday in ``year``; 29 February falls on 1 March."""
+    try:
+        day = birth.replace(year=year)
+    except ValueError:
+        day = date(year, 3, 1)
+    return datetime(day.year, day.month, day.day, tzinfo=like.tzinfo)
 
 
 def _fmt(value: float) -> str:
@@ -442,31 +452,72 @@ class AstctGrader:
 
     # -- current and worst ---------------------------------------------------------------
 
-    def evaluation_times(self, at: datetime) -> list[datetime]:
-        """Every data time in the look-back window (including when a drug or support stopped) and ``at``."""
+    def evaluation_times(self, at: datetime, *, exhaustive: bool = False) -> list[datetime]:
+        """Where to re-apply the rules for the worst grade over (at - 72 h, at].
+
+        The reference evaluates at every data time in the window and at ``at`` (``exhaustive``).
+        The same maximum is reached at fewer moments: a grade at any time rests on findings (a
+        fever, a low pressure, a pressor or support started, a masking therapy, a CRS onset) that
+        all still hold at the latest of their own times, so only those moments, the first data time
+        in the window (for findings older than the window), the first data time after a birthday
+        (the thresholds change with age) and ``at`` are needed. tests/test_properties.py checks that
+        both give the same worst grade.
+        """
         start = at - self.config.worst_grade_window
-        times: set[datetime] = {at}
         record = self.record
-        for moment in (
+        all_times = [
             *(t.time for t in record.temperatures),
             *(b.time for b in record.blood_pressures),
             *(o.time for o in record.oxygen),
             *(o.period_end for o in record.oxygen if o.period_end is not None),
             *(a.start for a in record.administrations),
             *(a.end for a in record.administrations if a.end is not None),
-        ):
-            if start < moment <= at:
-                times.add(moment)
-        return sorted(times)
+            *(c.onset for c in record.conditions if c.onset is not None),
+        ]
+        in_window = sorted(moment for moment in all_times if start < moment <= at)
+        if exhaustive:
+            return sorted({at, *in_window})
+        timeline = self.timeline
+        adult_systolic = self.config.adult_systolic_threshold_mmhg
+        mean_limit = self.config.mean_arterial_threshold_mmhg
+        events: set[datetime] = {at}
+        if in_window:
+            events.add(in_window[0])
+        events.update(t.time for t in timeline.fevers.records)
+        events.update(
+            b.time
+            for b in record.blood_pressures
+            if (b.systolic_mmhg is not None and b.systolic_mmhg < adult_systolic)
+            or (b.mean_mmhg is not None and b.mean_mmhg < mean_limit)
+        )
+        events.update(o.time for o in record.oxygen if o.is_support)
+        events.update(a.start for a in (*timeline.pressors, *timeline.masking_therapies))
+        events.update(c.onset for c in record.conditions if c.onset is not None)
+        if record.birth_date is not None:
+            for year in {start.year, at.year}:
+                # The first data time on or after a birthday: the thresholds change with age.
+                birthday = _anniversary(record.birth_date, year, at)
+                index = bisect_left(in_window, birthday)
+                if index < len(in_window):
+                    events.add(in_window[index])
+        return sorted(moment for moment in events if start < moment <= at)
 
-    def grade(self, at: datetime) -> GradeResult:
-        current = self.assess(at)
+    def _worst(self, at: datetime, current: _Assessment, *, exhaustive: bool) -> _Assessment | None:
         worst: _Assessment | None = None
-        for moment in self.evaluation_times(at):
+        for moment in self.evaluation_times(at, exhaustive=exhaustive):
             point = current if moment == at else self.assess(moment, collect=False)
             value = point.worst_value
             if value is not None and (worst is None or worst.worst_value is None or value > worst.worst_value):
                 worst = point
+        return worst
+
+    def grade(self, at: datetime, *, exhaustive: bool = False) -> GradeResult:
+        current = self.assess(at)
+        worst = self._worst(at, current, exhaustive=exhaustive)
+        if worst is None and not exhaustive:
+            # Nothing graded at the event moments: only a "grade 0" elsewhere can be found, so
+            # look everywhere (rare: every moment indeterminate or without fever).
+            worst = self._worst(at, current, exhaustive=True)
         if worst is not None and not worst.collect:
             worst = self.assess(worst.at)  # again, with its evidence
         components: dict[str, str | int] = {
@@ -507,6 +558,8 @@ class AstctGrader:
         )
 
 
-def grade(record: PatientRecord, *, at: datetime, config: GradingConfig | None = None) -> GradeResult:
+def grade(
+    record: PatientRecord, *, at: datetime, config: GradingConfig | None = None, exhaustive: bool = False
+) -> GradeResult:
     """The ASTCT grade at ``at``, with the worst grade over the look-back window."""
-    return AstctGrader(record, config or GradingConfig()).grade(at)
+    return AstctGrader(record, config or GradingConfig()).grade(at, exhaustive=exhaustive)
