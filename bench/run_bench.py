@@ -1,0 +1,669 @@
+"""One-command benchmark of the CRS CDS Hooks service against a bare FastAPI baseline (issue 5).
+
+``python bench/run_bench.py`` (or ``make bench``) starts ``crs-cds serve`` and ``bench.baseline_app``
+as real processes under the same uvicorn settings, sends each the same patient-view requests over
+loopback HTTP (sequentially and with 8 concurrent clients) at ~100, ~550 and ~5,000 resources, and
+reports p50/p95/p99 latency, requests/s, the service/baseline ratio and each server's peak RSS. It
+then times ``crs-cds grade`` on a 50,000-resource NDJSON file. Why a baseline: latency over HTTP
+on a shared machine means little alone; the ratio to a server that only parses the same body says
+what the grading itself costs. Every response is checked (status 200 and a card): a run that
+measured errors would be worthless, so it stops instead. Nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.metadata
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `python bench/run_bench.py` puts bench/, not the project, on the path
+
+from bench.generate import AT_ISO, MIN_RESOURCES, iter_sizes, request_body, write_ndjson  # noqa: E402
+
+LOOPBACK = "127.0.0.1"
+SERVICE_PATH = "/cds-services/crs-grade"
+HEADERS = {"content-type": "application/json", "accept": "application/json"}
+GOAL_SIZE = 550
+GOAL_RATIO = 3.0
+EXPECTED_GRADE = 3
+"""What the generated patient grades at: a card with another grade means the data were misread."""
+GRADING_EXTENSION = "crs-cds-hooks.grading"
+STARTUP_TIMEOUT_S = 60.0
+REQUEST_TIMEOUT_S = 300.0
+_PORT_ATTEMPTS = 3
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot produce a meaningful number (a server failed or answered wrongly)."""
+
+
+# -- servers -----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def server_env(workdir: Path) -> dict[str, str]:
+    """The environment without the user's ``CRS_CDS_*`` settings, so the run is reproducible.
+
+    Authentication is off (the benchmark has no JWT issuer) and the card store is a file in the
+    run's temporary directory: the service still writes each issued card, as deployed.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRS_CDS_")}
+    env["CRS_CDS_ALLOW_UNAUTHENTICATED"] = "true"
+    env["CRS_CDS_DATABASE_URL"] = f"sqlite:///{workdir / 'bench-cards.sqlite3'}"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@dataclass
+class Server:
+    """One server process on a loopback port; ``argv`` ends with ``--port`` (the port is appended)."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    workdir: Path
+    proc: subprocess.Popen[bytes] | None = None
+    url: str = ""
+    _log: IO[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    def start(self) -> None:
+        """Launch and wait for ``/healthz`` (retrying on another port if this one was taken)."""
+        for attempt in range(1, _PORT_ATTEMPTS + 1):
+            port = free_port()
+            self.url = f"http://{LOOPBACK}:{port}"
+            self._log = self.log_path.open("ab")
+            self.proc = subprocess.Popen(
+                [*self.argv, str(port)],
+                cwd=ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+            )
+            if self._wait_ready(last_attempt=attempt == _PORT_ATTEMPTS):
+                return
+            self.stop()
+        raise BenchError(f"{self.name}: no free port after {_PORT_ATTEMPTS} attempts")
+
+    def _wait_ready(self, *, last_attempt: bool) -> bool:
+        assert self.proc is not None
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        with httpx.Client(trust_env=False, timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    if not last_attempt and "address already in use" in self.log_tail().lower():
+                        return False
+                    raise BenchError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+                try:
+                    response = client.get(f"{self.url}/healthz")
+                except httpx.TransportError:
+                    time.sleep(0.05)
+                    continue
+                if response.status_code == 200:
+                    return True
+                raise BenchError(f"{self.name} /healthz answered {response.status_code}:\n{self.log_tail()}")
+        raise BenchError(f"{self.name} did not answer /healthz within {STARTUP_TIMEOUT_S:g} s:\n{self.log_tail()}")
+
+    def log_tail(self, chars: int = 4000) -> str:
+        if self._log is not None:
+            self._log.flush()
+        if not self.log_path.exists():
+            return "<no output>"
+        return self.log_path.read_text(encoding="utf-8", errors="replace")[-chars:] or "<no output>"
+
+    def proc_status(self, field_name: str) -> int | None:
+        """A ``kB`` field of ``/proc/<pid>/status`` (VmHWM = peak RSS), or None off Linux."""
+        if self.proc is None:
+            return None
+        try:
+            lines = Path(f"/proc/{self.proc.pid}/status").read_text().splitlines()
+        except OSError:
+            return None
+        for line in lines:
+            if line.startswith(f"{field_name}:"):
+                return int(line.split()[1])
+        return None
+
+    def loaded_modules(self, names: Sequence[str]) -> dict[str, bool] | None:
+        """Which of ``names`` (e.g. uvloop, httptools) the process has mapped: proof both servers match."""
+        if self.proc is None:
+            return None
+        try:
+            maps = Path(f"/proc/{self.proc.pid}/maps").read_text()
+        except OSError:
+            return None
+        return {name: f"/{name}/" in maps for name in names}
+
+    def stop(self) -> None:
+        """SIGTERM (uvicorn shuts down cleanly), then kill if it hangs; safe to call twice."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+# -- measuring -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stats:
+    n: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    max_ms: float
+    req_per_s: float
+
+
+def summarize(latencies: Sequence[float], wall_s: float) -> Stats:
+    """Percentiles by linear interpolation between order statistics (``statistics.quantiles`` inclusive)."""
+    ms = sorted(x * 1000 for x in latencies)
+    cuts = statistics.quantiles(ms, n=100, method="inclusive") if len(ms) > 1 else [ms[0]] * 99
+    return Stats(
+        n=len(ms),
+        p50_ms=cuts[49],
+        p95_ms=cuts[94],
+        p99_ms=cuts[98],
+        mean_ms=statistics.fmean(ms),
+        max_ms=ms[-1],
+        req_per_s=len(ms) / wall_s,
+    )
+
+
+def check_response(server: str, status: int, content: bytes) -> dict[str, Any]:
+    """The first card, or BenchError: a 200 with at least one card is the only valid answer."""
+    if status != 200:
+        raise BenchError(f"{server} answered {status}: {content[:500]!r}")
+    try:
+        payload = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        raise BenchError(f"{server} answered 200 with a body that is not JSON: {content[:200]!r}") from None
+    cards = payload.get("cards") if isinstance(payload, dict) else None
+    if not isinstance(cards, list) or not cards or not isinstance(cards[0], dict) or "summary" not in cards[0]:
+        raise BenchError(f"{server} answered 200 without a card: {content[:500]!r}")
+    card: dict[str, Any] = cards[0]
+    return card
+
+
+def card_grade(card: dict[str, Any]) -> int | None:
+    results = (card.get("extension") or {}).get(GRADING_EXTENSION) or []
+    grade = results[0].get("grade") if results and isinstance(results[0], dict) else None
+    return grade if isinstance(grade, int) else None
+
+
+def run_sequential(client: httpx.Client, server: str, url: str, body: bytes, n: int) -> tuple[Stats, list[float]]:
+    """``n`` calls one after another on one keep-alive connection; req/s excludes the client's checks."""
+    latencies: list[float] = []
+    for _ in range(n):
+        start = time.perf_counter()
+        response = client.post(url, content=body, headers=HEADERS)
+        latencies.append(time.perf_counter() - start)
+        check_response(server, response.status_code, response.content)
+    return summarize(latencies, sum(latencies)), latencies
+
+
+async def _run_concurrent(server: str, url: str, body: bytes, n: int, concurrency: int) -> Stats:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, trust_env=False, timeout=REQUEST_TIMEOUT_S) as client:
+        # Open the connections first (cheap GETs), so connection set-up is not in the numbers.
+        base = url.removesuffix(SERVICE_PATH)
+        await asyncio.gather(*(client.get(f"{base}/healthz") for _ in range(concurrency)))
+        remaining = n
+        latencies: list[float] = []
+
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                start = time.perf_counter()
+                response = await client.post(url, content=body, headers=HEADERS)
+                latencies.append(time.perf_counter() - start)
+                check_response(server, response.status_code, response.content)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+    return summarize(latencies, wall)
+
+
+def run_concurrent(server: str, url: str, body: bytes, n: int, concurrency: int) -> Stats:
+    """``n`` calls from ``concurrency`` workers in flight at once; req/s = n / wall time."""
+    return asyncio.run(_run_concurrent(server, url, body, n, concurrency))
+
+
+@dataclass(frozen=True)
+class Plan:
+    max_requests: int
+    min_requests: int
+    phase_seconds: float
+    warmup: int
+    concurrency: int
+
+    def count(self, warm_latency_s: float) -> int:
+        """Requests per phase: about ``phase_seconds`` of work, within [min, max] (always bounded)."""
+        wanted = int(self.phase_seconds / max(warm_latency_s, 1e-6))
+        return max(self.min_requests, min(self.max_requests, wanted))
+
+
+@dataclass
+class ServerResult:
+    sequential: Stats
+    concurrent: Stats
+    warmup_ms: list[float] = field(default_factory=list)
+
+
+@dataclass
+class SizeResult:
+    size: int
+    resources: int
+    request_bytes: int
+    baseline: ServerResult
+    service: ServerResult
+    ratio_p50: float
+    service_grade: int | None
+    service_card_summary: str
+
+
+def measure_server(
+    client: httpx.Client,
+    server: Server,
+    body: bytes,
+    plan: Plan,
+    *,
+    progress: Callable[[str], None],
+    check_card: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[ServerResult, dict[str, Any]]:
+    """Warm up and check the card (before spending time on it), then the sequential and concurrent phases."""
+    url = f"{server.url}{SERVICE_PATH}"
+    warm: list[float] = []
+    card: dict[str, Any] = {}
+    for _ in range(plan.warmup):
+        start = time.perf_counter()
+        response = client.post(url, content=body, headers=HEADERS)
+        warm.append(time.perf_counter() - start)
+        card = check_response(server.name, response.status_code, response.content)
+    if check_card is not None:
+        check_card(card)
+    typical = statistics.median(warm[1:] or warm)
+    n = plan.count(typical)
+    progress(f"  {server.name}: {typical * 1000:.1f} ms/request warm, {n} requests sequential + {n} concurrent")
+    sequential, _ = run_sequential(client, server.name, url, body, n)
+    concurrent = run_concurrent(server.name, url, body, n, plan.concurrency)
+    return ServerResult(sequential, concurrent, [round(w * 1000, 3) for w in warm]), card
+
+
+def measure_size(
+    size: int, baseline: Server, service: Server, plan: Plan, *, seed: int, progress: Callable[[str], None]
+) -> SizeResult:
+    resources, body = request_body(size, seed=seed)
+
+    def graded(card: dict[str, Any]) -> None:
+        grade = card_grade(card)
+        if grade is None:
+            raise BenchError(f"the service did not grade the {resources}-resource patient: {card.get('summary')!r}")
+        if grade != EXPECTED_GRADE:
+            progress(f"warning: {resources} resources graded {grade}, expected {EXPECTED_GRADE}")
+
+    with httpx.Client(trust_env=False, timeout=REQUEST_TIMEOUT_S) as client:
+        base_result, _ = measure_server(client, baseline, body, plan, progress=progress)
+        service_result, card = measure_server(client, service, body, plan, progress=progress, check_card=graded)
+    grade = card_grade(card)
+    return SizeResult(
+        size=size,
+        resources=resources,
+        request_bytes=len(body),
+        baseline=base_result,
+        service=service_result,
+        ratio_p50=service_result.sequential.p50_ms / base_result.sequential.p50_ms,
+        service_grade=grade,
+        service_card_summary=str(card.get("summary")),
+    )
+
+
+# -- the CLI ---------------------------------------------------------------------------------
+
+
+def time_cli(path: Path, env: dict[str, str], timeout_s: float) -> dict[str, Any]:
+    """Wall time and peak RSS of ``crs-cds grade FILE --at ... --json``, which must exit 0 with a grade.
+
+    ``os.wait4`` gives this child's own peak RSS; a timer kills it after ``timeout_s`` so a slow
+    build cannot hang the benchmark.
+    """
+    argv = [sys.executable, "-m", "cds_hooks.cli", "grade", str(path), "--at", AT_ISO, "--json"]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        timer = threading.Timer(timeout_s, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if wall >= timeout_s:
+        raise BenchError(f"crs-cds grade {path.name} did not finish within {timeout_s:g} s (killed)")
+    if proc.returncode != 0:
+        raise BenchError(f"crs-cds grade {path.name} exited {proc.returncode}: {stderr[-2000:]!r}")
+    grading = orjson.loads(stdout).get("grading") or [{}]
+    # ru_maxrss is in KiB on Linux.
+    return {"wall_s": wall, "peak_rss_kib": usage.ru_maxrss, "grade": grading[0].get("grade")}
+
+
+def measure_cli(workdir: Path, resources: int, env: dict[str, str], seed: int, timeout_s: float) -> dict[str, Any]:
+    """Time the CLI on ``resources`` resources, and on the smallest file to show the start-up share."""
+    big, small = workdir / f"patient-{resources}.ndjson", workdir / "patient-small.ndjson"
+    count = write_ndjson(big, resources, seed=seed)
+    small_count = write_ndjson(small, MIN_RESOURCES, seed=seed)
+    startup = time_cli(small, env, timeout_s)
+    run = time_cli(big, env, timeout_s)
+    net = run["wall_s"] - startup["wall_s"]
+    return {
+        "resources": count,
+        "file_bytes": big.stat().st_size,
+        "format": "ndjson",
+        "wall_s": run["wall_s"],
+        "resources_per_s": count / run["wall_s"],
+        "startup_wall_s": startup["wall_s"],
+        "startup_resources": small_count,
+        "resources_per_s_excluding_startup": count / net if net > 0 else None,
+        "peak_rss_kib": run["peak_rss_kib"],
+        "grade": run["grade"],
+    }
+
+
+# -- report ----------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    model = None
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    versions = {}
+    for package in ("fastapi", "starlette", "uvicorn", "uvloop", "httptools", "httpx", "orjson", "pydantic"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[package] = importlib.metadata.version(package)
+    return {
+        "nproc": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "packages": versions,
+    }
+
+
+def git_state() -> dict[str, Any]:
+    """The commit measured and whether cds_hooks/ had uncommitted changes (numbers depend on it)."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=True)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "cds_hooks", "mappings")
+    return {"commit": git("rev-parse", "HEAD"), "cds_hooks_dirty": None if dirty is None else bool(dirty)}
+
+
+def _ms(value: float) -> str:
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    sizes: list[dict[str, Any]] = results["sizes"]
+    header = (
+        "| size | resources | request bytes | n (base/svc) | baseline p50 / p95 / p99 ms | "
+        "service p50 / p95 / p99 ms | ratio p50 | baseline req/s seq / conc8 | service req/s seq / conc8 |"
+    )
+    lines = [
+        f"## CRS CDS Hooks benchmark ({results['finished_at']})",
+        "",
+        header,
+        "|" + "---|" * 9,
+    ]
+    for s in sizes:
+        b, v = s["baseline"], s["service"]
+        bs, bc, vs, vc = b["sequential"], b["concurrent"], v["sequential"], v["concurrent"]
+        lines.append(
+            f"| ~{s['size']} | {s['resources']} | {s['request_bytes']:,} | {bs['n']}/{vs['n']} | "
+            f"{_ms(bs['p50_ms'])} / {_ms(bs['p95_ms'])} / {_ms(bs['p99_ms'])} | "
+            f"{_ms(vs['p50_ms'])} / {_ms(vs['p95_ms'])} / {_ms(vs['p99_ms'])} | {s['ratio_p50']:.2f} | "
+            f"{bs['req_per_s']:.0f} / {bc['req_per_s']:.0f} | {vs['req_per_s']:.1f} / {vc['req_per_s']:.1f} |"
+        )
+    lines += [
+        "",
+        f"Concurrency {results['settings']['concurrency']}, latency under load (p50 / p99 ms):",
+        "",
+        "| size | baseline | service |",
+        "|---|---|---|",
+    ]
+    for s in sizes:
+        bc, vc = s["baseline"]["concurrent"], s["service"]["concurrent"]
+        lines.append(
+            f"| ~{s['size']} | {_ms(bc['p50_ms'])} / {_ms(bc['p99_ms'])} | {_ms(vc['p50_ms'])} / {_ms(vc['p99_ms'])} |"
+        )
+    rss = results["peak_rss_kib"]
+    lines += ["", f"Peak RSS (VmHWM): service {_mib(rss['service'])}, baseline {_mib(rss['baseline'])}."]
+    goal = results.get("goal")
+    if goal is not None:
+        verdict = "met" if goal["met"] else "NOT met"
+        lines.append(
+            f"Goal at ~{goal['size']} resources: service p50 <= {GOAL_RATIO:g}x baseline p50: "
+            f"ratio {goal['ratio_p50']:.2f}, {verdict}."
+        )
+    cli = results.get("cli")
+    if cli is not None:
+        excluding = cli["resources_per_s_excluding_startup"]
+        lines.append(
+            f"CLI `crs-cds grade` on {cli['resources']:,} resources "
+            f"({cli['format']}, {cli['file_bytes'] / 1e6:.1f} MB): "
+            f"{cli['wall_s']:.2f} s wall, {cli['resources_per_s']:,.0f} resources/s "
+            f"({excluding:,.0f}/s without the {cli['startup_wall_s']:.2f} s start-up), "
+            f"peak RSS {_mib(cli['peak_rss_kib'])}, grade {cli['grade']}."
+            if excluding is not None
+            else f"CLI `crs-cds grade` on {cli['resources']:,} resources: {cli['wall_s']:.2f} s wall."
+        )
+    m = results["machine"]
+    impl = results["servers"]
+    lines += [
+        "",
+        f"Machine: {m['nproc']} CPUs ({m['cpu_model']}), Python {m['python']}; client and servers share the CPUs. "
+        f"uvicorn {m['packages'].get('uvicorn')}, single worker; loaded: service {impl['service']}, "
+        f"baseline {impl['baseline']}.",
+        f"Commit {results['git']['commit']}"
+        + (" (cds_hooks/ modified)" if results["git"]["cds_hooks_dirty"] else "")
+        + (" (the tree changed during the run)" if results["git"]["changed_during_run"] else ""),
+    ]
+    return "\n".join(lines)
+
+
+def _mib(kib: int | None) -> str:
+    return "n/a" if kib is None else f"{kib / 1024:.0f} MiB"
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def running(servers: Sequence[Server]) -> Iterator[None]:
+    """Start every server; stop all of them whatever happens."""
+    try:
+        for server in servers:
+            server.start()
+        yield
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes and few requests (a test, not a measurement)")
+    parser.add_argument("--sizes", help="comma-separated resource counts (default 100,550,5000)")
+    parser.add_argument("--requests", type=int, help="most requests per phase (default 300)")
+    parser.add_argument("--min-requests", type=int, help="fewest requests per phase (default 30)")
+    parser.add_argument(
+        "--phase-seconds", type=float, help="aim for about this much work per phase, within the bounds (default 12)"
+    )
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--cli-resources", type=int, help="resources in the file graded by the CLI (default 50000)")
+    parser.add_argument("--no-cli", action="store_true", help="skip timing crs-cds grade")
+    parser.add_argument("--cli-timeout", type=float, default=600.0, help="seconds before the CLI run is killed")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="JSON results (default bench/results/latest.json; smoke: smoke.json)")
+    args = parser.parse_args(argv)
+    smoke = bool(args.smoke)
+    defaults: dict[str, Any] = {
+        "sizes": "20,60" if smoke else "100,550,5000",
+        "requests": 5 if smoke else 300,
+        "min_requests": 3 if smoke else 30,
+        "phase_seconds": 0.5 if smoke else 12.0,
+        "cli_resources": 400 if smoke else 50_000,
+        "out": ROOT / "bench" / "results" / ("smoke.json" if smoke else "latest.json"),
+    }
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.size_list = list(iter_sizes(args.sizes))
+    if not args.size_list or min(args.size_list) < MIN_RESOURCES:
+        parser.error(f"--sizes: each size must be at least {MIN_RESOURCES}")
+    if args.requests < 1 or args.min_requests < 1 or args.min_requests > args.requests or args.concurrency < 1:
+        parser.error("--requests and --min-requests must be >= 1, min <= max, and --concurrency >= 1")
+    return args
+
+
+def run(args: argparse.Namespace, workdir: Path, progress: Callable[[str], None]) -> dict[str, Any]:
+    plan = Plan(
+        max_requests=args.requests,
+        min_requests=args.min_requests,
+        phase_seconds=args.phase_seconds,
+        warmup=2 if args.smoke else 5,  # at least 1: the card checked comes from the warm-up
+        concurrency=args.concurrency,
+    )
+    git_at_start = git_state()  # what the servers load; the tree may change while the run goes on
+    env = server_env(workdir)
+    py = sys.executable
+    service = Server("service", [py, "-m", "cds_hooks.cli", "serve", "--host", LOOPBACK, "--port"], env, workdir)
+    baseline = Server("baseline", [py, "-m", "bench.baseline_app", "--host", LOOPBACK, "--port"], env, workdir)
+    sizes: list[SizeResult] = []
+    with running([baseline, service]):
+        progress(f"servers up: service {service.url}, baseline {baseline.url}")
+        for size in args.size_list:
+            progress(f"size ~{size}: measuring ...")
+            result = measure_size(size, baseline, service, plan, seed=args.seed, progress=progress)
+            progress(
+                f"size ~{size}: service p50 {result.service.sequential.p50_ms:.2f} ms, "
+                f"baseline p50 {result.baseline.sequential.p50_ms:.2f} ms, ratio {result.ratio_p50:.2f}"
+            )
+            sizes.append(result)
+        rss = {"service": service.proc_status("VmHWM"), "baseline": baseline.proc_status("VmHWM")}
+        modules = ("uvloop", "httptools")
+        servers = {"service": service.loaded_modules(modules), "baseline": baseline.loaded_modules(modules)}
+    cli = None
+    if not args.no_cli:
+        progress(f"timing crs-cds grade on {args.cli_resources:,} resources ...")
+        cli = measure_cli(workdir, args.cli_resources, env, args.seed, args.cli_timeout)
+    goal_size = min(sizes, key=lambda s: abs(s.resources - GOAL_SIZE))
+    return {
+        "finished_at": datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        "smoke": args.smoke,
+        "machine": machine(),
+        "git": git_at_start | {"changed_during_run": git_state() != git_at_start},
+        "settings": {
+            "concurrency": plan.concurrency,
+            "max_requests": plan.max_requests,
+            "min_requests": plan.min_requests,
+            "phase_seconds": plan.phase_seconds,
+            "warmup": plan.warmup,
+            "seed": args.seed,
+            "evaluation_time": AT_ISO,
+            "uvicorn": "uvicorn.run(app, host, port, log_config=None, access_log=False) for both servers",
+        },
+        "servers": servers,
+        "sizes": [asdict(s) for s in sizes],
+        "peak_rss_kib": rss,
+        "goal": {
+            "size": goal_size.resources,
+            "ratio_p50": goal_size.ratio_p50,
+            "limit": GOAL_RATIO,
+            "met": goal_size.ratio_p50 <= GOAL_RATIO,
+        }
+        if not args.smoke
+        else None,
+        "cli": cli,
+    }
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through `running`, which stops the servers
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+    def progress(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="crs-bench-") as tmp:
+        try:
+            results = run(args, Path(tmp), progress)
+        except BenchError as exc:
+            print(f"benchmark failed: {exc}", file=sys.stderr)
+            return 1
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
+    print(markdown(results))
+    print(f"\nresults: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
