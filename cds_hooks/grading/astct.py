@@ -22,6 +22,7 @@ from datetime import date, datetime
 from ..fhir_time import age_in_years, iso
 from ..findings import (
     Administration,
+    BloodPressure,
     DataSource,
     OxygenRecord,
     PatientRecord,
@@ -118,6 +119,25 @@ def systolic_threshold(age_years: int | None, config: GradingConfig) -> float:
     if age_years < 1:
         return PAEDIATRIC_BASE_SYSTOLIC_MMHG
     return PAEDIATRIC_BASE_SYSTOLIC_MMHG + 2.0 * age_years
+
+
+def _pressure_check(result: _Assessment, reading: BloodPressure, value: float, limit: float, kind: str) -> bool:
+    """Whether the lowest reading of ``kind`` is below ``limit``, recorded as evidence either way."""
+    met = value < limit
+    if result.collect:
+        result.evidence.append(
+            Evidence(
+                "hypotension",
+                Status.MET if met else Status.NOT_MET,
+                reading.reference,
+                value=value,
+                unit="mm[Hg]",
+                threshold=f"{kind} pressure < {_fmt(limit)} mm[Hg]",
+                time=reading.time,
+                detail=f"lowest {kind} pressure in the window",
+            )
+        )
+    return met
 
 
 def _anniversary(birth: date, year: int, like: datetime) -> datetime:
@@ -254,38 +274,11 @@ class AstctGrader:
         result.pressure_charted = lowest_systolic is not None or (lowest_mean is not None and use_map)
         low = False
         if lowest_systolic is not None and lowest_systolic.systolic_mmhg is not None:
-            met = lowest_systolic.systolic_mmhg < threshold
-            low = low or met
-            if result.collect:
-                result.evidence.append(
-                    Evidence(
-                        "hypotension",
-                        Status.MET if met else Status.NOT_MET,
-                        lowest_systolic.reference,
-                        value=lowest_systolic.systolic_mmhg,
-                        unit="mm[Hg]",
-                        threshold=f"systolic < {_fmt(threshold)} mm[Hg]",
-                        time=lowest_systolic.time,
-                        detail="lowest systolic pressure in the window",
-                    )
-                )
+            low = _pressure_check(result, lowest_systolic, lowest_systolic.systolic_mmhg, threshold, "systolic")
         if use_map and lowest_mean is not None and lowest_mean.mean_mmhg is not None:
-            met = lowest_mean.mean_mmhg < cfg.mean_arterial_threshold_mmhg
-            if met or lowest_systolic is None:
-                low = low or met
-                if result.collect:
-                    result.evidence.append(
-                        Evidence(
-                            "hypotension",
-                            Status.MET if met else Status.NOT_MET,
-                            lowest_mean.reference,
-                            value=lowest_mean.mean_mmhg,
-                            unit="mm[Hg]",
-                            threshold=f"mean arterial pressure < {_fmt(cfg.mean_arterial_threshold_mmhg)} mm[Hg]",
-                            time=lowest_mean.time,
-                            detail="lowest mean arterial pressure in the window",
-                        )
-                    )
+            limit = cfg.mean_arterial_threshold_mmhg
+            if lowest_mean.mean_mmhg < limit or lowest_systolic is None:
+                low = _pressure_check(result, lowest_mean, lowest_mean.mean_mmhg, limit, "mean arterial") or low
         if low and not running:
             result.hypotension_grade = 2
 
