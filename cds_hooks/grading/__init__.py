@@ -1,7 +1,8 @@
 """Grading systems: each a pure ``grade(record, *, at, config) -> GradeResult``.
 
-ASTCT 2019 is the default. More systems (CTCAE, Lee 2014, Penn, MSKCC, CARTOX) and ICANS plug in
-beside it through :data:`GRADERS`, keyed by the RESULT ``system`` name.
+ASTCT 2019 is the default. CTCAE v5.0, Lee 2014, Penn, MSKCC and CARTOX grade the same findings
+beside it (shown side by side when chosen); all are registered in :data:`GRADERS`, keyed by the
+RESULT ``system`` name.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from ..findings import PatientRecord
-from . import astct
+from . import astct, cartox, ctcae, lee2014, mskcc, penn
 from .config import GradingConfig
 from .result import Evidence, GradeResult, Status
 
@@ -21,7 +22,21 @@ def _astct(record: PatientRecord, at: datetime, config: GradingConfig) -> GradeR
     return astct.grade(record, at=at, config=config)
 
 
-GRADERS: Mapping[str, Grader] = {astct.SYSTEM: _astct}
+def _system(module: Callable[..., GradeResult]) -> Grader:
+    def grader(record: PatientRecord, at: datetime, config: GradingConfig) -> GradeResult:
+        return module(record, at=at, config=config)
+
+    return grader
+
+
+GRADERS: Mapping[str, Grader] = {
+    astct.SYSTEM: _astct,
+    ctcae.SYSTEM: _system(ctcae.grade),
+    lee2014.SYSTEM: _system(lee2014.grade),
+    penn.SYSTEM: _system(penn.grade),
+    mskcc.SYSTEM: _system(mskcc.grade),
+    cartox.SYSTEM: _system(cartox.grade),
+}
 """Every grading system the service offers, by its RESULT ``system`` name."""
 
 __all__ = ["GRADERS", "Evidence", "GradeResult", "Grader", "GradingConfig", "Status"]

@@ -68,6 +68,13 @@ class _Assessment:
     assumptions: list[str] = field(default_factory=list)
     alerts: list[str] = field(default_factory=list)
     support: SupportLevel = SupportLevel.ROOM_AIR
+    oxygen_device: str | None = None
+    """The mapped device class that set ``support`` (other systems read it, e.g. CPAP vs ventilator)."""
+    oxygen_device_display: str | None = None
+    oxygen_flow_l_min: float | None = None
+    oxygen_fio2: OxygenRecord | None = None
+    """The FiO2 record in force with the support, if one was charted (FiO2-based systems read it)."""
+    oxygen_records: tuple[OxygenRecord, ...] = ()
     collect: bool = True
     """Build evidence and notes; the worst-grade scan needs only the grade until its winner."""
 
@@ -316,6 +323,7 @@ class AstctGrader:
             fio2.fio2_percent if fio2 else None,
         )
         used = [r for r in (device, flow) if r is not None] or ([fio2] if fio2 is not None else [])
+        chosen_device, chosen_fio2 = device, fio2
         for period in timeline.period_oxygen:
             if period.time <= at and (period.period_end is None or at <= period.period_end):
                 if last_room_air is not None and last_room_air > period.time:
@@ -323,7 +331,17 @@ class AstctGrader:
                 period_level, period_notes = self._classify(period.device, period.flow_l_min, period.fio2_percent)
                 if period.is_support and period_level > level:
                     level, used, notes = period_level, [period], period_notes
+                    chosen_device = period
+                    chosen_fio2 = period if period.fio2_percent is not None else None
         result.support = level
+        if level is not SupportLevel.ROOM_AIR:
+            result.oxygen_records = tuple(used)
+            if chosen_device is not None and chosen_device.device is not None:
+                result.oxygen_device = chosen_device.device
+                result.oxygen_device_display = chosen_device.device_display
+            flows = [r.flow_l_min for r in used if r.flow_l_min is not None]
+            result.oxygen_flow_l_min = flows[-1] if flows else None
+            result.oxygen_fio2 = chosen_fio2
         result.hypoxia_grade = int(level)
         if not result.collect:
             return

@@ -1,0 +1,81 @@
+"""CARTOX CRS grading (MD Anderson; adult and paediatric), read from the findings.
+
+Source: Neelapu SS, Tummala S, Kebriaei P, et al. Chimeric antigen receptor T-cell therapy:
+assessment and management of toxicities. Nat Rev Clin Oncol 2018;15:47-62 (adult), and Mahadeo
+KM, Khazal SJ, Abdel-Azim H, et al. Nat Rev Clin Oncol 2019;16:45-63 (paediatric CARTOX). Adult
+table verified against the reproduction in PMC7006459 Table 2 and the MDACC column of Porter 2018
+Table 1:
+  1 temperature >= 38 C, or grade 1 organ toxicity
+  2 hypotension responsive to IV fluids or low-dose vasopressor; hypoxia requiring FiO2 < 40 %;
+    grade 2 organ toxicity
+  3 hypotension needing high-dose or multiple vasopressors; hypoxia requiring FiO2 >= 40 %;
+    grade 3 organ toxicity or grade 4 transaminitis
+  4 life-threatening hypotension; needing ventilator support; grade 4 organ toxicity except
+    grade 4 transaminitis
+  5 death
+Paediatric CARTOX keeps the grades and defines hypotension by age (systolic < 70 + 2 x age for
+1-10 years): the shared hypotension rule already applies those thresholds from the birth date.
+Vasopressin counts as a pressor. Doses are not read (one pressor = low dose, said); "life-
+threatening hypotension" cannot be judged; CPAP/BiPAP is not clearly "ventilator support".
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from ..findings import PatientRecord, SupportLevel
+from .common import (
+    NO_DOSE_ASSUMPTION,
+    NO_ORGAN_TOXICITY_ASSUMPTION,
+    Notes,
+    Part,
+    Rules,
+    Signs,
+    fio2_part,
+    grade_with,
+    positive_pressure_part,
+    pressor_evidence,
+)
+from .config import GradingConfig
+from .result import GradeResult
+
+SYSTEM = "CARTOX"
+CITATION = (
+    "Neelapu SS et al. CAR T-cell therapy: assessment and management of toxicities. Nat Rev Clin Oncol "
+    "2018;15:47-62; paediatric: Mahadeo KM et al. Nat Rev Clin Oncol 2019;16:45-63"
+)
+
+
+def _hypotension(signs: Signs, notes: Notes) -> Part:
+    agents = len(signs.pressor_agents)
+    if agents >= 2:
+        pressor_evidence(signs, notes, counted="multiple vasopressors (vasopressin counted)")
+        return Part(3, label=f"{agents} vasopressors")
+    if agents == 1:
+        pressor_evidence(signs, notes, counted="one vasopressor, dose not read")
+        notes.assumptions.append(NO_DOSE_ASSUMPTION)
+        return Part(2, label="one vasopressor (assumed low dose)")
+    if signs.low_pressure_without_pressor:
+        return Part(2, label="hypotension without vasopressor (responsive to fluids)")
+    return Part(0)
+
+
+def _hypoxia(signs: Signs, notes: Notes) -> Part:
+    if signs.support is SupportLevel.POSITIVE_PRESSURE:
+        return positive_pressure_part(signs, notes, grade4_label="needing ventilator support")
+    return fio2_part(signs, notes)
+
+
+RULES = Rules(
+    system=SYSTEM,
+    citation=CITATION,
+    hypotension=_hypotension,
+    hypoxia=_hypoxia,
+    afebrile_grade=0,
+    general_assumptions=(NO_ORGAN_TOXICITY_ASSUMPTION,),
+)
+
+
+def grade(record: PatientRecord, *, at: datetime, config: GradingConfig | None = None) -> GradeResult:
+    """The CARTOX CRS grade at ``at``, with the worst over the look-back window."""
+    return grade_with(RULES, record, at, config)
