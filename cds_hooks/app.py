@@ -236,7 +236,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post("/cds-services/{service_id}/feedback")
     async def feedback(service_id: str, request: Request) -> Response:
         await authenticate(request)
-        if service_id != "crs-grade":
+        if service_id not in service.service_ids:
             raise UnknownService(f"no CDS service '{service_id}'")
         payload = await read_json_body(request, settings.max_body_bytes)
         try:

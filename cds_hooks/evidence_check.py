@@ -23,6 +23,8 @@ _MODULES = {
     "Condition": "condition",
     "Patient": "patient",
     "Medication": "medication",
+    "MedicationRequest": "medicationrequest",
+    "ServiceRequest": "servicerequest",
 }
 
 

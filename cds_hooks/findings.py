@@ -21,6 +21,10 @@ class DataSource(StrEnum):
     MEDICATIONS = "MedicationAdministration"
     PROCEDURES = "Procedure"
     CONDITIONS = "Condition"
+    LABORATORY = "Observation (laboratory)"
+    """Order checks only (blood cultures); never passed to the grading."""
+    ACTIVE_CONDITIONS = "Condition (active)"
+    """Order checks only (active infection Conditions); never passed to the grading."""
 
 
 class SupportLevel(IntEnum):

@@ -117,3 +117,35 @@ def classify(prefetch: Mapping[str, object] | None, keys: tuple[PrefetchKey, ...
             state.unavailable[key.source] = f"prefetch '{key.name}': {flat.outcome}"
             state.to_fetch.append(key)
     return state
+
+
+ORDER_ONLY_SOURCES = frozenset({DataSource.LABORATORY, DataSource.ACTIVE_CONDITIONS})
+"""Data only the order checks read: their absence never changes a grade."""
+
+
+def build_order_prefetch(terminology: Terminology) -> tuple[PrefetchKey, ...]:
+    """The patient-view templates plus what the order checks need besides.
+
+    Active Conditions are searched by clinical status, not by code, because infection is also
+    recognised by text; blood cultures by the laboratory codes in the mappings.
+    """
+    patient = "{{context.patientId}}"
+    culture_codes = terminology.codes_for(*terminology.concepts_of_kind(ConceptKind.LABORATORY))
+    extra = [
+        PrefetchKey(
+            "activeConditions",
+            f"Condition?patient={patient}&clinical-status=active",
+            DataSource.ACTIVE_CONDITIONS,
+            False,
+        )
+    ]
+    if culture_codes:
+        extra.append(
+            PrefetchKey(
+                "bloodCultures",
+                f"Observation?patient={patient}&code={_codes(culture_codes)}",
+                DataSource.LABORATORY,
+                False,
+            )
+        )
+    return (*build_prefetch(terminology), *extra)

@@ -14,19 +14,27 @@ from datetime import UTC, datetime
 from .bundles import unique
 from .cards import CardOptions, build_cards
 from .cds import CdsRequest, CdsResponse, Discovery, ServiceDefinition
-from .errors import BadRequest, PreconditionFailed, UnknownService
+from .errors import BadRequest, PreconditionFailed, UnknownService, UnprocessableRequest
 from .evaluate import Evaluation, Grading, evaluate
 from .extract import SourcedResource
 from .fhir_client import FhirFetcher, FhirServerRejected
 from .fhir_time import parse_instant
 from .findings import DataSource
-from .prefetch import PrefetchKey, build_prefetch, classify, render
+from .order_cards import build_order_cards
+from .order_checks import OrderCheckError, check_orders, read_draft_orders
+from .prefetch import ORDER_ONLY_SOURCES, PrefetchKey, build_order_prefetch, build_prefetch, classify, render
 
 log = logging.getLogger("crs_cds.service")
 
 SERVICE_ID = "crs-grade"
 HOOK = "patient-view"
+ORDER_SELECT_SERVICE_ID = "crs-order-select"
+ORDER_SIGN_SERVICE_ID = "crs-order-sign"
+ORDER_SERVICES = {ORDER_SELECT_SERVICE_ID: "order-select", ORDER_SIGN_SERVICE_ID: "order-sign"}
+"""Order services, each answering one hook with both order checks (tocilizumab; T-cell engager/CAR-T)."""
+SERVICE_HOOKS = {SERVICE_ID: HOOK, **ORDER_SERVICES}
 AT_EXTENSION = "crs-cds-hooks.at"
+ORDER_CARD_SOURCE = "CRS order check (tocilizumab and T-cell engager labels)"
 
 
 @dataclass(frozen=True)
@@ -36,7 +44,7 @@ class HookOutcome:
 
 
 class CrsService:
-    """The patient-view CRS grading service."""
+    """The CRS services: patient-view grading and the order-select / order-sign checks."""
 
     def __init__(
         self,
@@ -53,6 +61,11 @@ class CrsService:
         self.allow_client_time = allow_client_time
         self.fetcher = fetcher
         self.prefetch_keys: tuple[PrefetchKey, ...] = build_prefetch(grading.terminology)
+        self.order_prefetch_keys: tuple[PrefetchKey, ...] = build_order_prefetch(grading.terminology)
+
+    @property
+    def service_ids(self) -> frozenset[str]:
+        return frozenset(SERVICE_HOOKS)
 
     def discovery(self) -> Discovery:
         systems = ", ".join(self.grading.systems)
@@ -73,8 +86,28 @@ class CrsService:
                         "support records and MedicationAdministrations (prefetch or FHIR server access)."
                     ),
                     extension={"crs-cds-hooks.systems": list(self.grading.systems)},
-                )
+                ),
+                *(self._order_definition(service_id, hook) for service_id, hook in ORDER_SERVICES.items()),
             ]
+        )
+
+    def _order_definition(self, service_id: str, hook: str) -> ServiceDefinition:
+        scope = "the selected draft orders" if hook == "order-select" else "every draft order"
+        return ServiceDefinition(
+            hook=hook,
+            id=service_id,
+            title=f"CRS order check ({hook}): tocilizumab limits, T-cell engager and CAR-T safety",
+            description=(
+                f"Checks {scope}: a tocilizumab dose against 8 mg/kg (12 mg/kg under 30 kg), 800 mg, 8 h since the "
+                "last dose, 3 doses in 24 h and 4 in total, with a corrected order; before a T-cell engager or "
+                "CAR-T, signs of active infection, missing premedication and the monitoring plan. Shows the "
+                "current CRS grade."
+            ),
+            prefetch={key.name: key.template for key in self.order_prefetch_keys},
+            usageRequirements=(
+                "context.draftOrders (a Bundle of MedicationRequests) is required. Needs vital signs, weight, "
+                "MedicationAdministrations, active Conditions and blood cultures (prefetch or FHIR server access)."
+            ),
         )
 
     def evaluation_time(self, request: CdsRequest) -> datetime:
@@ -87,21 +120,62 @@ class CrsService:
         return self.fixed_time or datetime.now(UTC)
 
     async def call(self, service_id: str, request: CdsRequest) -> HookOutcome:
-        if service_id != SERVICE_ID:
+        hook = SERVICE_HOOKS.get(service_id)
+        if hook is None:
             raise UnknownService(f"no CDS service '{service_id}'")
-        if request.hook != HOOK:
-            raise BadRequest(f"service '{service_id}' answers '{HOOK}', not '{request.hook}'")
+        if request.hook != hook:
+            raise BadRequest(f"service '{service_id}' answers '{hook}', not '{request.hook}'")
+        if service_id in ORDER_SERVICES:
+            return await self._call_order(request)
         at = self.evaluation_time(request)
         patient_id = request.context.patientId
-        resources, unavailable, malformed = await self._gather(request)
+        resources, unavailable, malformed = await self._gather(request, self.prefetch_keys)
         evaluation = evaluate(resources, patient_id=patient_id, at=at, grading=self.grading, unavailable=unavailable)
         if malformed:
             log.info("prefetch entries skipped", extra={"malformed_entries": malformed})
         cards = build_cards(evaluation, self.card_options)
         return HookOutcome(CdsResponse(cards=cards), evaluation)
 
-    async def _gather(self, request: CdsRequest) -> tuple[list[SourcedResource], dict[DataSource, str], int]:
-        state = classify(request.prefetch, self.prefetch_keys)
+    async def _call_order(self, request: CdsRequest) -> HookOutcome:
+        """order-select / order-sign: grade (for the card), then check the draft orders."""
+        context = request.context.model_extra or {}
+        if context.get("draftOrders") is None:
+            raise UnprocessableRequest(f"{request.hook} needs context.draftOrders (a Bundle of draft orders)")
+        selections = context.get("selections") if request.hook == "order-select" else None
+        if selections is not None and (
+            not isinstance(selections, list) or not all(isinstance(s, str) for s in selections)
+        ):
+            raise UnprocessableRequest("context.selections must be a list of references")
+        terminology = self.grading.terminology
+        try:
+            drafts = read_draft_orders(context["draftOrders"], terminology, self.grading.units, selections=selections)
+        except OrderCheckError as exc:
+            raise UnprocessableRequest(str(exc)) from None
+        at = self.evaluation_time(request)
+        patient_id = request.context.patientId
+        resources, unavailable, malformed = await self._gather(request, self.order_prefetch_keys)
+        grading_unavailable = {k: v for k, v in unavailable.items() if k not in ORDER_ONLY_SOURCES}
+        evaluation = evaluate(
+            resources, patient_id=patient_id, at=at, grading=self.grading, unavailable=grading_unavailable
+        )
+        if malformed:
+            log.info("prefetch entries skipped", extra={"malformed_entries": malformed})
+        findings = check_orders(
+            drafts,
+            evaluation.record,
+            resources,
+            terminology,
+            at,
+            patient_id=patient_id,
+            unavailable=unavailable,
+        )
+        cards = build_order_cards(evaluation, findings, ORDER_CARD_SOURCE)
+        return HookOutcome(CdsResponse(cards=cards), evaluation)
+
+    async def _gather(
+        self, request: CdsRequest, keys: tuple[PrefetchKey, ...]
+    ) -> tuple[list[SourcedResource], dict[DataSource, str], int]:
+        state = classify(request.prefetch, keys)
         resources = list(state.resources)
         unavailable = dict(state.unavailable)
         server = request.fhirServer

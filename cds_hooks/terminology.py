@@ -43,6 +43,10 @@ class ConceptKind(StrEnum):
     OXYGEN_SUPPORT = "oxygen_support"
     MEDICATION = "medication"
     CONDITION = "condition"
+    LABORATORY = "laboratory"
+    """Laboratory results the order checks read (blood culture); never graded."""
+    INFECTION = "infection"
+    """Condition codes and names that signal an active infection (order checks)."""
 
 
 class MedicationRole(StrEnum):
@@ -87,6 +91,8 @@ OXYGEN_SUPPORT_CONCEPTS = frozenset(
     }
 )
 CONDITION_CONCEPTS = frozenset({"cytokine_release_syndrome"})
+LABORATORY_CONCEPTS = frozenset({"blood_culture"})
+INFECTION_CONCEPTS = frozenset({"active_infection"})
 
 
 class _CodeEntry(BaseModel):
@@ -124,6 +130,8 @@ class _ConceptEntry(BaseModel):
             ConceptKind.OBSERVATION: OBSERVATION_CONCEPTS,
             ConceptKind.OXYGEN_SUPPORT: OXYGEN_SUPPORT_CONCEPTS,
             ConceptKind.CONDITION: CONDITION_CONCEPTS,
+            ConceptKind.LABORATORY: LABORATORY_CONCEPTS,
+            ConceptKind.INFECTION: INFECTION_CONCEPTS,
         }.get(self.kind)
         if allowed is not None and self.id not in allowed:
             raise ValueError(f"unknown {self.kind.value} concept {self.id!r}; known: {sorted(allowed)}")

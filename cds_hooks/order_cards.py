@@ -1,0 +1,408 @@
+"""Order-check findings -> CDS Hooks cards for order-select and order-sign.
+
+One card per finding, each with ``source.topic`` naming the check and an extension
+``crs-cds-hooks.order-check`` (check, outcome, draft) that a client or test can read. Every
+suggested resource is validated against the FHIR R4 (R4B) models before it is offered; a
+corrected draft that would not validate is replaced by a fresh order (delete + create).
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from .cards import ASCO_URL, ATC, RXNORM, UCUM, Indicator, summary_line
+from .cds import Action, Card, Coding, Link, Source, Suggestion
+from .dosing import MAX_DOSE_MG
+from .evaluate import Evaluation
+from .evidence_check import validation_problem
+from .fhir_time import iso
+from .order_checks import (
+    BLOOD_CULTURE_LOOKBACK,
+    CRS_EXPLAINS_FEVER_AFTER_THERAPY,
+    PREMEDICATION_WINDOW,
+    EngagerOrderFinding,
+    OrderFindings,
+    TocilizumabOrderFinding,
+    TociOutcome,
+)
+from .terminology import MedicationRole
+
+EXTENSION_KEY = "crs-cds-hooks.order-check"
+TOPIC_SYSTEM = "https://crs-cds-hooks.example.org/CodeSystem/topic"
+OVERRIDE_SYSTEM = "https://crs-cds-hooks.example.org/CodeSystem/override-reason"
+
+TOPIC_TOCILIZUMAB = "tocilizumab-order"
+TOPIC_INFECTION = "infection-before-crs-therapy"
+TOPIC_PREMEDICATION = "premedication"
+TOPIC_MONITORING = "crs-therapy-monitoring"
+
+ORDER_OVERRIDE_REASONS = [
+    Coding(
+        system=OVERRIDE_SYSTEM, code="clinical-judgement", display="Clinical judgement: appropriate for this patient"
+    ),
+    Coding(system=OVERRIDE_SYSTEM, code="data-incorrect", display="Charted data are incorrect"),
+    Coding(system=OVERRIDE_SYSTEM, code="already-addressed", display="Already addressed"),
+]
+
+ROLE_TEXT: Mapping[MedicationRole, str] = {
+    MedicationRole.CORTICOSTEROID: "corticosteroid",
+    MedicationRole.ANTIHISTAMINE: "antihistamine",
+    MedicationRole.ANTIPYRETIC: "antipyretic",
+}
+PREMEDICATION_ORDER: Mapping[MedicationRole, tuple[str, tuple[str, str], str]] = {
+    # role -> (name, coding, dosage text); doses are the prescriber's (label and protocol).
+    MedicationRole.CORTICOSTEROID: (
+        "dexamethasone",
+        (RXNORM, "3264"),
+        "Premedication 1-3 h before the dose; dose per product label (e.g. teclistamab: 16 mg) and protocol.",
+    ),
+    MedicationRole.ANTIHISTAMINE: (
+        "diphenhydramine",
+        (ATC, "R06AA02"),
+        "Premedication 1-3 h before the dose (30-60 min before CAR-T infusion); dose per label and protocol.",
+    ),
+    MedicationRole.ANTIPYRETIC: (
+        "acetaminophen",
+        (ATC, "N02BE01"),
+        "Premedication 1-3 h before the dose (30-60 min before CAR-T infusion); dose per label and protocol.",
+    ),
+}
+
+
+def build_order_cards(evaluation: Evaluation, findings: OrderFindings, source_label: str) -> list[Card]:
+    cards: list[Card] = []
+    for toci in findings.tocilizumab:
+        cards.append(_tocilizumab_card(evaluation, toci, source_label))
+    for engager in findings.engagers:
+        if engager.infection:
+            cards.append(_infection_card(evaluation, engager, source_label))
+        if engager.premedication_missing:
+            cards.append(_premedication_card(evaluation, engager, source_label))
+        cards.append(_monitoring_card(evaluation, engager, source_label))
+    return cards
+
+
+# -- shared --------------------------------------------------------------------------------
+
+
+def _clip(text: str, limit: int = 139) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _source(label: str, topic: str, display: str) -> Source:
+    return Source(label=label, url=ASCO_URL, topic=Coding(system=TOPIC_SYSTEM, code=topic, display=display))
+
+
+def _grade_line(evaluation: Evaluation) -> str:
+    return f"**Current CRS grade:** {summary_line(evaluation.primary)} at {iso(evaluation.at)}."
+
+
+def _extension(check: str, outcome: str, draft: str | None) -> dict[str, Any]:
+    value: dict[str, Any] = {"check": check, "outcome": outcome}
+    if draft is not None:
+        value["draft"] = draft
+    return {EXTENSION_KEY: value}
+
+
+def _links() -> list[Link]:
+    return [Link(label="ASCO guideline: CAR-T toxicity management (2021)", url=ASCO_URL, type="absolute")]
+
+
+def _cell(value: object) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+# -- tocilizumab ---------------------------------------------------------------------------
+
+_TOCI_INDICATOR: Mapping[TociOutcome, Indicator] = {
+    TociOutcome.OK: "info",
+    TociOutcome.NO_WEIGHT: "warning",
+    TociOutcome.DOSE_UNREADABLE: "warning",
+    TociOutcome.DOSE_TOO_HIGH: "critical",
+    TociOutcome.NO_DOSE_ALLOWED: "critical",
+}
+
+
+def _toci_summary(finding: TocilizumabOrderFinding) -> str:
+    draft = finding.draft
+    dose = f"{draft.dose_mg:g} mg" if draft.dose_mg is not None else "dose not readable"
+    match finding.outcome:
+        case TociOutcome.NO_DOSE_ALLOWED:
+            return f"No tocilizumab dose allowed now: {finding.reasons[0]}"
+        case TociOutcome.DOSE_TOO_HIGH:
+            return f"Tocilizumab {dose} exceeds the label limit: max {finding.allowed_dose_mg:g} mg now"
+        case TociOutcome.NO_WEIGHT:
+            return "Tocilizumab dose cannot be checked: no body weight charted"
+        case TociOutcome.DOSE_UNREADABLE:
+            return "Tocilizumab order has no readable dose in mg: cannot be checked"
+        case _:
+            return f"Tocilizumab {dose} within label limits (max {finding.allowed_dose_mg:g} mg now)"
+
+
+def _tocilizumab_card(evaluation: Evaluation, finding: TocilizumabOrderFinding, label: str) -> Card:
+    lines = [_grade_line(evaluation), ""]
+    if finding.reasons:
+        lines += [f"- {_cell(reason)}" for reason in finding.reasons] + [""]
+    lines += ["| Limit | Status | Order / record | Allowed |", "|---|---|---|---|"]
+    for check in finding.checks:
+        status = "not checked" if check.ok is None else ("ok" if check.ok else "**exceeded**")
+        lines.append(f"| {check.limit} | {status} | {_cell(check.value)} | {_cell(check.threshold)} |")
+    if finding.weight is not None:
+        lines += ["", f"Weight {finding.weight.original} at {iso(finding.weight.time)} ({finding.weight.reference})."]
+        if finding.calculation:
+            lines.append(f"Maximum dose now: {finding.calculation}.")
+    lines += [f"- {note}" for note in finding.notes]
+    lines += [
+        "",
+        "Label limits (Actemra and CAR-T labels, ASCO 2021): 8 mg/kg IV over 1 h (12 mg/kg under 30 kg), never "
+        f"more than {MAX_DOSE_MG:g} mg per dose; repeat only if no clinical improvement, at least 8 h apart; no more "
+        "than 3 doses in 24 h and 4 in total. The draft is checked as if given now [choice].",
+    ]
+    suggestions = _toci_suggestions(evaluation, finding)
+    return Card(
+        uuid=str(uuid.uuid4()),
+        summary=_clip(_toci_summary(finding)),
+        detail="\n".join(lines),
+        indicator=_TOCI_INDICATOR[finding.outcome],
+        source=_source(label, TOPIC_TOCILIZUMAB, "Tocilizumab order check"),
+        suggestions=suggestions or None,
+        selectionBehavior="at-most-one" if suggestions else None,
+        overrideReasons=ORDER_OVERRIDE_REASONS if finding.outcome is not TociOutcome.OK else None,
+        links=_links(),
+        extension=_extension("tocilizumab", finding.outcome.value, finding.draft.reference),
+    )
+
+
+def _toci_suggestions(evaluation: Evaluation, finding: TocilizumabOrderFinding) -> list[Suggestion]:
+    draft = finding.draft
+    if finding.outcome is TociOutcome.NO_DOSE_ALLOWED:
+        if draft.reference is None:
+            return []
+        return [
+            Suggestion(
+                label="Remove the tocilizumab order: no dose is allowed now",
+                uuid=str(uuid.uuid4()),
+                isRecommended=True,
+                actions=[
+                    Action(
+                        type="delete",
+                        description=f"Remove the draft tocilizumab order: {finding.reasons[0]}",
+                        resourceId=draft.reference,
+                    )
+                ],
+            )
+        ]
+    if (
+        finding.outcome not in (TociOutcome.DOSE_TOO_HIGH, TociOutcome.DOSE_UNREADABLE)
+        or finding.allowed_dose_mg is None
+    ):
+        return []
+    dose = finding.allowed_dose_mg
+    corrected = corrected_tocilizumab(draft.resource, dose, finding.calculation)
+    description = f"Tocilizumab {dose:g} mg IV over 1 h ({finding.calculation})"
+    actions: list[Action]
+    if draft.resource_id is not None and validation_problem(corrected) is None:
+        actions = [Action(type="update", description=f"Change the draft to {description}", resource=corrected)]
+    else:
+        fresh = fresh_tocilizumab(evaluation, dose, finding.calculation)
+        actions = []
+        if draft.reference is not None:
+            actions.append(
+                Action(type="delete", description="Remove the draft tocilizumab order", resourceId=draft.reference)
+            )
+        actions.append(Action(type="create", description=f"Order {description}", resource=fresh))
+    return [
+        Suggestion(
+            label=f"Tocilizumab {dose:g} mg IV over 1 h (label maximum)",
+            uuid=str(uuid.uuid4()),
+            isRecommended=True,
+            actions=actions,
+        )
+    ]
+
+
+def _dose_quantity(mg: float) -> dict[str, Any]:
+    return {"value": mg, "unit": "mg", "system": UCUM, "code": "mg"}
+
+
+def _dosage_text(dose: float, calculation: str) -> str:
+    return (
+        f"{dose:g} mg IV over 1 hour ({calculation}). Repeat only if no clinical improvement, at least 8 h apart; "
+        "no more than 3 doses in 24 h and 4 in total."
+    )
+
+
+def corrected_tocilizumab(draft: Mapping[str, Any], dose: float, calculation: str) -> dict[str, Any]:
+    """The draft with its first dose replaced by ``dose`` mg (everything else kept)."""
+    resource = copy.deepcopy(dict(draft))
+    dosage = resource.get("dosageInstruction")
+    if not isinstance(dosage, list) or not dosage or not isinstance(dosage[0], dict):
+        dosage = [{}]
+        resource["dosageInstruction"] = dosage
+    first = dosage[0]
+    first["text"] = _dosage_text(dose, calculation)
+    first["doseAndRate"] = [{"doseQuantity": _dose_quantity(dose)}]
+    first["maxDosePerAdministration"] = _dose_quantity(MAX_DOSE_MG)
+    return resource
+
+
+def fresh_tocilizumab(evaluation: Evaluation, dose: float, calculation: str) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "resourceType": "MedicationRequest",
+        "status": "draft",
+        "intent": "order",
+        "medicationCodeableConcept": {
+            "coding": [
+                {"system": RXNORM, "code": "612865", "display": "tocilizumab"},
+                {"system": ATC, "code": "L04AC07", "display": "tocilizumab"},
+            ],
+            "text": "tocilizumab",
+        },
+        "subject": {"reference": evaluation.patient_reference or "Patient/unknown"},
+        "authoredOn": iso(evaluation.at),
+        "dosageInstruction": [
+            {
+                "text": _dosage_text(dose, calculation),
+                "route": {"text": "intravenous"},
+                "doseAndRate": [{"doseQuantity": _dose_quantity(dose)}],
+                "maxDosePerAdministration": _dose_quantity(MAX_DOSE_MG),
+            }
+        ],
+    }
+    return resource
+
+
+# -- T-cell engagers and CAR-T -------------------------------------------------------------
+
+
+def _product(finding: EngagerOrderFinding) -> str:
+    name = (finding.draft.agent or finding.draft.display).replace("_", " ")
+    return name
+
+
+def _infection_card(evaluation: Evaluation, finding: EngagerOrderFinding, label: str) -> Card:
+    product = _product(finding)
+    kinds = {"fever": "fever without CRS", "blood-culture": "positive blood culture", "condition": "infection"}
+    named = ", ".join(dict.fromkeys(kinds[s.kind] for s in finding.infection))
+    lines = [
+        _grade_line(evaluation),
+        "",
+        f"**Signs of active infection before {product}** (the labels advise against starting or continuing "
+        "step-up dosing during active infection):",
+        *(f"- {_cell(s.text)} ({s.reference})" for s in finding.infection),
+        "",
+        f"Rules [choice]: fever >= 38.0 °C in the last 24 h unexplained by CRS (no CRS-causing therapy in the "
+        f"{CRS_EXPLAINS_FEVER_AFTER_THERAPY.days} days before it, no active CRS Condition); a blood culture "
+        f"(LOINC 600-7 or a site code) interpreted positive in the last {BLOOD_CULTURE_LOOKBACK.days} days; an active "
+        "Condition coded or named as infection, sepsis, bacteraemia, pneumonia...",
+    ]
+    lines += [f"- {note}" for note in finding.notes]
+    return Card(
+        uuid=str(uuid.uuid4()),
+        summary=_clip(f"Signs of active infection before {product}: {named}"),
+        detail="\n".join(lines),
+        indicator="warning",
+        source=_source(label, TOPIC_INFECTION, "Active infection before CRS-causing therapy"),
+        overrideReasons=ORDER_OVERRIDE_REASONS,
+        links=_links(),
+        extension=_extension(
+            "infection", "+".join(dict.fromkeys(s.kind for s in finding.infection)), finding.draft.reference
+        ),
+    )
+
+
+def _premedication_card(evaluation: Evaluation, finding: EngagerOrderFinding, label: str) -> Card:
+    product = _product(finding)
+    missing = [ROLE_TEXT.get(role, role.value) for role in finding.premedication_missing]
+    hours = int(PREMEDICATION_WINDOW.total_seconds() // 3600)
+    lines = [
+        _grade_line(evaluation),
+        "",
+        f"**No premedication found for {product}:** {', '.join(missing)} neither given in the last {hours} h nor "
+        "ordered in these draft orders.",
+    ]
+    if finding.premedication_found:
+        lines += ["", "Found:", *(f"- {_cell(text)}" for text in finding.premedication_found.values())]
+    lines += [
+        "",
+        "T-cell engager labels (teclistamab, epcoritamab...): corticosteroid, antihistamine and antipyretic 1-3 h "
+        "before each step-up dose; CAR-T labels: acetaminophen and an H1 antihistamine before infusion, avoiding "
+        f"prophylactic systemic corticosteroids [choice: window {hours} h before the order].",
+    ]
+    patient = evaluation.patient_reference
+    suggestions = [_premed_suggestion(role, patient) for role in finding.premedication_missing] if patient else []
+    suggestions = [s for s in suggestions if s is not None]
+    return Card(
+        uuid=str(uuid.uuid4()),
+        summary=_clip(f"No premedication for {product}: {', '.join(missing)} missing"),
+        detail="\n".join(lines),
+        indicator="warning",
+        source=_source(label, TOPIC_PREMEDICATION, "Premedication before CRS-causing therapy"),
+        suggestions=suggestions or None,
+        selectionBehavior="any" if suggestions else None,
+        overrideReasons=ORDER_OVERRIDE_REASONS,
+        links=_links(),
+        extension=_extension("premedication", "missing:" + ",".join(missing), finding.draft.reference),
+    )
+
+
+def _premed_suggestion(role: MedicationRole, patient: str | None) -> Suggestion | None:
+    spec = PREMEDICATION_ORDER.get(role)
+    if spec is None or patient is None:
+        return None
+    name, (system, code), text = spec
+    resource = {
+        "resourceType": "MedicationRequest",
+        "status": "draft",
+        "intent": "proposal",
+        "medicationCodeableConcept": {"coding": [{"system": system, "code": code, "display": name}], "text": name},
+        "subject": {"reference": patient},
+        "dosageInstruction": [{"text": text}],
+    }
+    return Suggestion(
+        label=f"Premedication: {name} ({ROLE_TEXT[role]}), dose per label",
+        uuid=str(uuid.uuid4()),
+        actions=[Action(type="create", description=f"Order {name} as premedication; {text}", resource=resource)],
+    )
+
+
+def _monitoring_card(evaluation: Evaluation, finding: EngagerOrderFinding, label: str) -> Card:
+    product = _product(finding)
+    if finding.product_class == "car-t":
+        monitoring = (
+            "- Monitoring per the product label and REMS: at least daily at the certified facility for the first "
+            "7-14 days; the patient stays near it for at least 4 weeks."
+        )
+        availability = "- Tocilizumab available on site before infusion (REMS: at least 2 doses per patient)."
+    else:
+        monitoring = (
+            "- Inpatient monitoring per the product label (e.g. teclistamab: 48 h after each step-up dose), "
+            "with vital signs including temperature."
+        )
+        availability = "- Anti-IL-6R therapy (tocilizumab) available for immediate use."
+    lines = [
+        _grade_line(evaluation),
+        "",
+        f"**Before {product}** ({'CAR-T' if finding.product_class == 'car-t' else 'T-cell engager'}):",
+        monitoring,
+        availability,
+        "- Patient and caregiver education: CRS and neurotoxicity (ICANS) signs, when to call, wallet card; "
+        "no driving as the label advises.",
+    ]
+    if finding.infection_gaps:
+        lines += ["", "**Could not check for infection:**", *(f"- {_cell(gap)}" for gap in finding.infection_gaps)]
+    lines += [f"- {note}" for note in finding.notes]
+    return Card(
+        uuid=str(uuid.uuid4()),
+        summary=_clip(
+            f"{product.capitalize()}: plan monitoring, have tocilizumab available, educate patient and caregiver"
+        ),
+        detail="\n".join(lines),
+        indicator="info",
+        source=_source(label, TOPIC_MONITORING, "Monitoring plan for CRS-causing therapy"),
+        links=_links(),
+        extension=_extension("monitoring", finding.product_class, finding.draft.reference),
+    )

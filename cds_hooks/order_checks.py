@@ -1,0 +1,565 @@
+"""Order checks (order-select, order-sign): the draft MedicationRequests against the record.
+
+Two checks, both pure (no I/O, no clock: the caller passes ``at``):
+
+- **Tocilizumab**: the draft dose against 8 mg/kg (12 mg/kg under 30 kg) capped at 800 mg, the
+  time since the last dose (>= 8 h), doses in the last 24 h (< 3 before this one) and in total
+  (< 4 before this one). Limits from ``dosing.py`` (Actemra and CAR-T labels, ASCO 2021).
+- **T-cell engager / CAR-T** (medication concepts with role ``crs_therapy``): signs of active
+  infection, premedication ordered or given, and the monitoring reminder.
+
+The draft dose is taken to be given at ``at`` (the hook call's time) [choice]: an order for a
+later time is checked as if given now, which is the stricter reading.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Literal
+
+from .dosing import (
+    MAX_DOSE_MG,
+    MAX_DOSES_PER_24H,
+    MAX_DOSES_TOTAL,
+    MG_PER_KG_ADULT,
+    MG_PER_KG_UNDER_30_KG,
+    MIN_INTERVAL,
+    WEIGHT_CUTOFF_KG,
+    WEIGHT_STALE_AFTER,
+)
+from .extract import OBSERVATION_EVIDENCE_STATUSES, REFUTED_VERIFICATION, SourcedResource, reference_of
+from .fhir_time import iso, parse_instant
+from .findings import Administration, DataSource, PatientRecord, Weight
+from .terminology import CodeMatch, ConceptKind, MedicationRole, Terminology
+from .units import Converted, UnitTable
+
+ATC = "http://www.whocc.no/atc"
+CAR_T_ATC_PREFIX = "L01XL"
+
+FEVER_CELSIUS = 38.0
+FEVER_WINDOW = timedelta(hours=24)
+"""A fever in (at - 24 h, at] is a sign of infection unless CRS explains it."""
+CRS_EXPLAINS_FEVER_AFTER_THERAPY = timedelta(days=14)
+"""[choice] A fever within 14 days after a CRS-causing therapy, or with an active CRS Condition,
+is taken as explained by CRS (the ASTCT prior-CRS look-back)."""
+BLOOD_CULTURE_LOOKBACK = timedelta(days=7)
+"""[choice] A positive blood culture in the last 7 days is a sign of active infection."""
+PREMEDICATION_WINDOW = timedelta(hours=3)
+"""[choice] Premedication given in [at - 3 h, at] counts, or ordered in the same draft orders.
+Teclistamab and epcoritamab labels: premedicate 1-3 h before each step-up dose."""
+
+POSITIVE_INTERPRETATIONS = frozenset({"POS", "DET"})
+POSITIVE_TEXT = re.compile(r"\b(positive|detected|growth)\b", re.IGNORECASE)
+NEGATIVE_TEXT = re.compile(r"\b(negative|not detected|no growth)\b", re.IGNORECASE)
+ACTIVE_CONDITION_STATUSES = frozenset({"active", "recurrence", "relapse"})
+SKIPPED_REQUEST_STATUSES = frozenset({"entered-in-error", "cancelled", "stopped", "completed", "revoked"})
+
+ProductClass = Literal["car-t", "t-cell-engager"]
+PREMEDICATION_ROLES: Mapping[ProductClass, tuple[MedicationRole, ...]] = {
+    # Teclistamab, epcoritamab, elranatamab, talquetamab... labels: corticosteroid, antihistamine
+    # and antipyretic before each step-up dose.
+    "t-cell-engager": (MedicationRole.CORTICOSTEROID, MedicationRole.ANTIHISTAMINE, MedicationRole.ANTIPYRETIC),
+    # CAR-T labels: acetaminophen and an H1 antihistamine before infusion; prophylactic systemic
+    # corticosteroids are to be avoided [choice: steroids are not asked for before CAR-T].
+    "car-t": (MedicationRole.ANTIHISTAMINE, MedicationRole.ANTIPYRETIC),
+}
+
+
+class OrderCheckError(ValueError):
+    """The draft orders are not a Bundle the checks can read (a 422 for the caller)."""
+
+
+# -- draft orders ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DraftMedication:
+    """One draft MedicationRequest, its medication concept (if known) and its dose in mg."""
+
+    resource: Mapping[str, Any]
+    reference: str | None
+    """``MedicationRequest/<id>``, or None when the draft has no id."""
+    agent: str | None
+    role: MedicationRole | None
+    display: str
+    by_text: bool
+    dose_mg: float | None
+    dose_problem: str | None
+    selected: bool
+
+    @property
+    def resource_id(self) -> str | None:
+        rid = self.resource.get("id")
+        return rid if isinstance(rid, str) and rid else None
+
+
+def _codings(concept: object) -> list[Any]:
+    if isinstance(concept, dict) and isinstance(concept.get("coding"), list):
+        return list(concept["coding"])
+    return []
+
+
+def _texts(concept: object) -> list[str]:
+    out: list[str] = []
+    if isinstance(concept, dict):
+        if isinstance(concept.get("text"), str):
+            out.append(concept["text"])
+        out.extend(c["display"] for c in _codings(concept) if isinstance(c, dict) and isinstance(c.get("display"), str))
+    return out
+
+
+def _medication_match(
+    request: Mapping[str, Any], medications: Mapping[str, Mapping[str, Any]], terminology: Terminology
+) -> tuple[CodeMatch | None, str]:
+    concept: object = request.get("medicationCodeableConcept")
+    ref = request.get("medicationReference")
+    extra_texts: list[str] = []
+    if concept is None and isinstance(ref, dict):
+        target = ref.get("reference")
+        if isinstance(target, str) and target.startswith("#"):
+            contained = request.get("contained")
+            for item in contained if isinstance(contained, list) else []:
+                if isinstance(item, dict) and item.get("resourceType") == "Medication" and item.get("id") == target[1:]:
+                    concept = item.get("code")
+        elif isinstance(target, str):
+            found = medications.get(target) or next(
+                (m for key, m in medications.items() if target.endswith("/" + key)), None
+            )
+            concept = found.get("code") if found is not None else None
+        if isinstance(ref.get("display"), str):
+            extra_texts.append(ref["display"])
+    texts = [*_texts(concept), *extra_texts]
+    match = terminology.lookup_codings(_codings(concept), ConceptKind.MEDICATION)
+    if match is None:
+        for text in texts:
+            match = terminology.lookup_name_in_text(text, ConceptKind.MEDICATION)
+            if match is not None:
+                break
+    return match, (texts[0] if texts else "medication not named")
+
+
+def _draft_dose(request: Mapping[str, Any], units: UnitTable) -> tuple[float | None, str | None]:
+    """dosageInstruction[0].doseAndRate[0].doseQuantity in mg, or why it cannot be read."""
+    dosage = request.get("dosageInstruction")
+    if not isinstance(dosage, list) or not dosage or not isinstance(dosage[0], dict):
+        return None, "no dosageInstruction"
+    dose_and_rate = dosage[0].get("doseAndRate")
+    if not isinstance(dose_and_rate, list) or not dose_and_rate or not isinstance(dose_and_rate[0], dict):
+        return None, "no doseAndRate in the first dosageInstruction"
+    quantity = dose_and_rate[0].get("doseQuantity")
+    if quantity is None:
+        return None, "no doseQuantity (a dose range or text only)"
+    converted = units.convert("drug_mass", quantity)
+    if isinstance(converted, str):
+        return None, f"doseQuantity: {converted}"
+    assert isinstance(converted, Converted)
+    if converted.value <= 0:
+        return None, "doseQuantity is not positive"
+    return converted.value, None
+
+
+def read_draft_orders(
+    draft_orders: object,
+    terminology: Terminology,
+    units: UnitTable,
+    *,
+    selections: Sequence[str] | None = None,
+    medications: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[DraftMedication]:
+    """The MedicationRequests in ``context.draftOrders``; ``selected`` per order-select selections.
+
+    Raises :class:`OrderCheckError` when ``draftOrders`` is not a Bundle.
+    """
+    if not isinstance(draft_orders, dict) or draft_orders.get("resourceType") != "Bundle":
+        raise OrderCheckError("context.draftOrders must be a FHIR Bundle")
+    entries = draft_orders.get("entry", [])
+    if not isinstance(entries, list):
+        raise OrderCheckError("context.draftOrders.entry must be a list")
+    resources = [e["resource"] for e in entries if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+    known = dict(medications or {})
+    for resource in resources:
+        if resource.get("resourceType") == "Medication":
+            ref = reference_of(resource)
+            if ref is not None:
+                known[ref] = resource
+    wanted = {s.rstrip("/") for s in selections or ()}
+    out: list[DraftMedication] = []
+    for resource in resources:
+        if resource.get("resourceType") != "MedicationRequest":
+            continue
+        if resource.get("status") in SKIPPED_REQUEST_STATUSES:
+            continue
+        reference = reference_of(resource)
+        match, display = _medication_match(resource, known, terminology)
+        dose, problem = _draft_dose(resource, units)
+        selected = not wanted or (
+            reference is not None and any(reference == s or s.endswith("/" + reference) for s in wanted)
+        )
+        out.append(
+            DraftMedication(
+                resource=resource,
+                reference=reference,
+                agent=match.concept.id if match else None,
+                role=match.concept.role if match else None,
+                display=display,
+                by_text=bool(match and match.by_text),
+                dose_mg=dose,
+                dose_problem=problem,
+                selected=selected,
+            )
+        )
+    return out
+
+
+# -- tocilizumab ----------------------------------------------------------------------------
+
+
+class TociOutcome(StrEnum):
+    OK = "ok"
+    DOSE_TOO_HIGH = "dose-too-high"
+    NO_DOSE_ALLOWED = "no-dose-allowed"
+    NO_WEIGHT = "no-weight"
+    DOSE_UNREADABLE = "dose-unreadable"
+
+    @property
+    def violation(self) -> bool:
+        return self in (TociOutcome.DOSE_TOO_HIGH, TociOutcome.NO_DOSE_ALLOWED)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitCheck:
+    limit: str
+    ok: bool | None
+    """None when it could not be checked (no weight, no readable dose)."""
+    value: str
+    threshold: str
+
+
+@dataclass(frozen=True)
+class TocilizumabOrderFinding:
+    draft: DraftMedication
+    outcome: TociOutcome
+    checks: tuple[LimitCheck, ...]
+    reasons: tuple[str, ...]
+    """Why no dose is allowed, or why the dose is wrong or cannot be checked."""
+    allowed_dose_mg: float | None = None
+    """The largest dose allowed now (floored to 1 mg), when a dose is allowed and a weight known."""
+    weight: Weight | None = None
+    mg_per_kg: float | None = None
+    doses_last_24h: int = 0
+    doses_total: int = 0
+    last_dose: Administration | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def calculation(self) -> str:
+        if self.weight is None or self.mg_per_kg is None:
+            return ""
+        raw = self.weight.kg * self.mg_per_kg
+        capped = f", capped at {MAX_DOSE_MG:g} mg" if raw > MAX_DOSE_MG else ""
+        return f"{self.mg_per_kg:g} mg/kg x {self.weight.kg:g} kg = {raw:g} mg{capped}"
+
+
+def check_tocilizumab(
+    draft: DraftMedication, record: PatientRecord, at: datetime, *, planned_before: int = 0
+) -> TocilizumabOrderFinding:
+    """One tocilizumab draft against every label limit; ``planned_before`` counts tocilizumab
+    drafts earlier in the same order bundle (each is a dose at ``at`` too)."""
+    given = [a for a in record.administrations if a.agent == "tocilizumab" and a.start <= at]
+    last = max(given, key=lambda a: a.start, default=None)
+    in_24h = sum(1 for a in given if a.start > at - timedelta(hours=24)) + planned_before
+    total = len(given) + planned_before
+    checks: list[LimitCheck] = []
+    blocking: list[str] = []
+
+    total_ok = total < MAX_DOSES_TOTAL
+    checks.append(LimitCheck("doses in total", total_ok, f"{total} before this order", f"< {MAX_DOSES_TOTAL}"))
+    if not total_ok:
+        blocking.append(f"{total} doses already given or ordered: the maximum is {MAX_DOSES_TOTAL} in total")
+    per_day_ok = in_24h < MAX_DOSES_PER_24H
+    checks.append(LimitCheck("doses in 24 h", per_day_ok, f"{in_24h} in the last 24 h", f"< {MAX_DOSES_PER_24H}"))
+    if not per_day_ok:
+        blocking.append(f"{in_24h} doses in the last 24 h: the maximum is {MAX_DOSES_PER_24H}")
+    if planned_before:
+        checks.append(LimitCheck("interval", False, "another tocilizumab order in these draft orders", ">= 8 h"))
+        blocking.append("another tocilizumab order is in the same draft orders: doses must be at least 8 h apart")
+    elif last is not None:
+        since = at - last.start
+        interval_ok = since >= MIN_INTERVAL
+        checks.append(LimitCheck("interval", interval_ok, f"{_hours(since)} since {last.reference}", ">= 8 h"))
+        if not interval_ok:
+            blocking.append(
+                f"last dose at {iso(last.start)} ({last.reference}), {_hours(since)} ago: "
+                f"the next is allowed from {iso(last.start + MIN_INTERVAL)}"
+            )
+    else:
+        checks.append(LimitCheck("interval", True, "no earlier dose", ">= 8 h"))
+
+    weights = [w for w in record.weights if w.time <= at]
+    weight = weights[-1] if weights else None
+    per_kg = None if weight is None else (MG_PER_KG_UNDER_30_KG if weight.kg < WEIGHT_CUTOFF_KG else MG_PER_KG_ADULT)
+    notes: list[str] = []
+    if weight is not None and at - weight.time > WEIGHT_STALE_AFTER:
+        notes.append(f"weight charted {iso(weight.time)}, more than 30 days ago: confirm it")
+    if draft.by_text:
+        notes.append(f"tocilizumab recognised by name in {draft.display!r}, not by code")
+
+    def finding(outcome: TociOutcome, reasons: Sequence[str], allowed: float | None = None) -> TocilizumabOrderFinding:
+        return TocilizumabOrderFinding(
+            draft, outcome, tuple(checks), tuple(reasons), allowed, weight, per_kg, in_24h, total, last, tuple(notes)
+        )
+
+    limit_mg = None if weight is None or per_kg is None else min(MAX_DOSE_MG, weight.kg * per_kg)
+    allowed = None if limit_mg is None or blocking else float(math.floor(limit_mg))
+    dose_text = f"{draft.dose_mg:g} mg" if draft.dose_mg is not None else f"not readable ({draft.dose_problem})"
+    if limit_mg is None:
+        checks.insert(0, LimitCheck("dose", None, dose_text, "8 mg/kg (12 mg/kg < 30 kg), max 800 mg: no weight"))
+    elif draft.dose_mg is None:
+        checks.insert(0, LimitCheck("dose", None, dose_text, f"<= {limit_mg:g} mg"))
+    else:
+        checks.insert(0, LimitCheck("dose", draft.dose_mg <= limit_mg + 1e-9, dose_text, f"<= {limit_mg:g} mg"))
+
+    if blocking:
+        return finding(TociOutcome.NO_DOSE_ALLOWED, blocking)
+    if weight is None or limit_mg is None:
+        return finding(
+            TociOutcome.NO_WEIGHT,
+            ["no body weight charted: the dose cannot be checked against 8 mg/kg (12 mg/kg under 30 kg)"],
+        )
+    if draft.dose_mg is None:
+        return finding(
+            TociOutcome.DOSE_UNREADABLE, [f"the draft has no readable dose in mg ({draft.dose_problem})"], allowed
+        )
+    if draft.dose_mg > limit_mg + 1e-9:
+        capped = " (the 800 mg cap)" if limit_mg >= MAX_DOSE_MG else ""
+        return finding(
+            TociOutcome.DOSE_TOO_HIGH, [f"{draft.dose_mg:g} mg is above the {limit_mg:g} mg allowed{capped}"], allowed
+        )
+    return finding(TociOutcome.OK, [], allowed)
+
+
+def _hours(delta: timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    return f"{hours:.1f} h"
+
+
+# -- T-cell engagers and CAR-T -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InfectionSignal:
+    kind: Literal["fever", "blood-culture", "condition"]
+    text: str
+    reference: str
+    time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class EngagerOrderFinding:
+    draft: DraftMedication
+    product_class: ProductClass
+    infection: tuple[InfectionSignal, ...]
+    infection_gaps: tuple[str, ...]
+    """Data that could have shown an infection but could not be had."""
+    premedication_found: Mapping[MedicationRole, str]
+    """Role -> what was found (an administration or a draft order)."""
+    premedication_missing: tuple[MedicationRole, ...]
+    notes: tuple[str, ...] = ()
+
+
+def product_class(agent: str, terminology: Terminology) -> ProductClass:
+    """CAR-T when the concept carries an ATC L01XL code, else a T-cell engager."""
+    codes = terminology.codes_for(agent)
+    if any(system == ATC and code.startswith(CAR_T_ATC_PREFIX) for system, code in codes):
+        return "car-t"
+    return "t-cell-engager"
+
+
+def infection_signals(
+    resources: Sequence[SourcedResource],
+    record: PatientRecord,
+    terminology: Terminology,
+    at: datetime,
+    *,
+    patient_id: str | None,
+) -> list[InfectionSignal]:
+    """Fever without a CRS explanation, positive blood cultures, active infection Conditions."""
+    signals: list[InfectionSignal] = []
+    fevers = [t for t in record.temperatures if at - FEVER_WINDOW < t.time <= at and t.celsius >= FEVER_CELSIUS]
+    if fevers:
+        hottest = max(fevers, key=lambda t: t.celsius)
+        explained = bool(record.conditions) or any(
+            a.role is MedicationRole.CRS_THERAPY
+            and hottest.time - CRS_EXPLAINS_FEVER_AFTER_THERAPY <= a.start <= hottest.time
+            for a in record.administrations
+        )
+        if not explained:
+            signals.append(
+                InfectionSignal(
+                    "fever",
+                    f"fever {hottest.celsius:g} °C at {iso(hottest.time)} with no CRS explanation "
+                    "(no CRS-causing therapy in the 14 days before it, no active CRS Condition)",
+                    hottest.reference,
+                    hottest.time,
+                )
+            )
+    for item in resources:
+        resource = item.resource
+        if not _belongs(resource, patient_id):
+            continue
+        kind = resource.get("resourceType")
+        if kind == "Observation":
+            signal = _blood_culture(resource, item.reference, terminology, at)
+        elif kind == "Condition":
+            signal = _infection_condition(resource, item.reference, terminology)
+        else:
+            continue
+        if signal is not None:
+            signals.append(signal)
+    return signals
+
+
+def _belongs(resource: Mapping[str, Any], patient_id: str | None) -> bool:
+    subject = resource.get("subject")
+    if patient_id is None or not isinstance(subject, dict) or not isinstance(subject.get("reference"), str):
+        return True
+    ref = str(subject["reference"]).rstrip("/")
+    return ref == f"Patient/{patient_id}" or ref.endswith(f"/Patient/{patient_id}")
+
+
+def _blood_culture(
+    resource: Mapping[str, Any], reference: str, terminology: Terminology, at: datetime
+) -> InfectionSignal | None:
+    match = terminology.lookup_codings(_codings(resource.get("code")), ConceptKind.LABORATORY)
+    if match is None or match.concept.id != "blood_culture":
+        return None
+    if resource.get("status") not in OBSERVATION_EVIDENCE_STATUSES:
+        return None
+    raw_time = resource.get("effectiveDateTime") or resource.get("issued")
+    period = resource.get("effectivePeriod")
+    if raw_time is None and isinstance(period, dict):
+        raw_time = period.get("start")
+    time = parse_instant(raw_time) if raw_time is not None else None
+    if not isinstance(time, datetime) or not at - BLOOD_CULTURE_LOOKBACK <= time <= at:
+        return None
+    interpretations = resource.get("interpretation")
+    codes = {
+        str(c.get("code")).upper()
+        for concept in (interpretations if isinstance(interpretations, list) else [])
+        for c in _codings(concept)
+        if isinstance(c, dict)
+    }
+    texts = [t for concept in (interpretations if isinstance(interpretations, list) else []) for t in _texts(concept)]
+    value_texts = _texts(resource.get("valueCodeableConcept"))
+    if isinstance(resource.get("valueString"), str):
+        value_texts.append(resource["valueString"])
+    positive = bool(POSITIVE_INTERPRETATIONS & codes) or any(
+        POSITIVE_TEXT.search(t) and not NEGATIVE_TEXT.search(t) for t in (*texts, *value_texts)
+    )
+    if not positive:
+        return None
+    organism = f": {value_texts[0]}" if value_texts and not POSITIVE_TEXT.search(value_texts[0]) else ""
+    return InfectionSignal("blood-culture", f"positive blood culture at {iso(time)}{organism}", reference, time)
+
+
+def _infection_condition(
+    resource: Mapping[str, Any], reference: str, terminology: Terminology
+) -> InfectionSignal | None:
+    clinical = {c.get("code") for c in _codings(resource.get("clinicalStatus")) if isinstance(c, dict)}
+    verification = {c.get("code") for c in _codings(resource.get("verificationStatus")) if isinstance(c, dict)}
+    if not ACTIVE_CONDITION_STATUSES & clinical or REFUTED_VERIFICATION & verification:
+        return None
+    code = resource.get("code")
+    match = terminology.lookup_codings(_codings(code), ConceptKind.INFECTION)
+    texts = _texts(code)
+    if match is None:
+        for text in texts:
+            match = terminology.lookup_name_in_text(text, ConceptKind.INFECTION)
+            if match is not None:
+                break
+    if match is None:
+        return None
+    how = " (recognised by its text)" if match.by_text else ""
+    name = texts[0] if texts else match.code
+    return InfectionSignal("condition", f"active Condition {name!r}{how}", reference)
+
+
+def check_engager(
+    draft: DraftMedication,
+    record: PatientRecord,
+    drafts: Sequence[DraftMedication],
+    terminology: Terminology,
+    at: datetime,
+    *,
+    signals: Sequence[InfectionSignal],
+    unavailable: Mapping[DataSource, str],
+) -> EngagerOrderFinding:
+    """Infection signs, premedication, for one T-cell engager or CAR-T draft."""
+    assert draft.agent is not None
+    kind = product_class(draft.agent, terminology)
+    required = PREMEDICATION_ROLES[kind]
+    found: dict[MedicationRole, str] = {}
+    for admin in record.administrations:
+        if admin.role in required and at - PREMEDICATION_WINDOW <= admin.start <= at:
+            found.setdefault(admin.role, f"{admin.agent} given at {iso(admin.start)} ({admin.reference})")
+    for other in drafts:
+        if other.role in required and other.role is not None:
+            found.setdefault(other.role, f"{other.agent} ordered ({other.reference or 'draft order'})")
+    missing = tuple(role for role in required if role not in found)
+    gaps = tuple(
+        f"{source.value}: {reason}"
+        for source, reason in unavailable.items()
+        if source in (DataSource.LABORATORY, DataSource.ACTIVE_CONDITIONS, DataSource.OBSERVATIONS)
+    )
+    notes = (f"{draft.agent} recognised by name in {draft.display!r}, not by code",) if draft.by_text else ()
+    return EngagerOrderFinding(draft, kind, tuple(signals), gaps, found, missing, notes)
+
+
+# -- all checks for one call ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrderFindings:
+    tocilizumab: tuple[TocilizumabOrderFinding, ...] = ()
+    engagers: tuple[EngagerOrderFinding, ...] = ()
+    other_drafts: int = 0
+    unavailable: Mapping[DataSource, str] = field(default_factory=dict)
+
+
+def check_orders(
+    drafts: Sequence[DraftMedication],
+    record: PatientRecord,
+    resources: Sequence[SourcedResource],
+    terminology: Terminology,
+    at: datetime,
+    *,
+    patient_id: str | None,
+    unavailable: Mapping[DataSource, str],
+) -> OrderFindings:
+    """Every check for the selected drafts (all drafts for order-sign)."""
+    toci: list[TocilizumabOrderFinding] = []
+    engagers: list[EngagerOrderFinding] = []
+    signals: list[InfectionSignal] | None = None
+    earlier_toci = 0
+    other = 0
+    for draft in drafts:
+        if draft.agent == "tocilizumab":
+            if draft.selected:
+                toci.append(check_tocilizumab(draft, record, at, planned_before=earlier_toci))
+            earlier_toci += 1
+        elif draft.role is MedicationRole.CRS_THERAPY and draft.agent is not None:
+            if not draft.selected:
+                continue
+            if signals is None:
+                signals = infection_signals(resources, record, terminology, at, patient_id=patient_id)
+            engagers.append(
+                check_engager(draft, record, drafts, terminology, at, signals=signals, unavailable=unavailable)
+            )
+        elif draft.selected:
+            other += 1
+    return OrderFindings(tuple(toci), tuple(engagers), other, dict(unavailable))
