@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from .extract import SourcedResource
@@ -40,7 +41,30 @@ def _validator(resource_type: str) -> Callable[[Mapping[str, Any]], object] | No
 
 
 def validation_problem(resource: Mapping[str, Any]) -> str | None:
-    """None when the resource is valid FHIR R4, else a short reason (no values echoed)."""
+    """None when the resource is valid FHIR R4, else a short reason (no values echoed).
+
+    Charts are reopened all day with the same resources: the verdict is remembered by the
+    resource's exact content (canonical JSON), so an identical resource is validated once.
+    """
+    try:
+        key = orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return _validate(resource)
+    if key in _VERDICTS:
+        return _VERDICTS[key]
+    verdict = _validate(resource)
+    if len(_VERDICTS) >= VERDICT_CACHE_SIZE:
+        _VERDICTS.pop(next(iter(_VERDICTS)))
+    _VERDICTS[key] = verdict
+    return verdict
+
+
+VERDICT_CACHE_SIZE = 5_000
+"""Bounded (oldest out first): a few MB at most, whatever clients send."""
+_VERDICTS: dict[bytes, str | None] = {}
+
+
+def _validate(resource: Mapping[str, Any]) -> str | None:
     validate = _validator(str(resource.get("resourceType")))
     if validate is None:
         return None
