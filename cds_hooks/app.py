@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -29,9 +30,10 @@ from .auth import ClientAuthenticator, JwksCache, Unauthorized, parse_trusted_is
 from .cards import CardOptions
 from .cds import CdsRequest
 from .errors import BadRequest, PayloadTooLarge, ServiceError, UnknownService, UnprocessableRequest
-from .evaluate import Grading
+from .evaluate import Grading, IcansOptions
 from .feedback_store import FeedbackRequest, FeedbackStore, IssuedCard, patient_hash
 from .fhir_client import FetchPolicy, FhirFetcher
+from .icans import ICE_QUESTIONNAIRE_FILE, load_ice_questionnaire
 from .service import CrsService, HookOutcome
 from .settings import Settings
 from .terminology import load_terminology
@@ -65,6 +67,14 @@ class OrjsonResponse(JSONResponse):
         return orjson.dumps(content)
 
 
+def icans_options(settings: Settings) -> IcansOptions | None:
+    """ICANS grading as configured; the ICE form map is checked here, at start-up."""
+    if not settings.icans:
+        return None
+    path = settings.ice_questionnaire_file or ICE_QUESTIONNAIRE_FILE
+    return IcansOptions(load_ice_questionnaire(path), timedelta(hours=settings.icans_window_hours))
+
+
 def build_service(settings: Settings, fetcher: FhirFetcher | None = None) -> CrsService:
     """Load and check mappings and settings; raises before the app serves anything."""
     grading = Grading(
@@ -72,6 +82,7 @@ def build_service(settings: Settings, fetcher: FhirFetcher | None = None) -> Crs
         units=load_units(),
         config=settings.grading_config(),
         systems=tuple(settings.systems),
+        icans=icans_options(settings),
     )
     return CrsService(
         grading,

@@ -87,7 +87,7 @@ def _alert_card(evaluation: Evaluation, opts: CardOptions) -> Card:
     result = evaluation.primary
     return Card(
         uuid=str(uuid.uuid4()),
-        summary=_clip(f"CRS grade 0 (ASTCT), but: {result.alerts[0]}"),
+        summary=clip_summary(f"CRS grade 0 (ASTCT), but: {result.alerts[0]}"),
         detail=_detail(evaluation),
         indicator="warning",
         source=_source(opts),
@@ -123,7 +123,7 @@ def _links(opts: CardOptions) -> list[Link]:
     return links
 
 
-def _clip(text: str, limit: int = 139) -> str:
+def clip_summary(text: str, limit: int = 139) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
@@ -150,13 +150,13 @@ def summary_line(result: GradeResult) -> str:
         if result.grade_at_least:
             head += f": at least {result.grade_at_least}"
         missing = result.missing[0].split(":")[0] if result.missing else "data missing"
-        return _clip(f"{head}; {missing}" + (f"; {', '.join(findings)}" if findings else ""))
+        return clip_summary(f"{head}; {missing}" + (f"; {', '.join(findings)}" if findings else ""))
     text = f"CRS grade {result.grade} (ASTCT)"
     if findings:
         text += ": " + ", ".join(findings)
     if result.worst_grade is not None and result.worst_grade > result.grade:
         text += f" (worst {result.worst_grade} in 72 h)"
-    return _clip(text)
+    return clip_summary(text)
 
 
 def _oxygen_phrase(oxygen: Sequence[Any]) -> str:
@@ -165,7 +165,7 @@ def _oxygen_phrase(oxygen: Sequence[Any]) -> str:
     parts = [_short_display(str(device)) if device else "oxygen"]
     if flow is not None:
         parts.append(f"{flow:g} L/min")
-    return _clip(" ".join(parts), 60)
+    return clip_summary(" ".join(parts), 60)
 
 
 def _short_display(display: str) -> str:
@@ -177,7 +177,7 @@ def _short_display(display: str) -> str:
 # -- detail ---------------------------------------------------------------------------------
 
 
-def _cell(value: object) -> str:
+def markdown_cell(value: object) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ") if value is not None else ""
 
 
@@ -195,14 +195,7 @@ def _detail(evaluation: Evaluation) -> str:
         lines.append(
             f"Worst grade in the look-back window: **{result.worst_grade}** (at {iso(result.worst_grade_at)})."
         )
-    if result.evidence:
-        lines += ["", "| Criterion | Status | Value | Threshold | Time | Source |", "|---|---|---|---|---|---|"]
-        for e in result.evidence:
-            value = f"{e.value:g} {e.unit or ''}".strip() if isinstance(e.value, float) else _cell(e.value)
-            lines.append(
-                f"| {_cell(e.criterion)} | {e.status.value} | {_cell(value)} | {_cell(e.threshold)} | "
-                f"{iso(e.time) if e.time else ''} | {_cell(e.reference)} |"
-            )
+    lines += evidence_table(result, first_column="Criterion")
     for title, items in (
         ("Missing", result.missing),
         ("Alerts", result.alerts),
@@ -210,7 +203,7 @@ def _detail(evaluation: Evaluation) -> str:
         ("Not used as evidence", tuple(f"{n.reference}: {n.reason}" for n in result.not_evidence)),
     ):
         if items:
-            lines += ["", f"**{title}**", *(f"- {_cell(item)}" for item in items[:20])]
+            lines += ["", f"**{title}**", *(f"- {markdown_cell(item)}" for item in items[:20])]
             if len(items) > 20:
                 lines.append(f"- … and {len(items) - 20} more")
     if len(evaluation.results) > 1:
@@ -221,6 +214,18 @@ def _detail(evaluation: Evaluation) -> str:
     lines += ["", "**Choices in force**", *(f"- {k}: {v}" for k, v in result.choices.items())]
     lines += ["", f"Grading: {result.citation}. Grade 5 is never inferred."]
     return "\n".join(lines)
+
+
+def evidence_table(result: GradeResult, *, first_column: str) -> list[str]:
+    """The evidence as a Markdown table: value, unit, threshold, time and the FHIR source."""
+    if not result.evidence:
+        return []
+    lines = ["", f"| {first_column} | Status | Value | Threshold | Time | Source |", "|---|---|---|---|---|---|"]
+    for e in result.evidence:
+        value = f"{e.value:g} {e.unit or ''}".strip() if isinstance(e.value, float) else e.value
+        cells = [e.criterion, e.status.value, value, e.threshold, iso(e.time) if e.time else "", e.reference]
+        lines.append("| " + " | ".join(markdown_cell(c) for c in cells) + " |")
+    return lines
 
 
 def _grade_text(grade: int | None) -> str:
@@ -298,7 +303,7 @@ def _suggestions(evaluation: Evaluation, *, grade: int | None = None) -> list[Su
     hypotension = int(result.components.get("hypotensionGrade", 0)) >= 2
     if adult and (level == 3 or (level == 2 and hypotension and tocilizumab_given)):
         out.append(
-            _dosed_med(
+            dosed_medication_suggestion(
                 label="Dexamethasone 10 mg IV every 6 h",
                 name="dexamethasone",
                 rxnorm="3264",
@@ -311,7 +316,7 @@ def _suggestions(evaluation: Evaluation, *, grade: int | None = None) -> list[Su
         )
     if adult and level >= 4:
         out.append(
-            _dosed_med(
+            dosed_medication_suggestion(
                 label="Methylprednisolone 1000 mg IV daily",
                 name="methylprednisolone",
                 rxnorm="6902",
@@ -324,7 +329,7 @@ def _suggestions(evaluation: Evaluation, *, grade: int | None = None) -> list[Su
         )
     if level >= 3:
         out.append(
-            _service(
+            service_request_suggestion(
                 "Transfer to intensive care", "Transfer to intensive care unit for CRS monitoring", patient, reason
             )
         )
@@ -384,7 +389,7 @@ def _tocilizumab(
     )
 
 
-def _dosed_med(
+def dosed_medication_suggestion(
     *,
     label: str,
     name: str,
@@ -458,7 +463,7 @@ def _fluids(patient: str, reason: list[dict[str, Any]]) -> Suggestion:
     )
 
 
-def _service(label: str, text: str, patient: str, reason: list[dict[str, Any]]) -> Suggestion:
+def service_request_suggestion(label: str, text: str, patient: str, reason: list[dict[str, Any]]) -> Suggestion:
     resource = {
         "resourceType": "ServiceRequest",
         "status": "draft",

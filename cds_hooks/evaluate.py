@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from .dosing import TocilizumabAdvice, tocilizumab_advice
 from .evidence_check import invalid_references
@@ -17,6 +17,9 @@ from .fhir_time import age_in_years
 from .findings import DataSource, NotEvidence, PatientRecord
 from .grading import GRADERS, GradeResult, GradingConfig
 from .grading.astct import SYSTEM as ASTCT
+from .grading.icans import DEFAULT_WINDOW as ICANS_WINDOW
+from .grading.icans import grade_icans
+from .icans import IceQuestionnaire, extract_icans
 from .terminology import Terminology
 from .units import UnitTable
 
@@ -29,6 +32,16 @@ class Grading:
     units: UnitTable
     config: GradingConfig = field(default_factory=GradingConfig)
     systems: Sequence[str] = (ASTCT,)
+    icans: IcansOptions | None = None
+    """ICANS grading (``CRS_CDS_ICANS``); None leaves it out of the evaluation."""
+
+
+@dataclass(frozen=True)
+class IcansOptions:
+    """What ICANS grading needs besides the vocabulary: the ICE form and the look-back window."""
+
+    questionnaire: IceQuestionnaire
+    window: timedelta = ICANS_WINDOW
 
 
 @dataclass(frozen=True)
@@ -38,6 +51,8 @@ class Evaluation:
     results: tuple[GradeResult, ...]
     record: PatientRecord
     tocilizumab: TocilizumabAdvice
+    icans: GradeResult | None = None
+    """ASTCT ICANS, graded beside CRS when enabled; drives its own card."""
 
     @property
     def primary(self) -> GradeResult:
@@ -64,11 +79,17 @@ def evaluate(
         record = extract_record(
             resources, grading.terminology, grading.units, patient_id=patient_id, skip=frozenset(skip)
         )
-        record.unavailable.update(unavailable or {})
+        # ICANS data never change the CRS grade: their absence is said on the ICANS result only.
+        record.unavailable.update({k: v for k, v in (unavailable or {}).items() if k is not DataSource.ICANS})
         record.not_evidence.extend(NotEvidence(ref, reason) for ref, reason in skip.items())
         results = tuple(GRADERS[system](record, at, grading.config) for system in _ordered(grading.systems))
         advice = tocilizumab_advice(record, at)
+        icans = _icans(
+            resources, grading, patient_id=patient_id, record=record, at=at, skip=skip, unavailable=unavailable
+        )
         cited = [ref for result in results for ref in (*result.references, *result.worst_grade_references)]
+        if icans is not None:
+            cited.extend(icans.references)
         if advice.weight is not None:
             cited.append(advice.weight.reference)
         if record.patient_reference is not None:
@@ -77,7 +98,33 @@ def evaluate(
         if not bad:
             break
         skip.update(bad)
-    return Evaluation(record.patient_reference, at, results, record, advice)
+    return Evaluation(record.patient_reference, at, results, record, advice, icans)
+
+
+def _icans(
+    resources: Sequence[SourcedResource],
+    grading: Grading,
+    *,
+    patient_id: str | None,
+    record: PatientRecord,
+    at: datetime,
+    skip: Mapping[str, str],
+    unavailable: Mapping[DataSource, str] | None,
+) -> GradeResult | None:
+    if grading.icans is None:
+        return None
+    findings = extract_icans(
+        resources,
+        grading.terminology,
+        grading.icans.questionnaire,
+        patient_id=patient_id,
+        birth_date=record.birth_date,
+        skip=skip,
+    )
+    reason = (unavailable or {}).get(DataSource.ICANS)
+    if reason is not None:
+        findings.unavailable[DataSource.ICANS.value] = reason
+    return grade_icans(findings, at, grading.icans.window)
 
 
 def _ordered(systems: Sequence[str]) -> list[str]:

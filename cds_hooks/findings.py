@@ -25,6 +25,8 @@ class DataSource(StrEnum):
     """Order checks only (blood cultures); never passed to the grading."""
     ACTIVE_CONDITIONS = "Condition (active)"
     """Order checks only (active infection Conditions); never passed to the grading."""
+    ICANS = "ICANS assessments"
+    """ICE/CAPD and neurologic Observations and ICE QuestionnaireResponses; ICANS grading only."""
 
 
 class SupportLevel(IntEnum):

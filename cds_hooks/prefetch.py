@@ -25,6 +25,9 @@ class PrefetchKey:
     source: DataSource
     required: bool
     """Without it the grade cannot be computed at all (412 when it cannot be had)."""
+    optional: bool = False
+    """Absent with no fhirServer: the data are unavailable (said on the result), not a 412. For
+    keys added after clients were written (ICANS), so their requests keep working."""
 
 
 VITAL_SIGNS = "http://terminology.hl7.org/CodeSystem/observation-category|vital-signs"
@@ -75,6 +78,30 @@ def build_prefetch(terminology: Terminology) -> tuple[PrefetchKey, ...]:
         ),
         PrefetchKey(
             "conditions", f"Condition?patient={patient}&code={_codes(condition_codes)}", DataSource.CONDITIONS, False
+        ),
+    )
+
+
+def build_icans_prefetch(terminology: Terminology) -> tuple[PrefetchKey, ...]:
+    """ICANS: Observations by the mapped neurologic codes, and the patient's QuestionnaireResponses
+    (the ICE form is recognised by its canonical or item linkIds, which FHIR search cannot narrow
+    portably). Both optional: a client that predates ICANS gets its CRS card as before."""
+    patient = "{{context.patientId}}"
+    neuro_codes = terminology.codes_for(*terminology.concepts_of_kind(ConceptKind.NEUROLOGIC))
+    return (
+        PrefetchKey(
+            "icansAssessments",
+            f"Observation?patient={patient}&code={_codes(neuro_codes)}",
+            DataSource.ICANS,
+            False,
+            optional=True,
+        ),
+        PrefetchKey(
+            "iceQuestionnaires",
+            f"QuestionnaireResponse?patient={patient}",
+            DataSource.ICANS,
+            False,
+            optional=True,
         ),
     )
 

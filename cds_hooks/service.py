@@ -20,9 +20,18 @@ from .extract import SourcedResource
 from .fhir_client import FhirFetcher, FhirServerRejected
 from .fhir_time import parse_instant
 from .findings import DataSource
+from .icans_cards import build_icans_cards
 from .order_cards import build_order_cards
 from .order_checks import OrderCheckError, check_orders, read_draft_orders
-from .prefetch import ORDER_ONLY_SOURCES, PrefetchKey, build_order_prefetch, build_prefetch, classify, render
+from .prefetch import (
+    ORDER_ONLY_SOURCES,
+    PrefetchKey,
+    build_icans_prefetch,
+    build_order_prefetch,
+    build_prefetch,
+    classify,
+    render,
+)
 
 log = logging.getLogger("crs_cds.service")
 
@@ -60,7 +69,8 @@ class CrsService:
         self.fixed_time = fixed_time
         self.allow_client_time = allow_client_time
         self.fetcher = fetcher
-        self.prefetch_keys: tuple[PrefetchKey, ...] = build_prefetch(grading.terminology)
+        icans_keys = build_icans_prefetch(grading.terminology) if grading.icans is not None else ()
+        self.prefetch_keys: tuple[PrefetchKey, ...] = (*build_prefetch(grading.terminology), *icans_keys)
         self.order_prefetch_keys: tuple[PrefetchKey, ...] = build_order_prefetch(grading.terminology)
 
     @property
@@ -133,7 +143,7 @@ class CrsService:
         evaluation = evaluate(resources, patient_id=patient_id, at=at, grading=self.grading, unavailable=unavailable)
         if malformed:
             log.info("prefetch entries skipped", extra={"malformed_entries": malformed})
-        cards = build_cards(evaluation, self.card_options)
+        cards = [*build_cards(evaluation, self.card_options), *build_icans_cards(evaluation, self.card_options)]
         return HookOutcome(CdsResponse(cards=cards), evaluation)
 
     async def _call_order(self, request: CdsRequest) -> HookOutcome:
@@ -180,7 +190,10 @@ class CrsService:
         unavailable = dict(state.unavailable)
         server = request.fhirServer
         if state.to_fetch and server is None:
-            absent = [k.name for k in state.to_fetch if request.prefetch is None or k.name not in request.prefetch]
+            given = request.prefetch or {}
+            for key in [k for k in state.to_fetch if k.optional and k.name not in given]:
+                unavailable.setdefault(key.source, f"prefetch '{key.name}' not sent and no fhirServer")
+            absent = [k.name for k in state.to_fetch if not k.optional and k.name not in given]
             if absent:
                 raise PreconditionFailed(
                     f"prefetch keys missing and no fhirServer to fetch them from: {', '.join(absent)}"

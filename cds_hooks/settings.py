@@ -42,6 +42,14 @@ class Settings(BaseSettings):
     worst_grade_window_hours: float = Field(default=72.0, gt=0, le=720)
     spo2_alert_percent: float = Field(default=92.0, ge=50, le=100)
 
+    icans: bool = True
+    """Grade ICANS (ASTCT 2019) beside CRS and answer with its own card; adds the optional
+    ``icansAssessments`` and ``iceQuestionnaires`` prefetch keys."""
+    icans_window_hours: float = Field(default=24.0, gt=0, le=168)
+    """ICANS assessments older than this are not the current state [choice]."""
+    ice_questionnaire_file: Path | None = None
+    """The site's ICE form item map (default: the built-in ``mappings/ice-questionnaire.yaml``)."""
+
     card_for_grade_zero: bool = False
     """Also answer with a card when the grade is 0 and the data are complete."""
 
@@ -89,6 +97,13 @@ class Settings(BaseSettings):
         unknown = [s for s in value if s not in GRADERS]
         if unknown:
             raise ValueError(f"unknown grading systems {unknown}; known: {sorted(GRADERS)}")
+        return value
+
+    @field_validator("ice_questionnaire_file")
+    @classmethod
+    def _questionnaire_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"ICE questionnaire file not found: {value}")
         return value
 
     @field_validator("mapping_files")

@@ -27,7 +27,7 @@ def _builtin_mappings_dir() -> Path:
 BUILTIN_MAPPINGS_DIR = _builtin_mappings_dir()
 """The mapping files shipped with the service (packaged into the wheel, see pyproject)."""
 
-MAPPING_FILES = ("observations.yaml", "oxygen-support.yaml", "medications.yaml", "conditions.yaml")
+MAPPING_FILES = ("observations.yaml", "oxygen-support.yaml", "medications.yaml", "conditions.yaml", "icans.yaml")
 
 
 MEMO_LIMIT = 50_000
@@ -47,6 +47,8 @@ class ConceptKind(StrEnum):
     """Laboratory results the order checks read (blood culture); never graded."""
     INFECTION = "infection"
     """Condition codes and names that signal an active infection (order checks)."""
+    NEUROLOGIC = "neurologic"
+    """ICANS assessments (Observation codes) and their coded answers (``icans.py``)."""
 
 
 class MedicationRole(StrEnum):
@@ -93,6 +95,39 @@ OXYGEN_SUPPORT_CONCEPTS = frozenset(
 CONDITION_CONCEPTS = frozenset({"cytokine_release_syndrome"})
 LABORATORY_CONCEPTS = frozenset({"blood_culture"})
 INFECTION_CONCEPTS = frozenset({"active_infection"})
+NEUROLOGIC_CONCEPTS = frozenset(
+    {
+        # Observation codes: what was assessed (no LOINC code exists for ICE or CAPD).
+        "ice_score",
+        "capd_score",
+        "level_of_consciousness",
+        "seizure",
+        "motor_weakness",
+        "cerebral_edema",
+        "glasgow_coma_score",
+        # Coded answers (valueCodeableConcept); their ASTCT grade is fixed in grading/icans.py.
+        "loc_alert",
+        "loc_awakens_spontaneously",
+        "loc_awakens_to_voice",
+        "loc_awakens_to_tactile",
+        "loc_unarousable",
+        "seizure_none",
+        "seizure_rapidly_resolving",
+        "seizure_nonconvulsive_resolved",
+        "seizure_prolonged",
+        "seizure_repetitive",
+        "motor_none",
+        "motor_deep_focal_weakness",
+        "edema_none",
+        "edema_focal",
+        "edema_diffuse",
+        "posturing",
+        "cranial_nerve_vi_palsy",
+        "papilledema",
+        "cushings_triad",
+    }
+)
+"""ICANS concepts ``icans.py`` understands; a site maps its own codes to these ids."""
 
 
 class _CodeEntry(BaseModel):
@@ -132,6 +167,7 @@ class _ConceptEntry(BaseModel):
             ConceptKind.CONDITION: CONDITION_CONCEPTS,
             ConceptKind.LABORATORY: LABORATORY_CONCEPTS,
             ConceptKind.INFECTION: INFECTION_CONCEPTS,
+            ConceptKind.NEUROLOGIC: NEUROLOGIC_CONCEPTS,
         }.get(self.kind)
         if allowed is not None and self.id not in allowed:
             raise ValueError(f"unknown {self.kind.value} concept {self.id!r}; known: {sorted(allowed)}")

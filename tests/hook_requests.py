@@ -32,6 +32,16 @@ def _is_vital_sign(resource: dict[str, Any]) -> bool:
     )
 
 
+ICANS_SYSTEM = "http://hospital.example.org/fhir/CodeSystem/icans"
+
+
+def _is_icans(resource: dict[str, Any]) -> bool:
+    return any(
+        coding.get("system") == ICANS_SYSTEM or coding.get("code") == "9269-2"
+        for coding in resource.get("code", {}).get("coding", [])
+    )
+
+
 def prefetch_from_bundle(bundle: dict[str, Any]) -> dict[str, Any]:
     """Every prefetch key filled from the bundle, split the way the templates search."""
     resources = [entry["resource"] for entry in bundle.get("entry", [])]
@@ -48,6 +58,10 @@ def prefetch_from_bundle(bundle: dict[str, Any]) -> dict[str, Any]:
         "medicationAdministrations": _searchset(by_type.get("MedicationAdministration", [])),
         "procedures": _searchset(by_type.get("Procedure", [])),
         "conditions": _searchset(by_type.get("Condition", [])),
+        # ICANS (optional keys): neurologic Observations are found by code in the service; a test
+        # bundle's ICANS rows are the Observations coded in the example ICANS system or GCS.
+        "icansAssessments": _searchset([o for o in observations if _is_icans(o)]),
+        "iceQuestionnaires": _searchset(by_type.get("QuestionnaireResponse", [])),
     }
 
 

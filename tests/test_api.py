@@ -57,6 +57,8 @@ def test_discovery_lists_patient_view_with_prefetch(client: TestClient) -> None:
         "medicationAdministrations",
         "procedures",
         "conditions",
+        "icansAssessments",
+        "iceQuestionnaires",
     }
     assert service["prefetch"]["patient"] == "Patient/{{context.patientId}}"
     assert "http://loinc.org|8310-5" in service["prefetch"]["observations"]

@@ -24,7 +24,7 @@ import pytest
 import respx
 from cds_hooks.app import create_app
 from cds_hooks.cli import EXIT_UNAVAILABLE, EXIT_USAGE, TOKEN_ENV, main
-from cds_hooks.prefetch import build_prefetch
+from cds_hooks.prefetch import build_icans_prefetch, build_prefetch
 from cds_hooks.settings import Settings
 from cds_hooks.terminology import load_terminology
 from fastapi.testclient import TestClient
@@ -33,7 +33,7 @@ from hook_requests import patient_view, prefetch_from_bundle
 
 VIGNETTES = Path(__file__).parent / "fixtures" / "vignettes"
 EXPECTED: dict[str, dict[str, Any]] = json.loads((VIGNETTES / "expected.json").read_text())
-PREFETCH_KEYS = build_prefetch(load_terminology())
+PREFETCH_KEYS = (*build_prefetch(load_terminology()), *build_icans_prefetch(load_terminology()))
 QUERIES = len(PREFETCH_KEYS)
 OBSERVATION_QUERIES = sum(1 for key in PREFETCH_KEYS if key.template.startswith("Observation?"))
 BASE = "https://ehr.example.org/fhir"
@@ -421,7 +421,14 @@ def test_token_is_sent_as_bearer_to_the_fhir_server(ehr: Ehr, caplog: pytest.Log
     _install(ehr)
     assert _grading(_post(_request()))["grade"] == 1
     kinds = {r.url.path.removeprefix("/fhir/").split("/")[0] for r in ehr.fake.requests}
-    assert kinds == {"Patient", "Observation", "MedicationAdministration", "Procedure", "Condition"}
+    assert kinds == {
+        "Patient",
+        "Observation",
+        "MedicationAdministration",
+        "Procedure",
+        "Condition",
+        "QuestionnaireResponse",  # ICANS: the ICE form
+    }
     assert len(ehr.fake.requests) == QUERIES  # one per prefetch key, all unpaged
     assert {r.headers.get("Authorization") for r in ehr.fake.requests} == {f"Bearer {TOKEN}"}
     # The log check is not vacuous: the fetch cycle itself was captured.
@@ -514,7 +521,9 @@ def test_paginated_search_gathers_every_page(ehr: Ehr) -> None:
     _install(ehr)
     result = _grading(_post(_request("v01")))
     assert result["grade"] == EXPECTED["V01"]["astct_crs_grade"]
-    code_search = [r for r in ehr.fake.of_type("Observation") if "code" in r.url.params]
+    code_search = [
+        r for r in ehr.fake.of_type("Observation") if "code" in r.url.params and "icans" not in r.url.params["code"]
+    ]
     assert [r.url.params.get("_offset") for r in code_search] == [None, "3"]
     evidence = {e["reference"] for e in result["evidence"]}
     assert evidence & {"Observation/v01-obs-4", "Observation/v01-obs-5"}, "page 2 data must reach the grade"
@@ -564,7 +573,7 @@ def test_cli_grades_from_fhir_server_with_bearer_token(
     assert code == 0, err
     (result,) = json.loads(out)["grading"]
     assert result["grade"] == 1
-    assert len(ehr.fake.requests) == QUERIES
+    assert len(ehr.fake.requests) == QUERIES - 2  # the CLI grades CRS only (no ICANS keys)
     assert {r.headers.get("Authorization") for r in ehr.fake.requests} == {f"Bearer {TOKEN}"}
 
 

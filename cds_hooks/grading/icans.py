@@ -1,0 +1,279 @@
+"""ASTCT 2019 ICANS grade: pure, from :class:`~cds_hooks.icans.IcansFindings` at a time ``at``.
+
+Source: Lee DW et al., ASTCT consensus grading for CRS and neurologic toxicity associated with
+immune effector cells, Biol Blood Marrow Transplant 2019;25:625-638 (ICANS grading for adults and
+for children < 12 years), as restated in PMC8403007 Table 4, PMC7990806 Table 2 and (children)
+MDedge's summary of the paper. The grade is the most severe domain not attributable to another
+cause: ICE 7-9 -> 1, 3-6 -> 2, 0-2 -> 3 (ICE 0 awake with global aphasia is 3; unarousable is 4 via
+consciousness); consciousness: awakens spontaneously 1, to voice 2, only to touch 3, unarousable /
+vigorous stimuli / stupor / coma 4; seizure resolving rapidly or nonconvulsive resolved with
+intervention 3, prolonged > 5 min or repetitive without return to baseline 4; deep focal motor
+weakness 4; focal oedema 3, diffuse oedema / posturing / CN VI palsy / papilloedema / Cushing's
+triad 4. Children < 12: CAPD < 9 (1-8) with the consciousness row giving 1 or 2, CAPD >= 9 -> 3,
+unable to perform -> 4 (charted as unarousable).
+
+Missing data is a value: without an encephalopathy score (ICE, or CAPD under 12) in the window
+the grade is indeterminate ("at least" what the other domains show), never 0. Grade 5 is never
+inferred. "Not attributable to another cause" cannot be read from the chart: it is an assumption
+stated on every result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from ..fhir_time import age_in_years
+from ..icans import Domain, IcansFindings, NeuroFinding
+from .result import Evidence, GradeResult, Status
+
+SYSTEM = "ASTCT-2019-ICANS"
+CITATION = (
+    "Lee DW et al. ASTCT consensus grading for cytokine release syndrome and neurologic toxicity "
+    "associated with immune effector cells. Biol Blood Marrow Transplant 2019;25:625-638 (ICANS)"
+)
+
+CAPD_MAX_AGE_YEARS = 12
+"""CAPD replaces ICE for children younger than 12 (Lee 2019; ASCO 2021)."""
+CAPD_DELIRIUM_THRESHOLD = 9
+"""CAPD >= 9 is grade 3 (Lee 2019 paediatric table; ASCO 2021 footnote)."""
+DEFAULT_WINDOW = timedelta(hours=24)
+"""Assessments older than 24 h are not the current state [choice]: ICE is charted at least twice
+a day (ASCO 2021: "at least two times a day"), so 24 h holds at least two assessments."""
+
+ANSWER_GRADE: Mapping[str, int] = {
+    "loc_alert": 0,
+    "loc_awakens_spontaneously": 1,
+    "loc_awakens_to_voice": 2,
+    "loc_awakens_to_tactile": 3,
+    "loc_unarousable": 4,
+    "seizure_none": 0,
+    "seizure_rapidly_resolving": 3,
+    "seizure_nonconvulsive_resolved": 3,
+    "seizure_prolonged": 4,
+    "seizure_repetitive": 4,
+    "motor_none": 0,
+    "motor_deep_focal_weakness": 4,
+    "edema_none": 0,
+    "edema_focal": 3,
+    "edema_diffuse": 4,
+    "posturing": 4,
+    "cranial_nerve_vi_palsy": 4,
+    "papilledema": 4,
+    "cushings_triad": 4,
+}
+"""ASTCT 2019 ICANS table: the grade each coded answer implies."""
+
+BOOLEAN_PRESENT: Mapping[Domain, tuple[int, int]] = {
+    Domain.SEIZURE: (3, 4),
+    Domain.MOTOR: (4, 4),
+    Domain.EDEMA: (3, 4),
+}
+"""A yes without its type: (proven grade, possible grade). A seizure is at least 3, and 4 if
+prolonged; oedema at least 3 (focal), and 4 if diffuse; deep focal weakness is always 4."""
+
+THRESHOLDS: Mapping[Domain, str] = {
+    Domain.ICE: "7-9 -> 1; 3-6 -> 2; 0-2 -> 3",
+    Domain.CAPD: "1-8 -> 1; >= 9 -> 3",
+    Domain.CONSCIOUSNESS: "spontaneously 1; voice 2; touch 3; unarousable 4",
+    Domain.SEIZURE: "resolving 3; prolonged/repetitive 4",
+    Domain.MOTOR: "deep focal weakness 4",
+    Domain.EDEMA: "focal 3; diffuse/posturing/CN VI/papilloedema/Cushing 4",
+}
+
+
+def ice_grade(score: float) -> int:
+    """ICE 10 -> 0, 7-9 -> 1, 3-6 -> 2, 0-2 -> 3 (a 0 while unarousable is 4 via consciousness)."""
+    if score >= 10:
+        return 0
+    if score >= 7:
+        return 1
+    if score >= 3:
+        return 2
+    return 3
+
+
+def capd_grade(score: float) -> int:
+    """CAPD 0 -> 0 [choice: the table starts at 1], 1-8 -> 1 (2 when awakening to voice), >= 9 -> 3."""
+    if score <= 0:
+        return 0
+    return 1 if score < CAPD_DELIRIUM_THRESHOLD else 3
+
+
+@dataclass(frozen=True, slots=True)
+class _Domain:
+    grade: int
+    possible: int
+    finding: NeuroFinding
+
+
+def _domain_grade(finding: NeuroFinding) -> _Domain:
+    if finding.domain is Domain.ICE and finding.score is not None:
+        grade = ice_grade(finding.score)
+        return _Domain(grade, grade, finding)
+    if finding.domain is Domain.CAPD and finding.score is not None:
+        grade = capd_grade(finding.score)
+        return _Domain(grade, grade, finding)
+    if finding.answer is not None:
+        grade = ANSWER_GRADE[finding.answer]
+        return _Domain(grade, grade, finding)
+    if finding.present:
+        proven, possible = BOOLEAN_PRESENT.get(finding.domain, (0, 0))
+        return _Domain(proven, possible, finding)
+    return _Domain(0, 0, finding)
+
+
+def grade_icans(findings: IcansFindings, at: datetime, window: timedelta = DEFAULT_WINDOW) -> GradeResult:
+    """The ICANS grade at ``at`` from the assessments in ``(at - window, at]``.
+
+    State domains (scores, consciousness, motor, oedema) use the latest assessment; seizures, which
+    are events, the worst in the window [choice].
+    """
+    recent = [f for f in findings.findings if at - window < f.time <= at]
+    age = age_in_years(findings.birth_date, at) if findings.birth_date else None
+    assumptions = ["Findings are taken as not attributable to another cause (e.g. sedation), as ASTCT requires."]
+    missing: list[str] = []
+    hours = f"{window.total_seconds() / 3600:g} h"
+
+    def latest(domain: Domain) -> NeuroFinding | None:
+        return next((f for f in reversed(recent) if f.domain is domain), None)
+
+    score, score_note = _encephalopathy_score(latest(Domain.ICE), latest(Domain.CAPD), age)
+    if score_note:
+        assumptions.append(score_note)
+    for source, reason in findings.unavailable.items():
+        missing.append(f"{source} unavailable: {reason}")
+    if score is None:
+        wanted = "CAPD score" if age is not None and age < CAPD_MAX_AGE_YEARS else "ICE score (0-10)"
+        missing.append(f"{wanted}: no assessment in the {hours} before T")
+
+    chosen: list[_Domain] = []
+    if score is not None:
+        chosen.append(_domain_grade(score))
+    for domain in (Domain.CONSCIOUSNESS, Domain.MOTOR, Domain.EDEMA):
+        found = latest(domain)
+        if found is not None:
+            chosen.append(_domain_grade(found))
+    seizures = [_domain_grade(f) for f in recent if f.domain is Domain.SEIZURE]
+    if seizures:
+        chosen.append(max(seizures, key=lambda d: (d.grade, d.possible, d.finding.time)))
+
+    proven = max((d.grade for d in chosen), default=0)
+    possible = max((d.possible for d in chosen), default=0)
+    for d in chosen:
+        if d.possible > d.grade and d.possible > proven:
+            missing.append(f"{d.finding.domain.value}: type not charted (grade {d.grade} or {d.possible})")
+
+    evidence = [_evidence(d) for d in chosen]
+    gcs = latest(Domain.GCS)
+    if gcs is not None and gcs.score is not None:
+        evidence.append(
+            Evidence(
+                "glasgow_coma_score",
+                Status.UNKNOWN,
+                gcs.reference,
+                value=gcs.score,
+                unit="points",
+                time=gcs.time,
+                detail="supporting finding only; not an ASTCT ICANS criterion",
+            )
+        )
+
+    decided = proven >= 4 or (score is not None and possible <= proven)
+    grade = proven if decided else None
+    components: dict[str, str | int] = {
+        "scoreUsed": "none" if score is None else ("ICE" if score.domain is Domain.ICE else "CAPD"),
+        **{_component(d.finding.domain): d.grade for d in chosen},
+    }
+    if score is not None and score.score is not None:
+        components["score"] = int(score.score)
+    return GradeResult(
+        system=SYSTEM,
+        at=at,
+        grade=grade,
+        components=components,
+        evidence=tuple(evidence),
+        missing=tuple(missing),
+        grade_at_least=proven if grade is None and proven >= 1 else None,
+        not_evidence=tuple(findings.not_evidence),
+        assumptions=tuple(assumptions),
+        choices=_choices(hours),
+        citation=CITATION,
+    )
+
+
+def _encephalopathy_score(
+    ice: NeuroFinding | None, capd: NeuroFinding | None, age: int | None
+) -> tuple[NeuroFinding | None, str | None]:
+    """ICE from 12 years, CAPD under 12; CAPD at 12+ (developmental delay) only without an ICE."""
+    if age is not None and age < CAPD_MAX_AGE_YEARS:
+        note = "ICE score charted for a child under 12 is not used (CAPD applies)." if ice and not capd else None
+        return capd, note
+    if age is not None:
+        if ice is None and capd is not None:
+            return capd, "CAPD used at 12 years or older: taken as baseline developmental delay (ASTCT allows)."
+        return ice, None
+    candidates = [f for f in (ice, capd) if f is not None]
+    if not candidates:
+        return None, None
+    newest = max(candidates, key=lambda f: f.time)
+    return newest, f"Age unknown: the latest score ({newest.domain.value}) is used."
+
+
+def _evidence(d: _Domain) -> Evidence:
+    f = d.finding
+    if f.score is not None:
+        value: float | str | None = f.score
+    elif f.answer is not None:
+        value = f.display or f.answer
+    else:
+        value = "present" if f.present else "absent"
+    return Evidence(
+        f.domain.value,
+        Status.MET if d.grade >= 1 else Status.NOT_MET,
+        f.reference,
+        value=value,
+        unit="points" if f.score is not None else None,
+        threshold=THRESHOLDS.get(f.domain),
+        time=f.time,
+        detail=f"domain grade {d.grade}" + (f" (up to {d.possible})" if d.possible > d.grade else ""),
+    )
+
+
+def _component(domain: Domain) -> str:
+    return {
+        Domain.ICE: "iceGrade",
+        Domain.CAPD: "capdGrade",
+        Domain.CONSCIOUSNESS: "consciousnessGrade",
+        Domain.SEIZURE: "seizureGrade",
+        Domain.MOTOR: "motorGrade",
+        Domain.EDEMA: "edemaGrade",
+        Domain.GCS: "gcs",
+    }[domain]
+
+
+def _choices(hours: str) -> dict[str, str]:
+    return {
+        "icansWindow": f"assessments in the {hours} before T; latest per domain, worst seizure",
+        "icansScore": "ICE from age 12, CAPD under 12; no score in the window -> indeterminate",
+        "capdZero": "CAPD 0 is grade 0 (the ASTCT CAPD row starts at 1)",
+    }
+
+
+def summary_findings(result: GradeResult) -> Sequence[str]:
+    """The findings that set the grade, for the card's one-line summary."""
+    phrases: list[str] = []
+    for e in result.evidence:
+        if e.status is not Status.MET:
+            continue
+        if e.criterion in (Domain.ICE.value, Domain.CAPD.value) and isinstance(e.value, float):
+            label = "ICE" if e.criterion == Domain.ICE.value else "CAPD"
+            phrases.append(f"{label} {e.value:g}" + ("/10" if label == "ICE" else ""))
+        else:
+            phrases.append(
+                str(e.value)
+                if isinstance(e.value, str) and e.value not in ("present",)
+                else e.criterion.replace("_", " ")
+            )
+    return phrases

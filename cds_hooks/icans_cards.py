@@ -1,0 +1,241 @@
+"""The ICANS result -> its own patient-view card, beside (never inside) the CRS card.
+
+A separate card because ICANS is managed differently (steroids first, not tocilizumab) and a
+clinician must be able to accept or dismiss one without the other. Shown when ICANS is graded 1
+or more, or indeterminate with at least one assessment in the window (so the EHR is not flooded
+with "no ICE score" cards for every patient without neurotoxicity monitoring).
+
+Management text (ASCO 2021 guideline, Santomasso et al., J Clin Oncol 2021;39:3978, Table 2 as
+restated by Guideline Central): neurology consultation and ICE at least twice a day at any grade;
+grade 2: consider dexamethasone 10 mg IV for high-risk products or patients, and reassess;
+grade 3: ICU, dexamethasone 10 mg IV every 6-12 h (or methylprednisolone 1 mg/kg every 12 h);
+grade 4: ICU and high-dose methylprednisolone 1000 mg/day IV (clinical-reference.md section 3;
+the ASCO grade 4 ICANS row itself was not re-read here). Seizure prophylaxis (levetiracetam) is
+left to institutional protocol. Steroid orders are offered for adults only, as on the CRS card.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from .cards import (
+    ADULT_AGE_YEARS,
+    ASCO_URL,
+    ASTCT_URL,
+    EXTENSION_KEY,
+    ICD10CM,
+    INDICATOR,
+    OVERRIDE_SYSTEM,
+    RXNORM,
+    UCUM,
+    CardOptions,
+    Indicator,
+    clip_summary,
+    evidence_table,
+    markdown_cell,
+    service_request_suggestion,
+)
+from .cds import Action, Card, Coding, Link, Source, Suggestion
+from .evaluate import Evaluation
+from .fhir_time import iso
+from .grading import GradeResult
+from .grading.icans import summary_findings
+
+ICANS_DIAGNOSIS = {0: "G92.00", 1: "G92.01", 2: "G92.02", 3: "G92.03", 4: "G92.04"}
+"""ICD-10-CM G92.0x (../shared/clinical/codes.csv, verified); G92.00 is "grade unspecified"."""
+
+ICANS_OVERRIDE_REASONS = [
+    Coding(system=OVERRIDE_SYSTEM, code="other-cause", display="Findings attributed to another cause (e.g. sedation)"),
+    Coding(system=OVERRIDE_SYSTEM, code="already-treated", display="Already treated or ordered"),
+    Coding(system=OVERRIDE_SYSTEM, code="data-incorrect", display="Charted data are incorrect"),
+    Coding(system=OVERRIDE_SYSTEM, code="clinical-judgement", display="Clinical judgement: not appropriate now"),
+]
+
+
+def build_icans_cards(evaluation: Evaluation, options: CardOptions | None = None) -> list[Card]:
+    """Zero or one ICANS card (see the module docstring for when)."""
+    result = evaluation.icans
+    if result is None:
+        return []
+    graded = result.grade is not None and result.grade >= 1
+    assessed_but_open = result.grade is None and bool(result.evidence)
+    if not (graded or assessed_but_open):
+        return []
+    opts = options or CardOptions()
+    level = result.grade if result.grade is not None else (result.grade_at_least or 0)
+    suggestions = _suggestions(evaluation, level)
+    return [
+        Card(
+            uuid=str(uuid.uuid4()),
+            summary=summary_line(result),
+            detail=_detail(evaluation, result, level),
+            indicator=_indicator(result),
+            source=Source(
+                label="ICANS grading (ASTCT 2019 consensus)",
+                url=ASTCT_URL,
+                topic=Coding(
+                    system="https://crs-cds-hooks.example.org/CodeSystem/topic",
+                    code="icans-grade",
+                    display="ICANS grade",
+                ),
+            ),
+            suggestions=suggestions or None,
+            selectionBehavior="any" if suggestions else None,
+            overrideReasons=ICANS_OVERRIDE_REASONS,
+            links=[
+                Link(label="ASTCT consensus grading (Lee 2019)", url=ASTCT_URL, type="absolute"),
+                Link(label="ASCO guideline: CAR-T toxicity management (2021)", url=ASCO_URL, type="absolute"),
+                *(
+                    [Link(label="Course (SMART app)", url=opts.smart_app_url, type="smart")]
+                    if opts.smart_app_url
+                    else []
+                ),
+            ],
+            extension={EXTENSION_KEY: [result.to_json()]},
+        )
+    ]
+
+
+def _indicator(result: GradeResult) -> Indicator:
+    grade = result.grade if result.grade is not None else (result.grade_at_least or 0)
+    return INDICATOR.get(grade, "info")
+
+
+def summary_line(result: GradeResult) -> str:
+    """``ICANS grade 3 (ASTCT): ICE 2/10, seizure`` (< 140 characters)."""
+    findings = ", ".join(summary_findings(result))
+    if result.grade is None:
+        head = "ICANS grade indeterminate (ASTCT)"
+        if result.grade_at_least:
+            head += f": at least {result.grade_at_least}"
+        missing = result.missing[0].split(":")[0] if result.missing else "data missing"
+        return clip_summary(f"{head}; {missing}" + (f"; {findings}" if findings else ""))
+    return clip_summary(f"ICANS grade {result.grade} (ASTCT)" + (f": {findings}" if findings else ""))
+
+
+def _detail(evaluation: Evaluation, result: GradeResult, level: int) -> str:
+    lines: list[str] = []
+    if result.grade is not None:
+        lines.append(f"**ASTCT ICANS grade {result.grade}** at {iso(result.at)}.")
+    else:
+        at_least = f" (at least {result.grade_at_least})" if result.grade_at_least else ""
+        lines.append(f"**ASTCT ICANS grade indeterminate{at_least}** at {iso(result.at)}.")
+    lines += evidence_table(result, first_column="Domain")
+    for title, items in (
+        ("Missing", result.missing),
+        ("Assumptions", result.assumptions),
+        ("Not used as evidence", tuple(f"{n.reference}: {n.reason}" for n in result.not_evidence)),
+    ):
+        if items:
+            lines += ["", f"**{title}**", *(f"- {markdown_cell(item)}" for item in items[:20])]
+    lines += [
+        "",
+        "**Suggested management** (ASCO 2021; institutional protocols apply)",
+        *_management(evaluation, level),
+    ]
+    lines += ["", "**Choices in force**", *(f"- {k}: {v}" for k, v in result.choices.items())]
+    lines += ["", f"Grading: {result.citation}. Grade 5 is never inferred."]
+    return "\n".join(lines)
+
+
+def _management(evaluation: Evaluation, level: int) -> list[str]:
+    lines = [
+        "- Neurology consultation; ICE (or CAPD) and motor assessment at least twice a day; aspiration "
+        "precautions. Seizure prophylaxis (e.g. levetiracetam) per institutional protocol.",
+    ]
+    if level >= 2:
+        lines.append(
+            "- Neuroimaging and EEG. Without concurrent CRS: for high-risk products or patients consider "
+            "dexamethasone 10 mg IV and reassess; with CRS, tocilizumab per the CRS card."
+        )
+    if level >= 3:
+        lines.append("- ICU. Dexamethasone 10 mg IV every 6-12 h (or methylprednisolone 1 mg/kg IV every 12 h).")
+    if level >= 4:
+        lines.append("- ICU, airway protection as needed; high-dose methylprednisolone 1000 mg/day IV.")
+    if evaluation.age_years is None or evaluation.age_years < ADULT_AGE_YEARS:
+        lines.append("- Steroid doses are offered for adults only; paediatric dosing per institutional protocol.")
+    return lines
+
+
+def _suggestions(evaluation: Evaluation, level: int) -> list[Suggestion]:
+    patient = evaluation.patient_reference
+    if patient is None or level < 1:
+        return []
+    reason = _reason(level)
+    adult = evaluation.age_years is not None and evaluation.age_years >= ADULT_AGE_YEARS
+    out = [service_request_suggestion("Neurology consultation", "Neurology consultation for ICANS", patient, reason)]
+    if adult and level >= 3:
+        out.append(
+            _steroid(
+                "Dexamethasone 10 mg IV every 6 h",
+                "dexamethasone",
+                "3264",
+                mg=10,
+                every_hours=6,
+                patient=patient,
+                reason=reason,
+            )
+        )
+    if adult and level >= 4:
+        out.append(
+            _steroid(
+                "Methylprednisolone 1000 mg IV daily",
+                "methylprednisolone",
+                "6902",
+                mg=1000,
+                every_hours=24,
+                patient=patient,
+                reason=reason,
+            )
+        )
+    if level >= 3:
+        out.append(
+            service_request_suggestion(
+                "Transfer to intensive care", "Transfer to intensive care unit for ICANS", patient, reason
+            )
+        )
+    return out
+
+
+def _reason(grade: int) -> list[dict[str, Any]]:
+    code = ICANS_DIAGNOSIS.get(grade, "G92.00")
+    return [
+        {
+            "coding": [
+                {
+                    "system": ICD10CM,
+                    "code": code,
+                    "display": f"Immune effector cell-associated neurotoxicity syndrome, grade {grade}",
+                }
+            ],
+            "text": f"ICANS, ASTCT grade {grade}",
+        }
+    ]
+
+
+def _steroid(
+    label: str, name: str, rxnorm: str, *, mg: float, every_hours: int, patient: str, reason: list[dict[str, Any]]
+) -> Suggestion:
+    """A steroid order as a draft MedicationRequest the clinician can accept (adults only)."""
+    resource = {
+        "resourceType": "MedicationRequest",
+        "status": "draft",
+        "intent": "proposal",
+        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": rxnorm, "display": name}], "text": name},
+        "subject": {"reference": patient},
+        "reasonCode": reason,
+        "dosageInstruction": [
+            {
+                "text": f"{mg:g} mg IV every {every_hours} h (ASCO 2021 ICANS guidance); taper once grade 1",
+                "route": {"text": "intravenous"},
+                "timing": {"repeat": {"frequency": 1, "period": every_hours, "periodUnit": "h"}},
+                "doseAndRate": [{"doseQuantity": {"value": mg, "unit": "mg", "system": UCUM, "code": "mg"}}],
+            }
+        ],
+    }
+    return Suggestion(
+        label=label,
+        uuid=str(uuid.uuid4()),
+        actions=[Action(type="create", description=f"Order {label.lower()} for ICANS", resource=resource)],
+    )
