@@ -308,8 +308,8 @@ def _suggestions(evaluation: Evaluation, *, grade: int | None = None) -> list[Su
                 name="dexamethasone",
                 rxnorm="3264",
                 mg=10,
-                frequency="every 6 hours",
                 every_hours=6,
+                instruction="10 mg IV every 6 hours (ASCO 2021 CRS guidance)",
                 patient=patient,
                 reason=reason,
             )
@@ -321,8 +321,8 @@ def _suggestions(evaluation: Evaluation, *, grade: int | None = None) -> list[Su
                 name="methylprednisolone",
                 rxnorm="6902",
                 mg=1000,
-                frequency="once daily",
                 every_hours=24,
+                instruction="1000 mg IV once daily (ASCO 2021 CRS guidance)",
                 patient=patient,
                 reason=reason,
             )
@@ -395,11 +395,12 @@ def dosed_medication_suggestion(
     name: str,
     rxnorm: str,
     mg: float,
-    frequency: str,
     every_hours: int,
+    instruction: str,
     patient: str,
     reason: list[dict[str, Any]],
 ) -> Suggestion:
+    """A fixed-dose IV medication as a draft MedicationRequest (steroids: adults only, by the caller)."""
     resource = {
         "resourceType": "MedicationRequest",
         "status": "draft",
@@ -409,7 +410,7 @@ def dosed_medication_suggestion(
         "reasonCode": reason,
         "dosageInstruction": [
             {
-                "text": f"{mg:g} mg IV {frequency} (ASCO 2021 CRS guidance)",
+                "text": instruction,
                 "route": {"text": "intravenous"},
                 "timing": {"repeat": {"frequency": 1, "period": every_hours, "periodUnit": "h"}},
                 "doseAndRate": [{"doseQuantity": {"value": mg, "unit": "mg", "system": UCUM, "code": "mg"}}],
@@ -419,7 +420,7 @@ def dosed_medication_suggestion(
     return Suggestion(
         label=label,
         uuid=str(uuid.uuid4()),
-        actions=[Action(type="create", description=f"Order {label.lower()}", resource=resource)],
+        actions=[Action(type="create", description=f"Order {name} {instruction}", resource=resource)],
     )
 
 

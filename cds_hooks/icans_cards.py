@@ -27,16 +27,15 @@ from .cards import (
     ICD10CM,
     INDICATOR,
     OVERRIDE_SYSTEM,
-    RXNORM,
-    UCUM,
     CardOptions,
     Indicator,
     clip_summary,
+    dosed_medication_suggestion,
     evidence_table,
     markdown_cell,
     service_request_suggestion,
 )
-from .cds import Action, Card, Coding, Link, Source, Suggestion
+from .cds import Card, Coding, Link, Source, Suggestion
 from .evaluate import Evaluation
 from .fhir_time import iso
 from .grading import GradeResult
@@ -167,24 +166,26 @@ def _suggestions(evaluation: Evaluation, level: int) -> list[Suggestion]:
     out = [service_request_suggestion("Neurology consultation", "Neurology consultation for ICANS", patient, reason)]
     if adult and level >= 3:
         out.append(
-            _steroid(
-                "Dexamethasone 10 mg IV every 6 h",
-                "dexamethasone",
-                "3264",
+            dosed_medication_suggestion(
+                label="Dexamethasone 10 mg IV every 6 h",
+                name="dexamethasone",
+                rxnorm="3264",
                 mg=10,
                 every_hours=6,
+                instruction="10 mg IV every 6 h (ASCO 2021 ICANS guidance); taper once grade 1",
                 patient=patient,
                 reason=reason,
             )
         )
     if adult and level >= 4:
         out.append(
-            _steroid(
-                "Methylprednisolone 1000 mg IV daily",
-                "methylprednisolone",
-                "6902",
+            dosed_medication_suggestion(
+                label="Methylprednisolone 1000 mg IV daily",
+                name="methylprednisolone",
+                rxnorm="6902",
                 mg=1000,
                 every_hours=24,
+                instruction="1000 mg IV every 24 h (ASCO 2021 ICANS guidance); taper once grade 1",
                 patient=patient,
                 reason=reason,
             )
@@ -212,30 +213,3 @@ def _reason(grade: int) -> list[dict[str, Any]]:
             "text": f"ICANS, ASTCT grade {grade}",
         }
     ]
-
-
-def _steroid(
-    label: str, name: str, rxnorm: str, *, mg: float, every_hours: int, patient: str, reason: list[dict[str, Any]]
-) -> Suggestion:
-    """A steroid order as a draft MedicationRequest the clinician can accept (adults only)."""
-    resource = {
-        "resourceType": "MedicationRequest",
-        "status": "draft",
-        "intent": "proposal",
-        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": rxnorm, "display": name}], "text": name},
-        "subject": {"reference": patient},
-        "reasonCode": reason,
-        "dosageInstruction": [
-            {
-                "text": f"{mg:g} mg IV every {every_hours} h (ASCO 2021 ICANS guidance); taper once grade 1",
-                "route": {"text": "intravenous"},
-                "timing": {"repeat": {"frequency": 1, "period": every_hours, "periodUnit": "h"}},
-                "doseAndRate": [{"doseQuantity": {"value": mg, "unit": "mg", "system": UCUM, "code": "mg"}}],
-            }
-        ],
-    }
-    return Suggestion(
-        label=label,
-        uuid=str(uuid.uuid4()),
-        actions=[Action(type="create", description=f"Order {label.lower()} for ICANS", resource=resource)],
-    )
