@@ -222,6 +222,22 @@ def pressor_evidence(signs: Signs, notes: Notes, *, counted: str) -> None:
         )
 
 
+def fluids_or_one_low_dose_pressor(signs: Signs, notes: Notes, *, noun: str) -> Part:
+    """Lee 2014 and CARTOX read hypotension alike: fluids or one low-dose pressor -> 2, more than one
+    (vasopressin counted) -> 3. Doses are not read, so one pressor is assumed low dose, and said."""
+    agents = len(signs.pressor_agents)
+    if agents >= 2:
+        pressor_evidence(signs, notes, counted=f"multiple {noun}s (vasopressin counted)")
+        return Part(3, label=f"{agents} {noun}s")
+    if agents == 1:
+        pressor_evidence(signs, notes, counted=f"one {noun}, dose not read")
+        notes.assumptions.append(NO_DOSE_ASSUMPTION)
+        return Part(2, label=f"one {noun} (assumed low dose)")
+    if signs.low_pressure_without_pressor:
+        return Part(2, label=f"hypotension without {noun} (responsive to fluids)")
+    return Part(0)
+
+
 class OtherSystemGrader:
     """Runs a system's :class:`Rules` at ``at`` and over the look-back window."""
 

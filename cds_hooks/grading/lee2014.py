@@ -25,16 +25,15 @@ from datetime import datetime
 
 from ..findings import PatientRecord, SupportLevel
 from .common import (
-    NO_DOSE_ASSUMPTION,
     NO_ORGAN_TOXICITY_ASSUMPTION,
     Notes,
     Part,
     Rules,
     Signs,
     fio2_part,
+    fluids_or_one_low_dose_pressor,
     grade_with,
     positive_pressure_part,
-    pressor_evidence,
 )
 from .config import GradingConfig
 from .result import GradeResult
@@ -48,17 +47,7 @@ SYMPTOMS_NOT_READ = (
 
 
 def _hypotension(signs: Signs, notes: Notes) -> Part:
-    agents = len(signs.pressor_agents)
-    if agents >= 2:
-        pressor_evidence(signs, notes, counted="multiple pressors (vasopressin counted)")
-        return Part(3, label=f"{agents} pressors")
-    if agents == 1:
-        pressor_evidence(signs, notes, counted="one pressor, dose not read")
-        notes.assumptions.append(NO_DOSE_ASSUMPTION)
-        return Part(2, label="one pressor (assumed low dose)")
-    if signs.low_pressure_without_pressor:
-        return Part(2, label="hypotension without pressor (responsive to fluids)")
-    return Part(0)
+    return fluids_or_one_low_dose_pressor(signs, notes, noun="pressor")
 
 
 def _hypoxia(signs: Signs, notes: Notes) -> Part:
