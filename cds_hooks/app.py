@@ -29,12 +29,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .auth import ClientAuthenticator, JwksCache, Unauthorized, parse_trusted_issuers
 from .cards import CardOptions
 from .cds import CdsRequest
+from .course import course_document
 from .errors import BadRequest, PayloadTooLarge, ServiceError, UnknownService, UnprocessableRequest
 from .evaluate import Grading, IcansOptions
 from .feedback_store import FeedbackRequest, FeedbackStore, IssuedCard, patient_hash
 from .fhir_client import FetchPolicy, FhirFetcher
 from .icans import ICE_QUESTIONNAIRE_FILE, load_ice_questionnaire
-from .service import CrsService, HookOutcome
+from .service import HOOK, SERVICE_ID, CrsService, HookOutcome
 from .settings import Settings
 from .terminology import load_terminology
 from .units import load_units
@@ -219,6 +220,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def discovery(request: Request) -> Response:
         await authenticate(request)
         return OrjsonResponse(service.discovery().dump())
+
+    @app.post(f"/cds-services/{SERVICE_ID}/course")
+    async def course(request: Request) -> Response:
+        """The CRS course (grade at every data time, with findings) for the SMART app.
+
+        Same body, authentication, data path and errors as the patient-view hook; no cards, and
+        nothing stored (it issues no advice).
+        """
+        await authenticate(request)
+        started = time.perf_counter()
+        hook_request = await _read_hook_request(request, settings.max_body_bytes)
+        if hook_request.hook != HOOK:
+            raise BadRequest(f"the course takes a '{HOOK}' request, not '{hook_request.hook}'")
+        evaluation = await service.gather_and_evaluate(hook_request)
+        body = course_document(evaluation, service.grading.config, hook_request.context.patientId)
+        log.info(
+            "course answered",
+            extra={
+                "patient": patient_hash(hook_request.context.patientId),
+                "points": len(body["course"].get("grades", [])),
+                "ms": round((time.perf_counter() - started) * 1000, 1),
+            },
+        )
+        return OrjsonResponse(body)
 
     @app.post("/cds-services/{service_id}")
     async def call_service(service_id: str, request: Request) -> Response:

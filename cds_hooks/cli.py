@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from .app import ConfigurationError, create_app
 from .bundles import flatten, unique
 from .cds import FHIR_ID, CdsRequest, FhirAuthorization, HookContext
+from .course import course_document
 from .errors import ServiceError
 from .evaluate import Evaluation, Grading, evaluate
 from .extract import SourcedResource
@@ -217,7 +218,11 @@ def _cmd_grade(args: argparse.Namespace, settings: Settings) -> int:
         resources = read_resources(Path(args.file))
         patient_id = patient_id_of(resources, args.patient)
         evaluation = evaluate(resources, patient_id=patient_id, at=at, grading=_grading(settings, systems))
-    if args.json:
+    if args.timeline:
+        config = settings.grading_config()
+        document = course_document(evaluation, config, patient_id)
+        sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+    elif args.json:
         sys.stdout.write(orjson.dumps(as_json(evaluation, patient_id), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         sys.stdout.write(as_text(evaluation) + "\n")
@@ -285,6 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     grade.add_argument("--at", help="evaluation time, ISO-8601 with zone (default: now)")
     grade.add_argument("--json", action="store_true", help="print the machine-readable RESULT")
+    grade.add_argument(
+        "--timeline",
+        action="store_true",
+        help="print the CRS course as JSON: the ASTCT grade at every data time in the look-back window, with "
+        "temperatures, pressures, oxygen, vasopressors and therapies (as POST /cds-services/crs-grade/course)",
+    )
     grade.add_argument("--patient", help="patient id (required with --fhir-server; for a file, when it holds several)")
     grade.add_argument("--systems", help="comma-separated grading systems (default CRS_CDS_SYSTEMS)")
     report = sub.add_parser("feedback-report", help="acceptance and override rates by grade and by suggestion")

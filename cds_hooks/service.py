@@ -137,14 +137,24 @@ class CrsService:
             raise BadRequest(f"service '{service_id}' answers '{hook}', not '{request.hook}'")
         if service_id in ORDER_SERVICES:
             return await self._call_order(request)
-        at = self.evaluation_time(request)
-        patient_id = request.context.patientId
-        resources, unavailable, malformed = await self._gather(request, self.prefetch_keys)
-        evaluation = evaluate(resources, patient_id=patient_id, at=at, grading=self.grading, unavailable=unavailable)
-        if malformed:
-            log.info("prefetch entries skipped", extra={"malformed_entries": malformed})
+        evaluation = await self.gather_and_evaluate(request)
         cards = [*build_cards(evaluation, self.card_options), *build_icans_cards(evaluation, self.card_options)]
         return HookOutcome(CdsResponse(cards=cards), evaluation)
+
+    async def gather_and_evaluate(self, request: CdsRequest) -> Evaluation:
+        """The patient-view data path (prefetch, fetch what is missing, 412 rules) and the grading.
+
+        Shared by the hook and the course route, so the course always rests on the same data and
+        fails the same way as the card it explains.
+        """
+        at = self.evaluation_time(request)
+        resources, unavailable, malformed = await self._gather(request, self.prefetch_keys)
+        evaluation = evaluate(
+            resources, patient_id=request.context.patientId, at=at, grading=self.grading, unavailable=unavailable
+        )
+        if malformed:
+            log.info("prefetch entries skipped", extra={"malformed_entries": malformed})
+        return evaluation
 
     async def _call_order(self, request: CdsRequest) -> HookOutcome:
         """order-select / order-sign: grade (for the card), then check the draft orders."""

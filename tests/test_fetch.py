@@ -586,6 +586,21 @@ def test_cli_without_token_sends_no_authorization(
     assert all("Authorization" not in r.headers for r in ehr.fake.requests)
 
 
+def test_cli_timeline_from_fhir_server(
+    ehr: Ehr, clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--timeline`` prints the CRS course from the same fetched data the grade uses."""
+    _install(ehr)
+    code, out, err = _cli(["--patient", PATIENT, "--token", TOKEN, "--timeline"], capsys)
+    assert code == 0, err
+    document = json.loads(out)
+    assert (document["patient"], document["at"]) == (f"Patient/{PATIENT}", AT)
+    course = document["course"]
+    assert course["grades"][-1]["time"] == AT
+    assert course["grades"][-1]["grade"] == 1
+    assert course["temperatures"] and all(t["reference"].startswith("Observation/") for t in course["temperatures"])
+
+
 def test_cli_medication_fault_is_named_not_hidden(
     ehr: Ehr, clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
