@@ -34,6 +34,7 @@ FIXED_CARD = orjson.dumps(
     }
 )
 
+
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     """The same start-up step the service takes: freeze long-lived objects out of the collector."""
