@@ -24,6 +24,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check cds_hooks tests bench
+	$(VENV)/bin/ruff format --check cds_hooks tests bench
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)
