@@ -48,14 +48,60 @@ class TocilizumabAdvice:
         return f"{self.mg_per_kg:g} mg/kg x {self.weight.kg:g} kg = {raw:g} mg{capped}"
 
 
-def tocilizumab_advice(record: PatientRecord, at: datetime) -> TocilizumabAdvice:
-    """The dose allowed now, or why none is."""
-    given = [a for a in record.administrations if a.agent == "tocilizumab" and a.start <= at]
+@dataclass(frozen=True, slots=True)
+class DoseHistory:
+    """Tocilizumab given up to ``at``: what the interval and count limits are checked against."""
+
+    given: tuple[Administration, ...]
+    last: Administration | None
+    in_last_24h: int
+
+    @property
+    def total(self) -> int:
+        return len(self.given)
+
+
+def dose_history(record: PatientRecord, at: datetime) -> DoseHistory:
+    given = tuple(a for a in record.administrations if a.agent == "tocilizumab" and a.start <= at)
     last = max(given, key=lambda a: a.start, default=None)
     in_24h = sum(1 for a in given if a.start > at - timedelta(hours=24))
-    refused = TocilizumabAdvice(None, None, doses_last_24h=in_24h, doses_total=len(given), last_dose=last)
-    if len(given) >= MAX_DOSES_TOTAL:
-        return replace(refused, reason=f"{len(given)} doses already given: the maximum is {MAX_DOSES_TOTAL} in total")
+    return DoseHistory(given, last, in_24h)
+
+
+@dataclass(frozen=True, slots=True)
+class WeightBasis:
+    """The weight a dose is computed from, the mg/kg that applies, and the cap."""
+
+    weight: Weight
+    mg_per_kg: float
+    note: str | None
+
+    @property
+    def limit_mg(self) -> float:
+        """The largest dose the label allows for this weight (unrounded)."""
+        return min(MAX_DOSE_MG, self.weight.kg * self.mg_per_kg)
+
+
+def weight_basis(record: PatientRecord, at: datetime) -> WeightBasis | None:
+    """The latest weight charted by ``at`` and its mg/kg; None without a weight (no dose then)."""
+    weights = [w for w in record.weights if w.time <= at]
+    if not weights:
+        return None
+    weight = weights[-1]
+    per_kg = MG_PER_KG_UNDER_30_KG if weight.kg < WEIGHT_CUTOFF_KG else MG_PER_KG_ADULT
+    note = None
+    if at - weight.time > WEIGHT_STALE_AFTER:
+        note = f"weight charted {iso(weight.time)}, more than 30 days ago: confirm it"
+    return WeightBasis(weight, per_kg, note)
+
+
+def tocilizumab_advice(record: PatientRecord, at: datetime) -> TocilizumabAdvice:
+    """The dose allowed now, or why none is."""
+    history = dose_history(record, at)
+    last, in_24h, total = history.last, history.in_last_24h, history.total
+    refused = TocilizumabAdvice(None, None, doses_last_24h=in_24h, doses_total=total, last_dose=last)
+    if total >= MAX_DOSES_TOTAL:
+        return replace(refused, reason=f"{total} doses already given: the maximum is {MAX_DOSES_TOTAL} in total")
     if in_24h >= MAX_DOSES_PER_24H:
         return replace(refused, reason=f"{in_24h} doses in the last 24 h: the maximum is {MAX_DOSES_PER_24H}")
     if last is not None and at - last.start < MIN_INTERVAL:
@@ -66,13 +112,8 @@ def tocilizumab_advice(record: PatientRecord, at: datetime) -> TocilizumabAdvice
                 f"the next is allowed from {iso(last.start + MIN_INTERVAL)}"
             ),
         )
-    weights = [w for w in record.weights if w.time <= at]
-    if not weights:
+    basis = weight_basis(record, at)
+    if basis is None:
         return replace(refused, reason="no body weight charted: no dose is computed")
-    weight = weights[-1]
-    per_kg = MG_PER_KG_UNDER_30_KG if weight.kg < WEIGHT_CUTOFF_KG else MG_PER_KG_ADULT
-    dose = min(MAX_DOSE_MG, float(math.floor(weight.kg * per_kg)))
-    note = None
-    if at - weight.time > WEIGHT_STALE_AFTER:
-        note = f"weight charted {iso(weight.time)}, more than 30 days ago: confirm it"
-    return TocilizumabAdvice(dose, None, weight, per_kg, in_24h, len(given), last, note)
+    dose = float(math.floor(basis.limit_mg))
+    return TocilizumabAdvice(dose, None, basis.weight, basis.mg_per_kg, in_24h, total, last, basis.note)

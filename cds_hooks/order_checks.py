@@ -26,11 +26,9 @@ from .dosing import (
     MAX_DOSE_MG,
     MAX_DOSES_PER_24H,
     MAX_DOSES_TOTAL,
-    MG_PER_KG_ADULT,
-    MG_PER_KG_UNDER_30_KG,
     MIN_INTERVAL,
-    WEIGHT_CUTOFF_KG,
-    WEIGHT_STALE_AFTER,
+    dose_history,
+    weight_basis,
 )
 from .extract import OBSERVATION_EVIDENCE_STATUSES, REFUTED_VERIFICATION, SourcedResource, reference_of
 from .fhir_time import iso, parse_instant
@@ -270,10 +268,10 @@ def check_tocilizumab(
 ) -> TocilizumabOrderFinding:
     """One tocilizumab draft against every label limit; ``planned_before`` counts tocilizumab
     drafts earlier in the same order bundle (each is a dose at ``at`` too)."""
-    given = [a for a in record.administrations if a.agent == "tocilizumab" and a.start <= at]
-    last = max(given, key=lambda a: a.start, default=None)
-    in_24h = sum(1 for a in given if a.start > at - timedelta(hours=24)) + planned_before
-    total = len(given) + planned_before
+    history = dose_history(record, at)
+    last = history.last
+    in_24h = history.in_last_24h + planned_before
+    total = history.total + planned_before
     checks: list[LimitCheck] = []
     blocking: list[str] = []
 
@@ -300,12 +298,10 @@ def check_tocilizumab(
     else:
         checks.append(LimitCheck("interval", True, "no earlier dose", ">= 8 h"))
 
-    weights = [w for w in record.weights if w.time <= at]
-    weight = weights[-1] if weights else None
-    per_kg = None if weight is None else (MG_PER_KG_UNDER_30_KG if weight.kg < WEIGHT_CUTOFF_KG else MG_PER_KG_ADULT)
-    notes: list[str] = []
-    if weight is not None and at - weight.time > WEIGHT_STALE_AFTER:
-        notes.append(f"weight charted {iso(weight.time)}, more than 30 days ago: confirm it")
+    basis = weight_basis(record, at)
+    weight = basis.weight if basis is not None else None
+    per_kg = basis.mg_per_kg if basis is not None else None
+    notes: list[str] = [basis.note] if basis is not None and basis.note else []
     if draft.by_text:
         notes.append(f"tocilizumab recognised by name in {draft.display!r}, not by code")
 
@@ -314,7 +310,7 @@ def check_tocilizumab(
             draft, outcome, tuple(checks), tuple(reasons), allowed, weight, per_kg, in_24h, total, last, tuple(notes)
         )
 
-    limit_mg = None if weight is None or per_kg is None else min(MAX_DOSE_MG, weight.kg * per_kg)
+    limit_mg = basis.limit_mg if basis is not None else None
     allowed = None if limit_mg is None or blocking else float(math.floor(limit_mg))
     dose_text = f"{draft.dose_mg:g} mg" if draft.dose_mg is not None else f"not readable ({draft.dose_problem})"
     if limit_mg is None:
