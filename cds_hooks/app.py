@@ -37,6 +37,7 @@ from .fhir_client import FetchPolicy, FhirFetcher
 from .icans import ICE_QUESTIONNAIRE_FILE, load_ice_questionnaire
 from .service import HOOK, SERVICE_ID, CrsService, HookOutcome
 from .settings import Settings
+from .smart_app import smart_enabled, smart_router
 from .terminology import load_terminology
 from .units import load_units
 
@@ -121,6 +122,8 @@ class _Runtime:
 
     authenticator: ClientAuthenticator | None = None
     store: FeedbackStore | None = None
+    http: httpx.AsyncClient | None = None
+    """The shared outbound client (also used by the SMART app's discovery and token calls)."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -142,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = FeedbackStore.open(settings.database_url)
         async with httpx.AsyncClient(limits=limits, follow_redirects=False, trust_env=False) as client:
             service.fetcher = FhirFetcher(client, policy)
+            runtime.http = client
             runtime.store = store
             if settings.trusted_issuers and settings.public_base_url is not None:
                 runtime.authenticator = ClientAuthenticator(
@@ -160,6 +164,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 yield
             finally:
                 service.fetcher = None
+                runtime.http = None
                 runtime.authenticator = None
                 runtime.store = None
                 store.close()
@@ -211,6 +216,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except Unauthorized as exc:
             log.warning("authentication failed", extra={"reason": exc.reason, "path": request.scope["path"]})
             raise Unauthenticated("unauthorized") from None
+
+    if smart_enabled(settings):
+        app.include_router(smart_router(settings, service, policy, lambda: runtime.http))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:

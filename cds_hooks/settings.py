@@ -60,6 +60,21 @@ class Settings(BaseSettings):
 
     smart_app_url: str | None = None
 
+    smart_client_id: str | None = None
+    """The client id the EHR's authorization server registered for the SMART app; with
+    ``smart_redirect_url`` it turns the app (``/smart/...``) on."""
+    smart_redirect_url: str | None = None
+    """The registered redirect URL, ``<public URL>/smart/callback``: https, or http on loopback."""
+    smart_issuer_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """FHIR base URLs a launch may name as ``iss`` (exact match after trimming '/'); each must also
+    be on ``fhir_server_allowlist``. Empty: the FHIR server allow-list itself."""
+    smart_scopes: str = (
+        "launch launch/patient openid fhirUser patient/Patient.rs patient/Observation.rs "
+        "patient/MedicationAdministration.rs patient/Procedure.rs patient/Condition.rs"
+    )
+    smart_session_minutes: float = Field(default=60.0, gt=0, le=720)
+    """How long a signed-in app session lives server-side (capped by the token's expiry)."""
+
     max_body_bytes: int = Field(default=20_000_000, ge=1024)
 
     fhir_server_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -86,7 +101,9 @@ class Settings(BaseSettings):
     """Card and feedback store: a SQLite file (relative to the working directory by default) or
     ``postgresql://user@host/db`` when several replicas share one store."""
 
-    @field_validator("mapping_files", "systems", "fhir_server_allowlist", "cors_origins", mode="before")
+    @field_validator(
+        "mapping_files", "systems", "fhir_server_allowlist", "cors_origins", "smart_issuer_allowlist", mode="before"
+    )
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split(value)
@@ -114,13 +131,23 @@ class Settings(BaseSettings):
             raise ValueError(f"mapping files not found: {missing}")
         return value
 
-    @field_validator("fhir_server_allowlist")
+    @field_validator("fhir_server_allowlist", "smart_issuer_allowlist")
     @classmethod
     def _base_urls(cls, value: list[str]) -> list[str]:
         for url in value:
             if not url.startswith(("https://", "http://")):
                 raise ValueError(f"FHIR server allow-list entry is not an http(s) URL: {url!r}")
         return [url.rstrip("/") for url in value]
+
+    @field_validator("smart_redirect_url")
+    @classmethod
+    def _redirect_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        loopback = value.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]"))
+        if not value.startswith("https://") and not loopback:
+            raise ValueError("smart_redirect_url must be https (or http on a loopback address for local use)")
+        return value
 
     @field_validator("public_base_url")
     @classmethod
