@@ -302,31 +302,9 @@ def _suggestions(evaluation: Evaluation, *, grade: int | None = None) -> list[Su
     tocilizumab_given = evaluation.tocilizumab.doses_total >= 1
     hypotension = int(result.components.get("hypotensionGrade", 0)) >= 2
     if adult and (level == 3 or (level == 2 and hypotension and tocilizumab_given)):
-        out.append(
-            dosed_medication_suggestion(
-                label="Dexamethasone 10 mg IV every 6 h",
-                name="dexamethasone",
-                rxnorm="3264",
-                mg=10,
-                every_hours=6,
-                instruction="10 mg IV every 6 hours (ASCO 2021 CRS guidance)",
-                patient=patient,
-                reason=reason,
-            )
-        )
+        out.append(dexamethasone_q6h(patient, reason, guidance="ASCO 2021 CRS guidance"))
     if adult and level >= 4:
-        out.append(
-            dosed_medication_suggestion(
-                label="Methylprednisolone 1000 mg IV daily",
-                name="methylprednisolone",
-                rxnorm="6902",
-                mg=1000,
-                every_hours=24,
-                instruction="1000 mg IV once daily (ASCO 2021 CRS guidance)",
-                patient=patient,
-                reason=reason,
-            )
-        )
+        out.append(methylprednisolone_daily(patient, reason, guidance="ASCO 2021 CRS guidance"))
     if level >= 3:
         out.append(
             service_request_suggestion(
@@ -386,6 +364,37 @@ def _tocilizumab(
                 type="create", description=f"Order tocilizumab {dose:g} mg IV ({advice.calculation})", resource=resource
             )
         ],
+    )
+
+
+DEXAMETHASONE_MG = 10
+METHYLPREDNISOLONE_MG_PER_DAY = 1000
+"""Adult steroid doses for CRS and ICANS (ASCO 2021; clinical-reference.md section 3): one place."""
+
+
+def dexamethasone_q6h(patient: str, reason: list[dict[str, Any]], *, guidance: str) -> Suggestion:
+    return dosed_medication_suggestion(
+        label=f"Dexamethasone {DEXAMETHASONE_MG} mg IV every 6 h",
+        name="dexamethasone",
+        rxnorm="3264",
+        mg=DEXAMETHASONE_MG,
+        every_hours=6,
+        instruction=f"{DEXAMETHASONE_MG} mg IV every 6 hours ({guidance})",
+        patient=patient,
+        reason=reason,
+    )
+
+
+def methylprednisolone_daily(patient: str, reason: list[dict[str, Any]], *, guidance: str) -> Suggestion:
+    return dosed_medication_suggestion(
+        label=f"Methylprednisolone {METHYLPREDNISOLONE_MG_PER_DAY} mg IV daily",
+        name="methylprednisolone",
+        rxnorm="6902",
+        mg=METHYLPREDNISOLONE_MG_PER_DAY,
+        every_hours=24,
+        instruction=f"{METHYLPREDNISOLONE_MG_PER_DAY} mg IV once daily ({guidance})",
+        patient=patient,
+        reason=reason,
     )
 
 

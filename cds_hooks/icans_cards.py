@@ -30,9 +30,10 @@ from .cards import (
     CardOptions,
     Indicator,
     clip_summary,
-    dosed_medication_suggestion,
+    dexamethasone_q6h,
     evidence_table,
     markdown_cell,
+    methylprednisolone_daily,
     service_request_suggestion,
 )
 from .cds import Card, Coding, Link, Source, Suggestion
@@ -165,31 +166,9 @@ def _suggestions(evaluation: Evaluation, level: int) -> list[Suggestion]:
     adult = evaluation.age_years is not None and evaluation.age_years >= ADULT_AGE_YEARS
     out = [service_request_suggestion("Neurology consultation", "Neurology consultation for ICANS", patient, reason)]
     if adult and level >= 3:
-        out.append(
-            dosed_medication_suggestion(
-                label="Dexamethasone 10 mg IV every 6 h",
-                name="dexamethasone",
-                rxnorm="3264",
-                mg=10,
-                every_hours=6,
-                instruction="10 mg IV every 6 h (ASCO 2021 ICANS guidance); taper once grade 1",
-                patient=patient,
-                reason=reason,
-            )
-        )
+        out.append(dexamethasone_q6h(patient, reason, guidance="ASCO 2021 ICANS guidance; taper once grade 1"))
     if adult and level >= 4:
-        out.append(
-            dosed_medication_suggestion(
-                label="Methylprednisolone 1000 mg IV daily",
-                name="methylprednisolone",
-                rxnorm="6902",
-                mg=1000,
-                every_hours=24,
-                instruction="1000 mg IV every 24 h (ASCO 2021 ICANS guidance); taper once grade 1",
-                patient=patient,
-                reason=reason,
-            )
-        )
+        out.append(methylprednisolone_daily(patient, reason, guidance="ASCO 2021 ICANS guidance; taper once grade 1"))
     if level >= 3:
         out.append(
             service_request_suggestion(
