@@ -24,22 +24,22 @@ import orjson
 import uvicorn
 from pydantic import ValidationError
 
-from .app import ConfigurationError, create_app
-from .bundles import flatten, unique
-from .cds import FHIR_ID, CdsRequest, FhirAuthorization, HookContext
-from .course import course_document
-from .errors import ServiceError
-from .evaluate import Evaluation, Grading, evaluate
-from .extract import SourcedResource
-from .feedback_store import FeedbackStore, sqlite_path
-from .fhir_client import FetchPolicy, FhirFetcher
-from .fhir_time import iso, parse_instant
-from .grading import GRADERS
-from .logging_setup import configure_logging
-from .service import HOOK, SERVICE_ID, CrsService
-from .settings import Settings
-from .terminology import MappingError, load_terminology
-from .units import load_units
+from cds_hooks.cds import FHIR_ID, CdsRequest, FhirAuthorization, HookContext
+from cds_hooks.errors import ServiceError
+from cds_hooks.grading import GRADERS
+from cds_hooks.logging_setup import configure_logging
+from cds_hooks.pipeline.course import course_document
+from cds_hooks.pipeline.evaluate import Evaluation, Grading, evaluate
+from cds_hooks.pipeline.hook import HOOK, SERVICE_ID, CrsService
+from cds_hooks.reading.bundles import flatten, unique
+from cds_hooks.reading.fhir_client import FetchPolicy, FhirFetcher
+from cds_hooks.reading.fhir_time import iso, parse_instant
+from cds_hooks.reading.reader import SourcedResource
+from cds_hooks.reading.terminology import MappingError, load_terminology
+from cds_hooks.reading.units import load_units
+from cds_hooks.settings import Settings
+from cds_hooks.stores.feedback_store import FeedbackStore, sqlite_path
+from cds_hooks.web.app import ConfigurationError, create_app
 
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .grading import GRADERS, GradingConfig
+from cds_hooks.grading import GRADERS, GradingConfig
 
 
 def _split(value: object) -> object:

@@ -6,9 +6,9 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from cds_hooks.evaluate import Grading
-from cds_hooks.terminology import load_terminology
-from cds_hooks.units import load_units
+from cds_hooks.pipeline.evaluate import Grading
+from cds_hooks.reading.terminology import load_terminology
+from cds_hooks.reading.units import load_units
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cds_hooks.app import create_app
 from cds_hooks.settings import Settings
+from cds_hooks.web.app import create_app
 from fastapi.testclient import TestClient
 
 from card_checks import check_card, empty_values

@@ -18,12 +18,12 @@ from enum import Enum
 from typing import Any
 
 import pytest
-from cds_hooks.evaluate import Evaluation, Grading, evaluate
-from cds_hooks.extract import SourcedResource
-from cds_hooks.findings import DataSource
 from cds_hooks.grading import GradeResult
-from cds_hooks.terminology import load_terminology
-from cds_hooks.units import load_units
+from cds_hooks.pipeline.evaluate import Evaluation, Grading, evaluate
+from cds_hooks.reading.reader import SourcedResource
+from cds_hooks.reading.record import DataSource
+from cds_hooks.reading.terminology import load_terminology
+from cds_hooks.reading.units import load_units
 from fhir.resources.R4B import get_fhir_model_class
 
 from fhir_builders import (

@@ -14,14 +14,14 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from cds_hooks.app import create_app
-from cds_hooks.bundles import flatten
 from cds_hooks.cli import main
-from cds_hooks.course import Course, crs_course
-from cds_hooks.evaluate import Grading, evaluate
-from cds_hooks.extract import SourcedResource
-from cds_hooks.fhir_time import parse_instant
+from cds_hooks.pipeline.course import Course, crs_course
+from cds_hooks.pipeline.evaluate import Grading, evaluate
+from cds_hooks.reading.bundles import flatten
+from cds_hooks.reading.fhir_time import parse_instant
+from cds_hooks.reading.reader import SourcedResource
 from cds_hooks.settings import Settings
+from cds_hooks.web.app import create_app
 from fastapi.testclient import TestClient
 
 from fhir_builders import (

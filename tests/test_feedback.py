@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
-from cds_hooks.app import create_app
 from cds_hooks.cli import main
 from cds_hooks.settings import Settings
+from cds_hooks.web.app import create_app
 from fastapi.testclient import TestClient
 
 from hook_requests import patient_view, prefetch_from_bundle

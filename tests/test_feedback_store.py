@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from cds_hooks.feedback_store import FeedbackItem, FeedbackStore, IssuedCard
+from cds_hooks.stores.feedback_store import FeedbackItem, FeedbackStore, IssuedCard
 
 from pg_server import RunningPostgres
 
@@ -97,8 +97,8 @@ def test_report_rates(store: FeedbackStore) -> None:
 
 
 def test_the_service_stores_feedback_in_postgres_when_configured(postgres: RunningPostgres) -> None:
-    from cds_hooks.app import create_app
     from cds_hooks.settings import Settings
+    from cds_hooks.web.app import create_app
     from fastapi.testclient import TestClient
 
     settings = Settings(allow_unauthenticated=True, database_url=postgres.url)

@@ -22,11 +22,11 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 import respx
-from cds_hooks.app import create_app
 from cds_hooks.cli import EXIT_UNAVAILABLE, EXIT_USAGE, TOKEN_ENV, main
-from cds_hooks.prefetch import build_icans_prefetch, build_prefetch
+from cds_hooks.reading.prefetch import build_icans_prefetch, build_prefetch
+from cds_hooks.reading.terminology import load_terminology
 from cds_hooks.settings import Settings
-from cds_hooks.terminology import load_terminology
+from cds_hooks.web.app import create_app
 from fastapi.testclient import TestClient
 
 from hook_requests import patient_view, prefetch_from_bundle

@@ -10,14 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from cds_hooks.app import create_app
-from cds_hooks.evaluate import Evaluation, Grading, IcansOptions, evaluate
-from cds_hooks.extract import SourcedResource
 from cds_hooks.grading.icans import capd_grade, ice_grade
-from cds_hooks.icans import load_ice_questionnaire
+from cds_hooks.pipeline.evaluate import Evaluation, Grading, IcansOptions, evaluate
+from cds_hooks.reading.neuro import load_ice_questionnaire
+from cds_hooks.reading.reader import SourcedResource
+from cds_hooks.reading.terminology import load_terminology
+from cds_hooks.reading.units import load_units
 from cds_hooks.settings import Settings
-from cds_hooks.terminology import load_terminology
-from cds_hooks.units import load_units
+from cds_hooks.web.app import create_app
 from fastapi.testclient import TestClient
 
 from card_checks import check_card, empty_values, validate_r4

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from cds_hooks.app import create_app
 from cds_hooks.settings import Settings
+from cds_hooks.web.app import create_app
 from fastapi.testclient import TestClient
 
 from card_checks import check_card, empty_values, validate_r4

@@ -15,15 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from cds_hooks.app import create_app
 from cds_hooks.cli import main
-from cds_hooks.evaluate import Evaluation, Grading, evaluate
-from cds_hooks.extract import SourcedResource
-from cds_hooks.fhir_time import parse_instant
 from cds_hooks.grading import GRADERS, GradeResult
+from cds_hooks.pipeline.evaluate import Evaluation, Grading, evaluate
+from cds_hooks.reading.fhir_time import parse_instant
+from cds_hooks.reading.reader import SourcedResource
+from cds_hooks.reading.terminology import load_terminology
+from cds_hooks.reading.units import load_units
 from cds_hooks.settings import Settings
-from cds_hooks.terminology import load_terminology
-from cds_hooks.units import load_units
+from cds_hooks.web.app import create_app
 from fastapi.testclient import TestClient
 
 from fhir_builders import (

@@ -7,10 +7,10 @@ import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cds_hooks.evaluate import Evaluation, Grading, evaluate
-from cds_hooks.extract import SourcedResource
-from cds_hooks.terminology import load_terminology
-from cds_hooks.units import load_units
+from cds_hooks.pipeline.evaluate import Evaluation, Grading, evaluate
+from cds_hooks.reading.reader import SourcedResource
+from cds_hooks.reading.terminology import load_terminology
+from cds_hooks.reading.units import load_units
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -298,8 +298,8 @@ def course(draw: st.DrawFn) -> list[dict[str, Any]]:
 )
 @given(resources=course())
 def test_worst_grade_scan_at_events_equals_scan_at_every_data_time(resources: list[dict[str, Any]]) -> None:
-    from cds_hooks.extract import extract_record
     from cds_hooks.grading import astct
+    from cds_hooks.reading.reader import extract_record
 
     sourced = [SourcedResource(r, f"{r['resourceType']}/{r['id']}") for r in resources]
     record = extract_record(sourced, GRADING.terminology, GRADING.units, patient_id="p1")

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from cds_hooks.evaluate import Grading, evaluate
-from cds_hooks.extract import SourcedResource
-from cds_hooks.terminology import ConceptKind, MappingError, MedicationRole, load_terminology
-from cds_hooks.units import load_units
+from cds_hooks.pipeline.evaluate import Grading, evaluate
+from cds_hooks.reading.reader import SourcedResource
+from cds_hooks.reading.terminology import ConceptKind, MappingError, MedicationRole, load_terminology
+from cds_hooks.reading.units import load_units
 
 SHARED_CODES = Path(__file__).resolve().parents[2] / "shared" / "clinical" / "codes.csv"
 SITE_FILE = Path(__file__).resolve().parents[1] / "mappings" / "examples" / "site-example.yaml"

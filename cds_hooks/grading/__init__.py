@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
-from ..findings import PatientRecord
-from . import astct, cartox, ctcae, lee2014, mskcc, penn
-from .config import GradingConfig
-from .result import Evidence, GradeResult, Status
+from cds_hooks.grading import astct, cartox, ctcae, lee2014, mskcc, penn
+from cds_hooks.grading.config import GradingConfig
+from cds_hooks.grading.result import Evidence, GradeResult, Status
+from cds_hooks.reading.record import PatientRecord
 
 Grader = Callable[[PatientRecord, datetime, GradingConfig], GradeResult]
 

@@ -19,8 +19,11 @@ from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from ..fhir_time import age_in_years, iso
-from ..findings import (
+from cds_hooks.grading.config import GradingConfig
+from cds_hooks.grading.result import Evidence, GradeResult, Status
+from cds_hooks.grading.timeline import RangeBest, TimeSeries
+from cds_hooks.reading.fhir_time import age_in_years, iso
+from cds_hooks.reading.record import (
     Administration,
     BloodPressure,
     DataSource,
@@ -28,10 +31,7 @@ from ..findings import (
     PatientRecord,
     SupportLevel,
 )
-from ..terminology import MedicationRole
-from .config import GradingConfig
-from .result import Evidence, GradeResult, Status
-from .timeline import RangeBest, TimeSeries
+from cds_hooks.reading.terminology import MedicationRole
 
 SYSTEM = "ASTCT-2019"
 CITATION = "Lee DW et al. ASTCT consensus grading for CRS. Biol Blood Marrow Transplant 2019;25:625-638"

@@ -23,8 +23,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from ..findings import PatientRecord, SupportLevel
-from .common import (
+from cds_hooks.grading.common import (
     NO_ORGAN_TOXICITY_ASSUMPTION,
     Notes,
     Part,
@@ -35,8 +34,9 @@ from .common import (
     grade_with,
     positive_pressure_part,
 )
-from .config import GradingConfig
-from .result import GradeResult
+from cds_hooks.grading.config import GradingConfig
+from cds_hooks.grading.result import GradeResult
+from cds_hooks.reading.record import PatientRecord, SupportLevel
 
 SYSTEM = "CARTOX"
 CITATION = (

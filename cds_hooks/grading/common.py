@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from ..findings import Administration, PatientRecord, SupportLevel
-from .astct import AstctGrader, _Assessment
-from .config import GradingConfig
-from .result import Evidence, GradeResult, Status
+from cds_hooks.grading.astct import AstctGrader, _Assessment
+from cds_hooks.grading.config import GradingConfig
+from cds_hooks.grading.result import Evidence, GradeResult, Status
+from cds_hooks.reading.record import Administration, PatientRecord, SupportLevel
 
 FIO2_THRESHOLD_PERCENT = 40.0
 """Lee 2014, CTCAE v5.0, MSKCC and CARTOX: oxygen requirement < 40 % vs >= 40 %."""

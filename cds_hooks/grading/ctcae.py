@@ -19,10 +19,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from ..findings import PatientRecord, SupportLevel
-from .common import Notes, Part, Rules, Signs, fio2_part, grade_with, positive_pressure_part, pressor_evidence
-from .config import GradingConfig
-from .result import GradeResult
+from cds_hooks.grading.common import (
+    Notes,
+    Part,
+    Rules,
+    Signs,
+    fio2_part,
+    grade_with,
+    positive_pressure_part,
+    pressor_evidence,
+)
+from cds_hooks.grading.config import GradingConfig
+from cds_hooks.grading.result import GradeResult
+from cds_hooks.reading.record import PatientRecord, SupportLevel
 
 SYSTEM = "CTCAE-5.0"
 CITATION = (

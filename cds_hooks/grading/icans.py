@@ -1,4 +1,4 @@
-"""ASTCT 2019 ICANS grade: pure, from :class:`~cds_hooks.icans.IcansFindings` at a time ``at``.
+"""ASTCT 2019 ICANS grade: pure, from :class:`~cds_hooks.reading.neuro.IcansFindings` at a time ``at``.
 
 Source: Lee DW et al., ASTCT consensus grading for CRS and neurologic toxicity associated with
 immune effector cells, Biol Blood Marrow Transplant 2019;25:625-638 (ICANS grading for adults and
@@ -24,9 +24,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ..fhir_time import age_in_years
-from ..icans import Domain, IcansFindings, NeuroFinding
-from .result import Evidence, GradeResult, Status
+from cds_hooks.grading.result import Evidence, GradeResult, Status
+from cds_hooks.reading.fhir_time import age_in_years
+from cds_hooks.reading.neuro import Domain, IcansFindings, NeuroFinding
 
 SYSTEM = "ASTCT-2019-ICANS"
 CITATION = (

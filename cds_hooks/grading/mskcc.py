@@ -19,9 +19,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from ..fhir_time import iso
-from ..findings import PatientRecord, SupportLevel
-from .common import (
+from cds_hooks.grading.common import (
     LONG_PRESSOR_HOURS,
     Notes,
     Part,
@@ -32,8 +30,10 @@ from .common import (
     positive_pressure_part,
     pressor_evidence,
 )
-from .config import GradingConfig
-from .result import Evidence, GradeResult, Status
+from cds_hooks.grading.config import GradingConfig
+from cds_hooks.grading.result import Evidence, GradeResult, Status
+from cds_hooks.reading.fhir_time import iso
+from cds_hooks.reading.record import PatientRecord, SupportLevel
 
 SYSTEM = "MSKCC"
 CITATION = "Park JH et al. Long-term follow-up of CD19 CAR therapy in ALL. N Engl J Med 2018;378:449-459"

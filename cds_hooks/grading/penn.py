@@ -22,10 +22,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from ..findings import PatientRecord, SupportLevel
-from .common import NO_ORGAN_TOXICITY_ASSUMPTION, Notes, Part, Rules, Signs, Ventilation, grade_with, pressor_evidence
-from .config import GradingConfig
-from .result import GradeResult
+from cds_hooks.grading.common import (
+    NO_ORGAN_TOXICITY_ASSUMPTION,
+    Notes,
+    Part,
+    Rules,
+    Signs,
+    Ventilation,
+    grade_with,
+    pressor_evidence,
+)
+from cds_hooks.grading.config import GradingConfig
+from cds_hooks.grading.result import GradeResult
+from cds_hooks.reading.record import PatientRecord, SupportLevel
 
 SYSTEM = "PENN"
 CITATION = "Porter D et al. Grading of CRS associated with tisagenlecleucel. J Hematol Oncol 2018;11:35"

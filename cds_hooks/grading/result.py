@@ -12,8 +12,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from ..fhir_time import iso
-from ..findings import NotEvidence
+from cds_hooks.reading.fhir_time import iso
+from cds_hooks.reading.record import NotEvidence
 
 
 class Status(StrEnum):

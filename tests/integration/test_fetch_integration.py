@@ -22,9 +22,9 @@ from typing import Any
 
 import httpx
 import pytest
-from cds_hooks.fhir_client import FetchPolicy, FhirFetcher
-from cds_hooks.prefetch import build_prefetch, render
-from cds_hooks.terminology import load_terminology
+from cds_hooks.reading.fhir_client import FetchPolicy, FhirFetcher
+from cds_hooks.reading.prefetch import build_prefetch, render
+from cds_hooks.reading.terminology import load_terminology
 
 from fhir_server import RunningFhirServer
 from hook_requests import patient_view, prefetch_from_bundle

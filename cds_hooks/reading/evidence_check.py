@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from .extract import SourcedResource
+from cds_hooks.reading.reader import SourcedResource
 
 _MODULES = {
     "Observation": "observation",

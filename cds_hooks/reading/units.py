@@ -15,7 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .terminology import BUILTIN_MAPPINGS_DIR, MappingError
+from cds_hooks.reading.terminology import BUILTIN_MAPPINGS_DIR, MappingError
 
 UCUM_SYSTEM = "http://unitsofmeasure.org"
 

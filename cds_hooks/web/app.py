@@ -26,20 +26,20 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .auth import ClientAuthenticator, JwksCache, Unauthorized, parse_trusted_issuers
-from .cards import CardOptions
-from .cds import CdsRequest
-from .course import course_document
-from .errors import BadRequest, PayloadTooLarge, ServiceError, UnknownService, UnprocessableRequest
-from .evaluate import Grading, IcansOptions
-from .feedback_store import FeedbackRequest, FeedbackStore, IssuedCard, patient_hash
-from .fhir_client import FetchPolicy, FhirFetcher
-from .icans import ICE_QUESTIONNAIRE_FILE, load_ice_questionnaire
-from .service import HOOK, SERVICE_ID, CrsService, HookOutcome
-from .settings import Settings
-from .smart_app import smart_enabled, smart_router
-from .terminology import load_terminology
-from .units import load_units
+from cds_hooks.advice.cards import CardOptions
+from cds_hooks.cds import CdsRequest
+from cds_hooks.errors import BadRequest, PayloadTooLarge, ServiceError, UnknownService, UnprocessableRequest
+from cds_hooks.pipeline.course import course_document
+from cds_hooks.pipeline.evaluate import Grading, IcansOptions
+from cds_hooks.pipeline.hook import HOOK, SERVICE_ID, CrsService, HookOutcome
+from cds_hooks.reading.fhir_client import FetchPolicy, FhirFetcher
+from cds_hooks.reading.neuro import ICE_QUESTIONNAIRE_FILE, load_ice_questionnaire
+from cds_hooks.reading.terminology import load_terminology
+from cds_hooks.reading.units import load_units
+from cds_hooks.settings import Settings
+from cds_hooks.stores.feedback_store import FeedbackRequest, FeedbackStore, IssuedCard, patient_hash
+from cds_hooks.web.auth import ClientAuthenticator, JwksCache, Unauthorized, parse_trusted_issuers
+from cds_hooks.web.smart_app import smart_enabled, smart_router
 
 log = logging.getLogger("crs_cds.app")
 

@@ -10,18 +10,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from .dosing import TocilizumabAdvice, tocilizumab_advice
-from .evidence_check import invalid_references
-from .extract import SourcedResource, extract_record
-from .fhir_time import age_in_years
-from .findings import DataSource, NotEvidence, PatientRecord
-from .grading import GRADERS, GradeResult, GradingConfig
-from .grading.astct import SYSTEM as ASTCT
-from .grading.icans import DEFAULT_WINDOW as ICANS_WINDOW
-from .grading.icans import grade_icans
-from .icans import IceQuestionnaire, extract_icans
-from .terminology import Terminology
-from .units import UnitTable
+from cds_hooks.advice.dosing import TocilizumabAdvice, tocilizumab_advice
+from cds_hooks.grading import GRADERS, GradeResult, GradingConfig
+from cds_hooks.grading.astct import SYSTEM as ASTCT
+from cds_hooks.grading.icans import DEFAULT_WINDOW as ICANS_WINDOW
+from cds_hooks.grading.icans import grade_icans
+from cds_hooks.reading.evidence_check import invalid_references
+from cds_hooks.reading.fhir_time import age_in_years
+from cds_hooks.reading.neuro import IceQuestionnaire, extract_icans
+from cds_hooks.reading.reader import SourcedResource, extract_record
+from cds_hooks.reading.record import DataSource, NotEvidence, PatientRecord
+from cds_hooks.reading.terminology import Terminology
+from cds_hooks.reading.units import UnitTable
 
 
 @dataclass(frozen=True)

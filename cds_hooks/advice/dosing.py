@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from .fhir_time import iso
-from .findings import Administration, PatientRecord, Weight
+from cds_hooks.reading.fhir_time import iso
+from cds_hooks.reading.record import Administration, PatientRecord, Weight
 
 MG_PER_KG_ADULT = 8.0
 MG_PER_KG_UNDER_30_KG = 12.0

@@ -11,19 +11,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .bundles import unique
-from .cards import CardOptions, build_cards
-from .cds import CdsRequest, CdsResponse, Discovery, ServiceDefinition
-from .errors import BadRequest, PreconditionFailed, UnknownService, UnprocessableRequest
-from .evaluate import Evaluation, Grading, evaluate
-from .extract import SourcedResource
-from .fhir_client import FhirFetcher, FhirServerRejected
-from .fhir_time import parse_instant
-from .findings import DataSource
-from .icans_cards import build_icans_cards
-from .order_cards import build_order_cards
-from .order_checks import OrderCheckError, check_orders, read_draft_orders
-from .prefetch import (
+from cds_hooks.advice.cards import CardOptions, build_cards
+from cds_hooks.advice.icans_cards import build_icans_cards
+from cds_hooks.advice.order_cards import build_order_cards
+from cds_hooks.advice.order_checks import OrderCheckError, check_orders, read_draft_orders
+from cds_hooks.cds import CdsRequest, CdsResponse, Discovery, ServiceDefinition
+from cds_hooks.errors import BadRequest, PreconditionFailed, UnknownService, UnprocessableRequest
+from cds_hooks.pipeline.evaluate import Evaluation, Grading, evaluate
+from cds_hooks.reading.bundles import unique
+from cds_hooks.reading.fhir_client import FhirFetcher, FhirServerRejected
+from cds_hooks.reading.fhir_time import parse_instant
+from cds_hooks.reading.prefetch import (
     ORDER_ONLY_SOURCES,
     PrefetchKey,
     build_icans_prefetch,
@@ -32,6 +30,8 @@ from .prefetch import (
     classify,
     render,
 )
+from cds_hooks.reading.reader import SourcedResource
+from cds_hooks.reading.record import DataSource
 
 log = logging.getLogger("crs_cds.service")
 

@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from .bundles import flatten
-from .errors import BadRequest
-from .extract import SourcedResource
-from .findings import DataSource
-from .terminology import ConceptKind, Terminology
+from cds_hooks.errors import BadRequest
+from cds_hooks.reading.bundles import flatten
+from cds_hooks.reading.reader import SourcedResource
+from cds_hooks.reading.record import DataSource
+from cds_hooks.reading.terminology import ConceptKind, Terminology
 
 
 @dataclass(frozen=True)

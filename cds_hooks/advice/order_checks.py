@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
-from .dosing import (
+from cds_hooks.advice.dosing import (
     MAX_DOSE_MG,
     MAX_DOSES_PER_24H,
     MAX_DOSES_TOTAL,
@@ -30,11 +30,11 @@ from .dosing import (
     dose_history,
     weight_basis,
 )
-from .extract import OBSERVATION_EVIDENCE_STATUSES, REFUTED_VERIFICATION, SourcedResource, reference_of
-from .fhir_time import iso, parse_instant
-from .findings import Administration, DataSource, PatientRecord, Weight
-from .terminology import CodeMatch, ConceptKind, MedicationRole, Terminology
-from .units import Converted, UnitTable
+from cds_hooks.reading.fhir_time import iso, parse_instant
+from cds_hooks.reading.reader import OBSERVATION_EVIDENCE_STATUSES, REFUTED_VERIFICATION, SourcedResource, reference_of
+from cds_hooks.reading.record import Administration, DataSource, PatientRecord, Weight
+from cds_hooks.reading.terminology import CodeMatch, ConceptKind, MedicationRole, Terminology
+from cds_hooks.reading.units import Converted, UnitTable
 
 ATC = "http://www.whocc.no/atc"
 CAR_T_ATC_PREFIX = "L01XL"

@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-from .bundles import Flattened, flatten, unique
-from .extract import SourcedResource
+from cds_hooks.reading.bundles import Flattened, flatten, unique
+from cds_hooks.reading.reader import SourcedResource
 
 log = logging.getLogger("crs_cds.fhir")
 

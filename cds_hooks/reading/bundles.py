@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .extract import SourcedResource, reference_of
+from cds_hooks.reading.reader import SourcedResource, reference_of
 
 
 @dataclass

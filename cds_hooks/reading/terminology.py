@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 def _builtin_mappings_dir() -> Path:
     # Installed wheel: mappings/ is packaged inside cds_hooks/; source tree: beside it.
-    packaged = Path(__file__).resolve().parent / "mappings"
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "mappings"
+    packaged = Path(__file__).resolve().parents[1] / "mappings"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "mappings"
 
 
 BUILTIN_MAPPINGS_DIR = _builtin_mappings_dir()

@@ -19,10 +19,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .extract import OBSERVATION_EVIDENCE_STATUSES, SourcedResource
-from .fhir_time import parse_instant
-from .findings import NotEvidence
-from .terminology import BUILTIN_MAPPINGS_DIR, ConceptKind, MappingError, Terminology
+from cds_hooks.reading.fhir_time import parse_instant
+from cds_hooks.reading.reader import OBSERVATION_EVIDENCE_STATUSES, SourcedResource
+from cds_hooks.reading.record import NotEvidence
+from cds_hooks.reading.terminology import BUILTIN_MAPPINGS_DIR, ConceptKind, MappingError, Terminology
 
 QUESTIONNAIRE_RESPONSE_EVIDENCE_STATUSES = frozenset({"completed", "amended"})
 """An ``in-progress`` or ``stopped`` form is not a score; ``entered-in-error`` is not evidence."""

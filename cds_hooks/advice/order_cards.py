@@ -13,13 +13,9 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from .cards import ASCO_URL, ATC, RXNORM, UCUM, Indicator, summary_line
-from .cds import Action, Card, Coding, Link, Source, Suggestion
-from .dosing import MAX_DOSE_MG
-from .evaluate import Evaluation
-from .evidence_check import validation_problem
-from .fhir_time import iso
-from .order_checks import (
+from cds_hooks.advice.cards import ASCO_URL, ATC, RXNORM, UCUM, Indicator, summary_line
+from cds_hooks.advice.dosing import MAX_DOSE_MG
+from cds_hooks.advice.order_checks import (
     BLOOD_CULTURE_LOOKBACK,
     CRS_EXPLAINS_FEVER_AFTER_THERAPY,
     PREMEDICATION_WINDOW,
@@ -28,7 +24,11 @@ from .order_checks import (
     TocilizumabOrderFinding,
     TociOutcome,
 )
-from .terminology import MedicationRole
+from cds_hooks.cds import Action, Card, Coding, Link, Source, Suggestion
+from cds_hooks.pipeline.evaluate import Evaluation
+from cds_hooks.reading.evidence_check import validation_problem
+from cds_hooks.reading.fhir_time import iso
+from cds_hooks.reading.terminology import MedicationRole
 
 EXTENSION_KEY = "crs-cds-hooks.order-check"
 TOPIC_SYSTEM = "https://crs-cds-hooks.example.org/CodeSystem/topic"

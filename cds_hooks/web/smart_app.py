@@ -35,15 +35,15 @@ import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from .cds import FHIR_ID, CdsRequest
-from .course import course_document
-from .errors import ServiceError
-from .feedback_store import patient_hash
-from .fhir_client import FetchPolicy, FhirServerRejected
-from .fhir_time import parse_instant
-from .service import AT_EXTENSION, HOOK, CrsService
-from .settings import Settings
-from .smart_page import error_page, render_page
+from cds_hooks.cds import FHIR_ID, CdsRequest
+from cds_hooks.errors import ServiceError
+from cds_hooks.pipeline.course import course_document
+from cds_hooks.pipeline.hook import AT_EXTENSION, HOOK, CrsService
+from cds_hooks.reading.fhir_client import FetchPolicy, FhirServerRejected
+from cds_hooks.reading.fhir_time import parse_instant
+from cds_hooks.settings import Settings
+from cds_hooks.stores.feedback_store import patient_hash
+from cds_hooks.web.smart_page import error_page, render_page
 
 log = logging.getLogger("crs_cds.smart")
 

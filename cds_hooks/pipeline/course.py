@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .evaluate import Evaluation
-from .fhir_time import age_in_years, iso
-from .findings import Administration, PatientRecord, SupportLevel
-from .grading.astct import MASKING_ROLES, PRESSOR_ROLES, AstctGrader, systolic_threshold
-from .grading.astct import SYSTEM as ASTCT
-from .grading.config import GradingConfig
-from .grading.result import Status
-from .terminology import MedicationRole
+from cds_hooks.grading.astct import MASKING_ROLES, PRESSOR_ROLES, AstctGrader, systolic_threshold
+from cds_hooks.grading.astct import SYSTEM as ASTCT
+from cds_hooks.grading.config import GradingConfig
+from cds_hooks.grading.result import Status
+from cds_hooks.pipeline.evaluate import Evaluation
+from cds_hooks.reading.fhir_time import age_in_years, iso
+from cds_hooks.reading.record import Administration, PatientRecord, SupportLevel
+from cds_hooks.reading.terminology import MedicationRole
 
 SUPPORT_NAMES = {
     SupportLevel.ROOM_AIR: "room air",

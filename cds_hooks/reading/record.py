@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import IntEnum, StrEnum
 
-from .terminology import MedicationRole
+from cds_hooks.reading.terminology import MedicationRole
 
 
 class DataSource(StrEnum):

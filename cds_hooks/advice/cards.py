@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .cds import Action, Card, Coding, Link, Source, Suggestion
-from .dosing import TocilizumabAdvice
-from .evaluate import Evaluation
-from .fhir_time import iso
-from .grading import GradeResult, Status
+from cds_hooks.advice.dosing import TocilizumabAdvice
+from cds_hooks.cds import Action, Card, Coding, Link, Source, Suggestion
+from cds_hooks.grading import GradeResult, Status
+from cds_hooks.pipeline.evaluate import Evaluation
+from cds_hooks.reading.fhir_time import iso
 
 EXTENSION_KEY = "crs-cds-hooks.grading"
 ASTCT_URL = "https://doi.org/10.1016/j.bbmt.2018.12.758"

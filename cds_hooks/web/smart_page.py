@@ -14,7 +14,7 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
-from .evaluate import Evaluation
+from cds_hooks.pipeline.evaluate import Evaluation
 
 WIDTH = 1000
 LEFT = 170

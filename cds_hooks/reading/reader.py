@@ -15,8 +15,8 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from .fhir_time import parse_date, parse_instant
-from .findings import (
+from cds_hooks.reading.fhir_time import parse_date, parse_instant
+from cds_hooks.reading.record import (
     Administration,
     BloodPressure,
     CrsCondition,
@@ -27,8 +27,8 @@ from .findings import (
     Temperature,
     Weight,
 )
-from .terminology import CodeMatch, ConceptKind, MedicationRole, Terminology
-from .units import Converted, Quantity, UnitTable
+from cds_hooks.reading.terminology import CodeMatch, ConceptKind, MedicationRole, Terminology
+from cds_hooks.reading.units import Converted, Quantity, UnitTable
 
 OBSERVATION_EVIDENCE_STATUSES = frozenset({"final", "amended", "corrected", "preliminary"})
 """clinical-reference.md section 2; ``entered-in-error``, ``cancelled`` and others are not evidence."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from .cards import (
+from cds_hooks.advice.cards import (
     ADULT_AGE_YEARS,
     ASCO_URL,
     ASTCT_URL,
@@ -36,11 +36,11 @@ from .cards import (
     methylprednisolone_daily,
     service_request_suggestion,
 )
-from .cds import Card, Coding, Link, Source, Suggestion
-from .evaluate import Evaluation
-from .fhir_time import iso
-from .grading import GradeResult
-from .grading.icans import summary_findings
+from cds_hooks.cds import Card, Coding, Link, Source, Suggestion
+from cds_hooks.grading import GradeResult
+from cds_hooks.grading.icans import summary_findings
+from cds_hooks.pipeline.evaluate import Evaluation
+from cds_hooks.reading.fhir_time import iso
 
 ICANS_DIAGNOSIS = {0: "G92.00", 1: "G92.01", 2: "G92.02", 3: "G92.03", 4: "G92.04"}
 """ICD-10-CM G92.0x (../shared/clinical/codes.csv, verified); G92.00 is "grade unspecified"."""
