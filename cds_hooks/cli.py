@@ -38,7 +38,7 @@ from cds_hooks.reading.reader import SourcedResource
 from cds_hooks.reading.terminology import MappingError, load_terminology
 from cds_hooks.reading.units import load_units
 from cds_hooks.settings import Settings
-from cds_hooks.stores.feedback_store import FeedbackStore, sqlite_path
+from cds_hooks.stores.feedback_store import FeedbackStore, missing_driver, sqlite_path
 from cds_hooks.web.app import ConfigurationError, create_app
 
 EXIT_USAGE = 2
@@ -242,6 +242,9 @@ def _cmd_feedback_report(args: argparse.Namespace, settings: Settings) -> int:
     url = args.database or settings.database_url
     if url.startswith("sqlite:///") and not sqlite_path(url).is_file():
         raise InputError(f"no feedback database at {sqlite_path(url)}")
+    problem = missing_driver(url)
+    if problem:
+        raise InputError(problem)
     store = FeedbackStore.open(url)
     try:
         report = store.report()

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cds_hooks.grading import GRADERS, GradingConfig
+from cds_hooks.stores.feedback_store import missing_driver
 
 
 def _split(value: object) -> object:
@@ -164,6 +165,9 @@ class Settings(BaseSettings):
     def _known_database(cls, value: str) -> str:
         if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError("database_url must be sqlite:///<path> or postgresql://...")
+        problem = missing_driver(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("evaluation_time")

@@ -43,7 +43,7 @@ from cds_hooks.pipeline.evaluate import Evaluation
 from cds_hooks.reading.fhir_time import iso
 
 ICANS_DIAGNOSIS = {0: "G92.00", 1: "G92.01", 2: "G92.02", 3: "G92.03", 4: "G92.04"}
-"""ICD-10-CM G92.0x (../shared/clinical/codes.csv, verified); G92.00 is "grade unspecified"."""
+"""ICD-10-CM G92.0x (docs/reference/codes.csv, verified); G92.00 is "grade unspecified"."""
 
 ICANS_OVERRIDE_REASONS = [
     Coding(system=OVERRIDE_SYSTEM, code="other-cause", display="Findings attributed to another cause (e.g. sedation)"),

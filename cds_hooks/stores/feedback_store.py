@@ -10,6 +10,7 @@ replica or a restart may have issued it). No tokens are stored; patient ids only
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import sqlite3
 import threading
@@ -118,6 +119,21 @@ class IssuedCard:
     """(suggestion uuid, label)."""
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def missing_driver(database_url: str) -> str | None:
+    """Why this installation cannot open ``database_url`` (an optional driver not installed), or None.
+
+    Checked when the settings are read, so a PostgreSQL URL without psycopg stops start-up with one
+    line naming the fix instead of a traceback when the store is first opened. Only looks the
+    module up (no import), so start-up does not pay for a driver it may not use.
+    """
+    if database_url.startswith(POSTGRES_SCHEMES) and importlib.util.find_spec("psycopg") is None:
+        return "a postgresql:// database URL needs psycopg: pip install 'crs-cds-hooks[postgres]'"
+    return None
+
+
 def sqlite_path(database_url: str) -> Path:
     """``sqlite:///relative.db`` or ``sqlite:////abs/path.db`` -> a path."""
     prefix = "sqlite:///"
@@ -156,7 +172,7 @@ class FeedbackStore:
     @classmethod
     def open(cls, database_url: str) -> FeedbackStore:
         """SQLite (``sqlite:///path``; WAL) or PostgreSQL (``postgresql://...``)."""
-        if database_url.startswith(("postgresql://", "postgres://")):
+        if database_url.startswith(POSTGRES_SCHEMES):
             import psycopg  # noqa: PLC0415  (optional dependency: only PostgreSQL sites install it)
 
             pg = psycopg.connect(database_url, autocommit=True)
