@@ -1,6 +1,6 @@
 """Grading systems: each a pure ``grade(record, *, at, config) -> GradeResult``.
 
-ASTCT 2019 is the default. CTCAE v5.0, Lee 2014, Penn, MSKCC and CARTOX grade the same findings
+ASTCT 2019 is the default. CTCAE v5.0 and v6.0, Lee 2014, Penn, MSKCC and CARTOX grade the same findings
 beside it (shown side by side when chosen); all are registered in :data:`GRADERS`, keyed by the
 RESULT ``system`` name.
 """
@@ -32,6 +32,7 @@ def _system(module: Callable[..., GradeResult]) -> Grader:
 GRADERS: Mapping[str, Grader] = {
     astct.SYSTEM: _astct,
     ctcae.SYSTEM: _system(ctcae.grade),
+    ctcae.V6_SYSTEM: _system(ctcae.grade_v6),
     lee2014.SYSTEM: _system(lee2014.grade),
     penn.SYSTEM: _system(penn.grade),
     mskcc.SYSTEM: _system(mskcc.grade),
