@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from cds_hooks.cds import FHIR_ID, CdsRequest, FhirAuthorization, HookContext
 from cds_hooks.errors import ServiceError
-from cds_hooks.grading import GRADERS
+from cds_hooks.grading import KNOWN_SYSTEMS
 from cds_hooks.logging_setup import configure_logging
 from cds_hooks.pipeline.course import course_document
 from cds_hooks.pipeline.evaluate import Evaluation, Grading, evaluate
@@ -98,9 +98,9 @@ def patient_id_of(resources: Sequence[SourcedResource], requested: str | None) -
 
 def _grading(settings: Settings, systems: Sequence[str] | None) -> Grading:
     chosen = tuple(systems) if systems else tuple(settings.systems)
-    unknown = [s for s in chosen if s not in GRADERS]
+    unknown = [s for s in chosen if s not in KNOWN_SYSTEMS]
     if unknown:
-        raise InputError(f"unknown grading systems {unknown}; known: {sorted(GRADERS)}")
+        raise InputError(f"unknown grading systems {unknown}; known: {list(KNOWN_SYSTEMS)}")
     return Grading(load_terminology(settings.mapping_files), load_units(), settings.grading_config(), chosen)
 
 

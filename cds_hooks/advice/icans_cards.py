@@ -92,7 +92,7 @@ def build_icans_cards(evaluation: Evaluation, options: CardOptions | None = None
                     else []
                 ),
             ],
-            extension={EXTENSION_KEY: [result.to_json()]},
+            extension={EXTENSION_KEY: [r.to_json() for r in (evaluation.icans_results or (result,))]},
         )
     ]
 
@@ -122,6 +122,10 @@ def _detail(evaluation: Evaluation, result: GradeResult, level: int) -> str:
         at_least = f" (at least {result.grade_at_least})" if result.grade_at_least else ""
         lines.append(f"**ASTCT ICANS grade indeterminate{at_least}** at {iso(result.at)}.")
     lines += evidence_table(result, first_column="Domain")
+    others = [r for r in evaluation.icans_results if r.system != result.system]
+    if others:
+        lines += ["", "**Other ICANS grading systems** (the card's advice follows ASTCT)"]
+        lines += [f"- {markdown_cell(_grade_phrase(r))}" for r in others]
     for title, items in (
         ("Missing", result.missing),
         ("Assumptions", result.assumptions),
@@ -137,6 +141,15 @@ def _detail(evaluation: Evaluation, result: GradeResult, level: int) -> str:
     lines += ["", "**Choices in force**", *(f"- {k}: {v}" for k, v in result.choices.items())]
     lines += ["", f"Grading: {result.citation}. Grade 5 is never inferred."]
     return "\n".join(lines)
+
+
+def _grade_phrase(result: GradeResult) -> str:
+    """``CTCAE-6.0-ICANS: grade 3`` or ``...: indeterminate (at least 3): <first reason>``."""
+    if result.grade is not None:
+        return f"{result.system}: grade {result.grade}"
+    at_least = f" (at least {result.grade_at_least})" if result.grade_at_least else ""
+    reason = f": {result.missing[0]}" if result.missing else ""
+    return f"{result.system}: indeterminate{at_least}{reason}"
 
 
 def _management(evaluation: Evaluation, level: int) -> list[str]:
