@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from cds_hooks.stores.database import Database
-from cds_hooks.stores.session_table import EncryptedSessionTable, new_session_key
+from cds_hooks.stores.session_table import EncryptedSessionTable, SessionKind, new_session_key
 
 from pg_server import RunningPostgres
 
@@ -44,7 +44,7 @@ def replicas(url: str) -> Iterator[tuple[EncryptedSessionTable, EncryptedSession
     CLOCK[0] = 1_000.0
     clock = CLOCK
     a, b = Database(url), Database(url)
-    limits = {"pending": 3, "signed-in": 2}
+    limits: dict[SessionKind, int] = {"pending": 3, "signed-in": 2}
     yield (
         EncryptedSessionTable(a, KEY, limits=limits, clock=lambda: clock[0]),
         EncryptedSessionTable(b, KEY, limits=limits, clock=lambda: clock[0]),
