@@ -38,7 +38,8 @@ from cds_hooks.reading.reader import SourcedResource
 from cds_hooks.reading.terminology import MappingError, load_terminology
 from cds_hooks.reading.units import load_units
 from cds_hooks.settings import Settings
-from cds_hooks.stores.feedback_store import FeedbackStore, missing_driver, sqlite_path
+from cds_hooks.stores.database import missing_driver, sqlite_path
+from cds_hooks.stores.feedback_store import FeedbackStore
 from cds_hooks.web.app import ConfigurationError, create_app
 
 EXIT_USAGE = 2

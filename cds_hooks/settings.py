@@ -14,7 +14,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cds_hooks.grading import KNOWN_SYSTEMS, GradingConfig
-from cds_hooks.stores.feedback_store import missing_driver
+from cds_hooks.stores.database import missing_driver
 
 
 def _split(value: object) -> object:
