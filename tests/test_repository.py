@@ -167,3 +167,34 @@ def test_no_test_writes_into_tracked_docs() -> None:
         if path.resolve() != this_file and writes.search(path.read_text(encoding="utf-8"))
     ]
     assert offenders == []
+
+
+MAKEFILE = (ROOT / "Makefile").read_text(encoding="utf-8")
+
+
+def _recipe(target: str) -> str:
+    """The target's line and recipe lines, with the comment block just above it."""
+    match = re.search(rf"((?:^#[^\n]*\n)*)^{target}:[^\n]*\n((?:\t[^\n]*\n)*)", MAKEFILE, re.MULTILINE)
+    assert match is not None, f"no {target} target"
+    return match.group(0)
+
+
+def test_make_test_and_ci_share_one_machine_set_up() -> None:
+    """`make test` runs .ci/setup; .ci/run goes through `make test` and installs nothing itself."""
+    assert re.search(r"^test:.*\bsetup\b", MAKEFILE, re.MULTILINE)
+    assert ".ci/setup" in _recipe("setup")
+    ci_run = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "make test" in ci_run
+    assert "apt-get" not in ci_run
+    setup = (ROOT / ".ci" / "setup").read_text(encoding="utf-8")
+    for package in ("postgresql", "chromium", "chromium-driver", "haproxy"):
+        assert package in setup
+
+
+def test_make_run_comment_says_what_it_sets() -> None:
+    """The `make run` comment and its environment agree: no client auth, FHIR call-backs still https."""
+    run = _recipe("run")
+    assert "CRS_CDS_ALLOW_UNAUTHENTICATED=true" in run
+    assert "ALLOW_INSECURE_FHIR_SERVER=true" not in run.split("\n\t", 1)[1]
+    assert "http FHIR servers allowed" not in run
+    assert "https" in run
