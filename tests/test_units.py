@@ -90,8 +90,10 @@ def test_spellings_ucum_does_not_define_are_refused(
 
 
 # -- US Core 3.x pulse oximetry, as an EHR sends it ----------------------------------------------
-# Values of the published US Core 3.x example (Observation "satO2-fiO2"): SpO2 95 % with the
-# inhaled oxygen flow as a component, 6 in UCUM `l/min`, and an FiO2 component of 40 %.
+# The published US Core pulse oximetry example (Observation "satO2-fiO2"): SpO2 95 % with the inhaled
+# oxygen flow as a component, 6, charted in UCUM `l/min` in US Core 3.x (issue 13; later versions
+# chart `L/min`). The FiO2 component of 40 % is the profile's own example value ("as inhaled oxygen
+# concentration (e.g., 40% oxygen)", US Core pulse oximetry profile guidance).
 
 
 def _grade(resources: list[dict[str, Any]], systems: tuple[str, ...] = ("ASTCT-2019",)) -> list[dict[str, Any]]:
