@@ -121,12 +121,20 @@ def client() -> Iterator[TestClient]:
         yield test_client
 
 
+POSTS_OF_A_FILE = [
+    command
+    for command in re.findall(r"curl [^\n]*-X POST[^\n]*", README.replace("\\\n", " "))
+    if re.search(r"-d @\S+", command)
+]
+"""README curl commands that post a file (``\\`` continuation lines joined)."""
+
+
+def test_readme_has_a_post_of_a_file() -> None:
+    assert POSTS_OF_A_FILE, "the README's course example should post a request file"
+
+
 @pytest.mark.parametrize(
-    "command",
-    [
-        pytest.param(c, id=c.split("/cds-services/")[1].split()[0])
-        for c in re.findall(r"curl -s -X POST [^\n]*\\?\n?[^\n]*", README)
-    ],
+    "command", [pytest.param(c, id=c.split("/cds-services/")[1].split()[0]) for c in POSTS_OF_A_FILE]
 )
 def test_readme_post_examples_name_a_file_that_exists_and_works(client: TestClient, command: str) -> None:
     """``-d @file`` in the README names a request in the repository, and the service answers it with 200."""
