@@ -5,8 +5,10 @@ Two checks, both pure (no I/O, no clock: the caller passes ``at``):
 - **Tocilizumab**: the draft dose against 8 mg/kg (12 mg/kg under 30 kg) capped at 800 mg, the
   time since the last dose (>= 8 h), doses in the last 24 h (< 3 before this one) and in total
   (< 4 before this one). Limits from ``dosing.py`` (Actemra and CAR-T labels, ASCO 2021).
-- **T-cell engager / CAR-T** (medication concepts with role ``crs_therapy``): signs of active
-  infection, premedication ordered or given, and the monitoring reminder.
+- **T-cell engager / CAR-T** (medication concepts with role ``crs_therapy``), by the product's
+  rule in ``mappings/products/`` (``reading/products.py``): hold the dose during CRS or ICANS or
+  with a fever (the engager labels' boxed warnings), signs of active infection, premedication
+  ordered or given, and the monitoring reminder.
 
 The draft dose is taken to be given at ``at`` (the hook call's time) [choice]: an order for a
 later time is checked as if given now, which is the stricter reading.
@@ -30,14 +32,13 @@ from cds_hooks.advice.dosing import (
     dose_history,
     weight_basis,
 )
+from cds_hooks.grading.result import GradeResult
 from cds_hooks.reading.fhir_time import iso, parse_instant
+from cds_hooks.reading.products import ProductClass, ProductRule, ProductRules
 from cds_hooks.reading.reader import OBSERVATION_EVIDENCE_STATUSES, REFUTED_VERIFICATION, SourcedResource, reference_of
-from cds_hooks.reading.record import Administration, DataSource, PatientRecord, Weight
+from cds_hooks.reading.record import Administration, DataSource, NotEvidence, PatientRecord, Weight
 from cds_hooks.reading.terminology import CodeMatch, ConceptKind, MedicationRole, Terminology
 from cds_hooks.reading.units import Converted, UnitTable
-
-ATC = "http://www.whocc.no/atc"
-CAR_T_ATC_PREFIX = "L01XL"
 
 FEVER_CELSIUS = 38.0
 FEVER_WINDOW = timedelta(hours=24)
@@ -47,25 +48,12 @@ CRS_EXPLAINS_FEVER_AFTER_THERAPY = timedelta(days=14)
 is taken as explained by CRS (the ASTCT prior-CRS look-back)."""
 BLOOD_CULTURE_LOOKBACK = timedelta(days=7)
 """[choice] A positive blood culture in the last 7 days is a sign of active infection."""
-PREMEDICATION_WINDOW = timedelta(hours=3)
-"""[choice] Premedication given in [at - 3 h, at] counts, or ordered in the same draft orders.
-Teclistamab and epcoritamab labels: premedicate 1-3 h before each step-up dose."""
 
 POSITIVE_INTERPRETATIONS = frozenset({"POS", "DET"})
 POSITIVE_TEXT = re.compile(r"\b(positive|detected|growth)\b", re.IGNORECASE)
 NEGATIVE_TEXT = re.compile(r"\b(negative|not detected|no growth)\b", re.IGNORECASE)
 ACTIVE_CONDITION_STATUSES = frozenset({"active", "recurrence", "relapse"})
 SKIPPED_REQUEST_STATUSES = frozenset({"entered-in-error", "cancelled", "stopped", "completed", "revoked"})
-
-ProductClass = Literal["car-t", "t-cell-engager"]
-PREMEDICATION_ROLES: Mapping[ProductClass, tuple[MedicationRole, ...]] = {
-    # Teclistamab, epcoritamab, elranatamab, talquetamab... labels: corticosteroid, antihistamine
-    # and antipyretic before each step-up dose.
-    "t-cell-engager": (MedicationRole.CORTICOSTEROID, MedicationRole.ANTIHISTAMINE, MedicationRole.ANTIPYRETIC),
-    # CAR-T labels: acetaminophen and an H1 antihistamine before infusion; prophylactic systemic
-    # corticosteroids are to be avoided [choice: steroids are not asked for before CAR-T].
-    "car-t": (MedicationRole.ANTIHISTAMINE, MedicationRole.ANTIPYRETIC),
-}
 
 
 class OrderCheckError(ValueError):
@@ -304,6 +292,10 @@ def check_tocilizumab(
     notes: list[str] = [basis.note] if basis is not None and basis.note else []
     if draft.by_text:
         notes.append(f"tocilizumab recognised by name in {draft.display!r}, not by code")
+    notes += [
+        f"{_unidentified_note(item)}: if it was tocilizumab, the dose counts above are too low"
+        for item in record.unidentified_administrations
+    ]
 
     def finding(outcome: TociOutcome, reasons: Sequence[str], allowed: float | None = None) -> TocilizumabOrderFinding:
         return TocilizumabOrderFinding(
@@ -355,10 +347,22 @@ class InfectionSignal:
     time: datetime | None = None
 
 
+HoldKind = Literal["crs", "possible-crs", "icans", "fever"]
+
+
+@dataclass(frozen=True, slots=True)
+class HoldReason:
+    """Why a T-cell engager dose must be held now, with the FHIR references it rests on."""
+
+    kind: HoldKind
+    text: str
+    references: tuple[str, ...]
+
+
 @dataclass(frozen=True)
 class EngagerOrderFinding:
     draft: DraftMedication
-    product_class: ProductClass
+    rule: ProductRule
     infection: tuple[InfectionSignal, ...]
     infection_gaps: tuple[str, ...]
     """Data that could have shown an infection but could not be had."""
@@ -366,14 +370,71 @@ class EngagerOrderFinding:
     """Role -> what was found (an administration or a draft order)."""
     premedication_missing: tuple[MedicationRole, ...]
     notes: tuple[str, ...] = ()
+    hold: tuple[HoldReason, ...] = ()
+    """Empty when the product's label gives no reason to hold the dose now."""
+
+    @property
+    def product_class(self) -> ProductClass:
+        return self.rule.product_class
 
 
-def product_class(agent: str, terminology: Terminology) -> ProductClass:
-    """CAR-T when the concept carries an ATC L01XL code, else a T-cell engager."""
-    codes = terminology.codes_for(agent)
-    if any(system == ATC and code.startswith(CAR_T_ATC_PREFIX) for system, code in codes):
-        return "car-t"
-    return "t-cell-engager"
+def _grade_level(result: GradeResult) -> tuple[int, str] | None:
+    """The grade, or the grade it is at least when indeterminate, with how to say it."""
+    if result.grade is not None:
+        return result.grade, f"grade {result.grade}"
+    if result.grade_at_least is not None:
+        return result.grade_at_least, f"at least grade {result.grade_at_least} (indeterminate)"
+    return None
+
+
+def _possible_masked_crs(crs: GradeResult) -> int:
+    """The grade hypotension or hypoxia would give if this is CRS with its fever masked or not
+    charted (clinical reference, safety rules): 0 when there is no such sign."""
+    fever = crs.components.get("fever")
+    masked = fever in ("masked", "unknown") or any(a.startswith("fever may be masked") for a in crs.alerts)
+    signs = [v for k in ("hypotensionGrade", "hypoxiaGrade") if isinstance(v := crs.components.get(k), int)]
+    return max(signs, default=0) if masked else 0
+
+
+def hold_reasons(
+    rule: ProductRule, crs: GradeResult, icans: GradeResult | None, record: PatientRecord, at: datetime
+) -> tuple[HoldReason, ...]:
+    """Every reason the product's label gives to hold a dose now: CRS or ICANS at or above its
+    grade (or at least it, or possible CRS with masked fever), or a fever in the fever window."""
+    hold = rule.hold
+    if hold is None:
+        return ()
+    reasons: list[HoldReason] = []
+    crs_level = _grade_level(crs)
+    if crs_level is not None and crs_level[0] >= hold.crs_min_grade:
+        reasons.append(HoldReason("crs", f"CRS {crs_level[1]} (ASTCT) at {iso(crs.at)}", crs.references))
+    else:
+        possible = _possible_masked_crs(crs)
+        if possible >= hold.crs_min_grade:
+            reasons.append(
+                HoldReason(
+                    "possible-crs",
+                    f"possible CRS with masked or uncharted fever: grade {possible} if CRS ({iso(crs.at)})",
+                    crs.references,
+                )
+            )
+    icans_level = _grade_level(icans) if icans is not None else None
+    if icans is not None and icans_level is not None and icans_level[0] >= hold.icans_min_grade:
+        reasons.append(HoldReason("icans", f"ICANS {icans_level[1]} (ASTCT) at {iso(icans.at)}", icans.references))
+    if hold.fever:
+        fevers = [t for t in record.temperatures if at - FEVER_WINDOW < t.time <= at and t.celsius >= FEVER_CELSIUS]
+        if fevers:
+            hottest = max(fevers, key=lambda t: t.celsius)
+            hours = int(FEVER_WINDOW.total_seconds() // 3600)
+            reasons.append(
+                HoldReason(
+                    "fever",
+                    f"temperature {hottest.celsius:g} °C at {iso(hottest.time)} (>= {FEVER_CELSIUS:g} °C in the "
+                    f"last {hours} h: CRS may be starting, or an infection)",
+                    (hottest.reference,),
+                )
+            )
+    return tuple(reasons)
 
 
 def infection_signals(
@@ -487,21 +548,21 @@ def _infection_condition(
 
 def check_engager(
     draft: DraftMedication,
+    rule: ProductRule,
     record: PatientRecord,
     drafts: Sequence[DraftMedication],
-    terminology: Terminology,
     at: datetime,
     *,
     signals: Sequence[InfectionSignal],
     unavailable: Mapping[DataSource, str],
+    hold: Sequence[HoldReason] = (),
 ) -> EngagerOrderFinding:
-    """Infection signs, premedication, for one T-cell engager or CAR-T draft."""
-    assert draft.agent is not None
-    kind = product_class(draft.agent, terminology)
-    required = PREMEDICATION_ROLES[kind]
+    """Infection signs, premedication, for one T-cell engager or CAR-T draft, by its product rule."""
+    required = rule.premedication.roles
+    window = rule.premedication.window_before
     found: dict[MedicationRole, str] = {}
     for admin in record.administrations:
-        if admin.role in required and at - PREMEDICATION_WINDOW <= admin.start <= at:
+        if admin.role in required and at - window <= admin.start <= at:
             found.setdefault(admin.role, f"{admin.agent} given at {iso(admin.start)} ({admin.reference})")
     for other in drafts:
         if other.role in required and other.role is not None:
@@ -512,8 +573,13 @@ def check_engager(
         for source, reason in unavailable.items()
         if source in (DataSource.LABORATORY, DataSource.ACTIVE_CONDITIONS, DataSource.OBSERVATIONS)
     )
-    notes = (f"{draft.agent} recognised by name in {draft.display!r}, not by code",) if draft.by_text else ()
-    return EngagerOrderFinding(draft, kind, tuple(signals), gaps, found, missing, notes)
+    notes = [f"{draft.agent} recognised by name in {draft.display!r}, not by code"] if draft.by_text else []
+    notes += [_unidentified_note(item) for item in record.unidentified_administrations]
+    return EngagerOrderFinding(draft, rule, tuple(signals), gaps, found, missing, tuple(notes), tuple(hold))
+
+
+def _unidentified_note(item: NotEvidence) -> str:
+    return f"{item.reference}: drug cannot be identified ({item.reason}); it is not counted"
 
 
 # -- all checks for one call ----------------------------------------------------------------
@@ -536,8 +602,12 @@ def check_orders(
     *,
     patient_id: str | None,
     unavailable: Mapping[DataSource, str],
+    products: ProductRules,
+    crs: GradeResult,
+    icans: GradeResult | None,
 ) -> OrderFindings:
-    """Every check for the selected drafts (all drafts for order-sign)."""
+    """Every check for the selected drafts (all drafts for order-sign); ``crs`` and ``icans`` are
+    the grades at ``at`` that decide whether an engager dose is held."""
     toci: list[TocilizumabOrderFinding] = []
     engagers: list[EngagerOrderFinding] = []
     signals: list[InfectionSignal] | None = None
@@ -551,10 +621,14 @@ def check_orders(
         elif draft.role is MedicationRole.CRS_THERAPY and draft.agent is not None:
             if not draft.selected:
                 continue
+            rule = products.rule_for(draft.agent)
+            if rule is None:  # load_products refuses a product without a rule; a site concept may lack one
+                raise OrderCheckError(f"no product rule for {draft.agent!r} in mappings/products")
             if signals is None:
                 signals = infection_signals(resources, record, terminology, at, patient_id=patient_id)
+            hold = hold_reasons(rule, crs, icans, record, at)
             engagers.append(
-                check_engager(draft, record, drafts, terminology, at, signals=signals, unavailable=unavailable)
+                check_engager(draft, rule, record, drafts, at, signals=signals, unavailable=unavailable, hold=hold)
             )
         elif draft.selected:
             other += 1

@@ -30,6 +30,7 @@ from cds_hooks.reading.prefetch import (
     classify,
     render,
 )
+from cds_hooks.reading.products import ProductRules, load_products
 from cds_hooks.reading.reader import SourcedResource
 from cds_hooks.reading.record import DataSource
 
@@ -63,15 +64,18 @@ class CrsService:
         fixed_time: datetime | None = None,
         allow_client_time: bool = True,
         fetcher: FhirFetcher | None = None,
+        products: ProductRules | None = None,
     ) -> None:
         self.grading = grading
+        self.products = products if products is not None else load_products(grading.terminology)
         self.card_options = card_options or CardOptions()
         self.fixed_time = fixed_time
         self.allow_client_time = allow_client_time
         self.fetcher = fetcher
         icans_keys = build_icans_prefetch(grading.terminology) if grading.icans is not None else ()
         self.prefetch_keys: tuple[PrefetchKey, ...] = (*build_prefetch(grading.terminology), *icans_keys)
-        self.order_prefetch_keys: tuple[PrefetchKey, ...] = build_order_prefetch(grading.terminology)
+        # ICANS assessments too: an engager dose is held during ICANS (the labels' boxed warnings).
+        self.order_prefetch_keys: tuple[PrefetchKey, ...] = (*build_order_prefetch(grading.terminology), *icans_keys)
 
     @property
     def service_ids(self) -> frozenset[str]:
@@ -180,6 +184,11 @@ class CrsService:
         )
         if malformed:
             log.info("prefetch entries skipped", extra={"malformed_entries": malformed})
+        medications = {r.reference: r.resource for r in resources if r.resource.get("resourceType") == "Medication"}
+        if medications:  # a draft's medicationReference may point at a Medication in the prefetch
+            drafts = read_draft_orders(
+                context["draftOrders"], terminology, self.grading.units, selections=selections, medications=medications
+            )
         findings = check_orders(
             drafts,
             evaluation.record,
@@ -188,6 +197,9 @@ class CrsService:
             at,
             patient_id=patient_id,
             unavailable=unavailable,
+            products=self.products,
+            crs=evaluation.primary,
+            icans=evaluation.icans,
         )
         cards = build_order_cards(evaluation, findings, ORDER_CARD_SOURCE)
         return HookOutcome(CdsResponse(cards=cards), evaluation)

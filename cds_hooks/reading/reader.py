@@ -361,9 +361,33 @@ class Extractor:
         )
         return medication.get("code") if medication is not None else None
 
+    def _unidentified_reason(self, resource: Mapping[str, Any]) -> str | None:
+        """Why the drug of an administration cannot be known, or None when it is named somehow
+        (a code or a text of a drug the service does not grade is simply not this service's)."""
+        concept: object = resource.get("medicationCodeableConcept")
+        ref = resource.get("medicationReference")
+        target = ref.get("reference") if isinstance(ref, dict) else None
+        if concept is None and isinstance(target, str):
+            concept = self._referenced_medication_code(resource, target)
+            if concept is None and not (isinstance(ref, dict) and _text(ref.get("display"))):
+                return f"medicationReference {target!r} is not in the data read (no Medication resolves it)"
+        named = any(isinstance(c, dict) and (_text(c.get("code")) or "").strip() for c in _codings(concept)) or any(
+            t.strip() for t in _text_candidates(concept)
+        )
+        if named or (isinstance(ref, dict) and _text(ref.get("display"))):
+            return None
+        return "medication has no code and no text"
+
     def _administration(self, resource: Mapping[str, Any], reference: str) -> None:
         found = self._medication_concept(resource)
         if found is None:
+            reason = self._unidentified_reason(resource)
+            if (
+                reason is not None
+                and _text(resource.get("status")) in ADMINISTRATION_EVIDENCE_STATUSES
+                and self._belongs_to_patient(resource)
+            ):
+                self._record.unidentified_administrations.append(NotEvidence(reference, reason))
             return
         match, display = found
         role = match.concept.role

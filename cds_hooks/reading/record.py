@@ -157,6 +157,10 @@ class PatientRecord:
     conditions: list[CrsCondition] = field(default_factory=list)
     weights: list[Weight] = field(default_factory=list)
     not_evidence: list[NotEvidence] = field(default_factory=list)
+    unidentified_administrations: list[NotEvidence] = field(default_factory=list)
+    """MedicationAdministrations whose drug cannot be identified (no code, no text, a reference
+    nothing resolves): any of them could be a tocilizumab dose or a premedication, so the order
+    checks name them instead of skipping them."""
     unavailable: dict[DataSource, str] = field(default_factory=dict)
     """Data groups the EHR could not supply (source -> reason), e.g. an OperationOutcome."""
 
