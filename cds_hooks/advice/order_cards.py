@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from cds_hooks.advice.cards import ASCO_URL, ATC, RXNORM, UCUM, Indicator, summary_line
-from cds_hooks.advice.dosing import MAX_DOSE_MG
+from cds_hooks.advice.dosing import MAX_DOSE_MG, NEXT_STEPS_WHEN_BLOCKED
 from cds_hooks.advice.order_checks import (
     BLOOD_CULTURE_LOOKBACK,
     CRS_EXPLAINS_FEVER_AFTER_THERAPY,
@@ -148,6 +148,8 @@ def _tocilizumab_card(evaluation: Evaluation, finding: TocilizumabOrderFinding, 
     lines = [_grade_line(evaluation), ""]
     if finding.reasons:
         lines += [f"- {_cell(reason)}" for reason in finding.reasons] + [""]
+    if finding.outcome is TociOutcome.NO_DOSE_ALLOWED:
+        lines += [f"**Tocilizumab blocked:** {NEXT_STEPS_WHEN_BLOCKED}.", ""]
     lines += ["| Limit | Status | Order / record | Allowed |", "|---|---|---|---|"]
     for check in finding.checks:
         status = "not checked" if check.ok is None else ("ok" if check.ok else "**exceeded**")
@@ -161,7 +163,9 @@ def _tocilizumab_card(evaluation: Evaluation, finding: TocilizumabOrderFinding, 
         "",
         "Label limits (Actemra and CAR-T labels, ASCO 2021): 8 mg/kg IV over 1 h (12 mg/kg under 30 kg), never "
         f"more than {MAX_DOSE_MG:g} mg per dose; repeat only if no clinical improvement, at least 8 h apart; no more "
-        "than 3 doses in 24 h and 4 in total. The draft is checked as if given now [choice].",
+        "than 3 doses in 24 h and 4 in total for one CRS event (the current episode and any episode resolved less "
+        "than 7 days before it, plus every dose of the last 7 days [choice]). The draft is checked as if given now "
+        "[choice].",
     ]
     suggestions = _toci_suggestions(evaluation, finding)
     indicator = _TOCI_INDICATOR[finding.outcome]

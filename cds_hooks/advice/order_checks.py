@@ -32,6 +32,7 @@ from cds_hooks.advice.dosing import (
     dose_history,
     weight_basis,
 )
+from cds_hooks.grading.config import GradingConfig
 from cds_hooks.grading.result import GradeResult
 from cds_hooks.reading.fhir_time import iso, parse_instant
 from cds_hooks.reading.products import ProductClass, ProductRule, ProductRules
@@ -252,11 +253,17 @@ class TocilizumabOrderFinding:
 
 
 def check_tocilizumab(
-    draft: DraftMedication, record: PatientRecord, at: datetime, *, planned_before: int = 0
+    draft: DraftMedication,
+    record: PatientRecord,
+    at: datetime,
+    *,
+    planned_before: int = 0,
+    config: GradingConfig | None = None,
 ) -> TocilizumabOrderFinding:
     """One tocilizumab draft against every label limit; ``planned_before`` counts tocilizumab
-    drafts earlier in the same order bundle (each is a dose at ``at`` too)."""
-    history = dose_history(record, at)
+    drafts earlier in the same order bundle (each is a dose at ``at`` too). The 4-dose limit is
+    per CRS event (``dosing.dose_history``: episodes of ``grading/episodes.py``)."""
+    history = dose_history(record, at, config)
     last = history.last
     in_24h = history.in_last_24h + planned_before
     total = history.total + planned_before
@@ -264,9 +271,11 @@ def check_tocilizumab(
     blocking: list[str] = []
 
     total_ok = total < MAX_DOSES_TOTAL
-    checks.append(LimitCheck("doses in total", total_ok, f"{total} before this order", f"< {MAX_DOSES_TOTAL}"))
+    checks.append(LimitCheck("doses in this CRS event", total_ok, f"{total} before this order", f"< {MAX_DOSES_TOTAL}"))
     if not total_ok:
-        blocking.append(f"{total} doses already given or ordered: the maximum is {MAX_DOSES_TOTAL} in total")
+        blocking.append(
+            f"{total} doses already given or ordered in this CRS event: the maximum is {MAX_DOSES_TOTAL} per event"
+        )
     per_day_ok = in_24h < MAX_DOSES_PER_24H
     checks.append(LimitCheck("doses in 24 h", per_day_ok, f"{in_24h} in the last 24 h", f"< {MAX_DOSES_PER_24H}"))
     if not per_day_ok:
@@ -290,6 +299,7 @@ def check_tocilizumab(
     weight = basis.weight if basis is not None else None
     per_kg = basis.mg_per_kg if basis is not None else None
     notes: list[str] = [basis.note] if basis is not None and basis.note else []
+    notes.append(f"dose count: {history.basis}")
     if draft.by_text:
         notes.append(f"tocilizumab recognised by name in {draft.display!r}, not by code")
     notes += [
@@ -605,6 +615,7 @@ def check_orders(
     products: ProductRules,
     crs: GradeResult,
     icans: GradeResult | None,
+    config: GradingConfig | None = None,
 ) -> OrderFindings:
     """Every check for the selected drafts (all drafts for order-sign); ``crs`` and ``icans`` are
     the grades at ``at`` that decide whether an engager dose is held."""
@@ -616,7 +627,7 @@ def check_orders(
     for draft in drafts:
         if draft.agent == "tocilizumab":
             if draft.selected:
-                toci.append(check_tocilizumab(draft, record, at, planned_before=earlier_toci))
+                toci.append(check_tocilizumab(draft, record, at, planned_before=earlier_toci, config=config))
             earlier_toci += 1
         elif draft.role is MedicationRole.CRS_THERAPY and draft.agent is not None:
             if not draft.selected:

@@ -83,7 +83,7 @@ def evaluate(
         record.unavailable.update({k: v for k, v in (unavailable or {}).items() if k is not DataSource.ICANS})
         record.not_evidence.extend(NotEvidence(ref, reason) for ref, reason in skip.items())
         results = tuple(GRADERS[system](record, at, grading.config) for system in _ordered(grading.systems))
-        advice = tocilizumab_advice(record, at)
+        advice = tocilizumab_advice(record, at, grading.config)
         icans = _icans(
             resources, grading, patient_id=patient_id, record=record, at=at, skip=skip, unavailable=unavailable
         )

@@ -200,6 +200,7 @@ class CrsService:
             products=self.products,
             crs=evaluation.primary,
             icans=evaluation.icans,
+            config=self.grading.config,
         )
         cards = build_order_cards(evaluation, findings, ORDER_CARD_SOURCE)
         return HookOutcome(CdsResponse(cards=cards), evaluation)
