@@ -1,204 +1,209 @@
-"""CRS episodes (clinical reference section 5): onset, sign end times, resolution after 24 h of data
-without a sign, recurrence, worst grade with its references, treatments; then the 4-dose
-tocilizumab limit counted per CRS event through the order hook (issue 16 item 3)."""
+"""CRS and ICANS episodes (clinical-reference.md section 5): what a registry abstractor would write.
+
+Each case is a course charted relative to T (the end of the data here); the assertions are the
+fields of CIBMTR form 4100 / the EBMT day-100 form: onset, worst grade and when, resolved or not
+and when, the therapy before onset and the onset day, and the treatments counted.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from cds_hooks.grading.config import GradingConfig
-from cds_hooks.grading.episodes import episodes
-from cds_hooks.pipeline.evaluate import Grading, evaluate
-from cds_hooks.reading.reader import SourcedResource
-from fastapi.testclient import TestClient
+from cds_hooks.grading.episodes import Episode, EpisodeCourse, crs_episodes, icans_episodes
+from cds_hooks.reading.fhir_rules import SourcedResource
+from cds_hooks.reading.reader import extract_record
+from cds_hooks.reading.record import PatientRecord
+from cds_hooks.reading.terminology import load_terminology
+from cds_hooks.reading.units import load_units
 
 from fhir_builders import (
+    PATIENT_ID,
     Resource,
     T,
-    bp_panel,
+    atc,
+    concept,
     medication_administration,
     patient,
     reference,
     rxnorm,
+    systolic_bp,
     temperature,
+    when,
 )
-from test_order_hooks import TOCI, adult, call, check_of, client, draft, topic
 
-__all__ = ["client"]
-
-NOREPINEPHRINE = rxnorm("7512", "norepinephrine")
-TECLISTAMAB_ATC = {"coding": [{"system": "http://www.whocc.no/atc", "code": "L01FX24"}]}
+ICANS = "http://hospital.example.org/fhir/CodeSystem/icans"
 
 
-def normal(hours_before: float, rid: str) -> list[Resource]:
-    """A normal temperature and pressure charted together (data, no sign)."""
-    return [
-        temperature(f"t{rid}", 37.0, hours_before=hours_before),
-        bp_panel(f"b{rid}", 120, 80, hours_before=hours_before),
-    ]
+def hours(h: float) -> datetime:
+    return T - timedelta(hours=h)
 
 
-def fever(hours_before: float, rid: str, celsius: float = 38.6) -> list[Resource]:
-    return [
-        temperature(f"f{rid}", celsius, hours_before=hours_before),
-        bp_panel(f"fb{rid}", 118, 76, hours_before=hours_before),
-    ]
+def record_of(*resources: Resource) -> PatientRecord:
+    sourced = [SourcedResource(r, reference(r)) for r in [patient(45), *resources]]
+    return extract_record(sourced, load_terminology(), load_units(), patient_id=PATIENT_ID)
 
 
-def toci(rid: str, hours_before: float) -> Resource:
-    return medication_administration(rid, TOCI, hours_before=hours_before, dose=(600, "mg"))
+def temps(prefix: str, celsius: float, *hours_before: float) -> list[Resource]:
+    return [temperature(f"{prefix}{i}", celsius, hours_before=h) for i, h in enumerate(hours_before)]
 
 
-@dataclass(frozen=True)
-class EpisodeCase:
-    record: list[Resource]
-    count: int
-    resolved: tuple[bool, ...] = ()
-    onset_hours_before: tuple[float, ...] = ()
-    max_grades: tuple[int, ...] = ()
-    toci_doses: tuple[int, ...] = ()
+def car_t(hours_before: float) -> Resource:
+    return medication_administration("cart", atc("L01XL03", "axicabtagene ciloleucel"), hours_before=hours_before)
 
 
-EPISODE_CASES: dict[str, EpisodeCase] = {
-    "no-fever->no-episode": EpisodeCase([patient(45), *normal(30, "1"), *normal(2, "2")], 0),
-    "fever-then-24h-normal->resolved": EpisodeCase(
-        [patient(45), *fever(60, "1"), *fever(50, "2"), *normal(30, "3"), *normal(20, "4")],
-        1,
-        (True,),
-        (60,),
-        (1,),
-    ),
-    "fever-then-temperature-only-after-24h->unresolved": EpisodeCase(
-        [patient(45), *fever(60, "1"), *normal(30, "2")], 1, (False,), (60,), (1,)
-    ),
-    "fever-then-no-temperature->unresolved-for-want-of-data": EpisodeCase(
-        [patient(45), *fever(60, "1"), bp_panel("b9", 120, 80, hours_before=20)], 1, (False,), (60,), (1,)
-    ),
-    "fever-12h-ago->unresolved-less-than-24h": EpisodeCase(
-        [patient(45), *fever(12, "1"), *normal(2, "2")], 1, (False,), (12,), (1,)
-    ),
-    "fever-again-after-resolution->two-episodes": EpisodeCase(
-        [patient(45), *fever(100, "1"), *normal(80, "2"), *normal(70, "3"), *fever(10, "4"), *normal(1, "5")],
-        2,
-        (True, False),
-        (100, 10),
-        (1, 1),
-    ),
-    "fever-gap-under-24h->one-episode": EpisodeCase(
-        [patient(45), *fever(40, "1"), *normal(30, "2"), *fever(20, "3"), *normal(2, "4")],
-        1,
-        (False,),
-        (40,),
-        (1,),
-    ),
-    "pressor-running->unresolved-grade-3": EpisodeCase(
-        [
-            patient(45),
-            *fever(30, "1"),
-            medication_administration("ne1", NOREPINEPHRINE, status="in-progress", period=(29, None)),
-            *normal(1, "2"),
-        ],
-        1,
-        (False,),
-        (30,),
-        (3,),
-    ),
-    "tocilizumab-in-episode->counted": EpisodeCase(
-        [patient(45), *fever(60, "1"), toci("g1", 59), *normal(45, "2"), *normal(20, "3")],
-        1,
-        (True,),
-        (60,),
-        (1,),
-        (1,),
-    ),
-}
+def tocilizumab(rid: str, hours_before: float) -> Resource:
+    return medication_administration(rid, rxnorm("612865", "tocilizumab"), hours_before=hours_before, dose=(600, "mg"))
 
 
-@pytest.mark.parametrize("case_id", list(EPISODE_CASES))
-def test_episode_rules(grading: Grading, case_id: str) -> None:
-    case = EPISODE_CASES[case_id]
-    sourced = [SourcedResource(r, reference(r)) for r in case.record]
-    record = evaluate(sourced, patient_id="p1", at=T, grading=grading).record
-    found = episodes(record, GradingConfig(), until=T)
-    assert len(found) == case.count
-    assert tuple(e.resolved for e in found) == case.resolved
-    assert tuple(e.resolution is not None for e in found) == case.resolved
-    assert tuple(round((T - e.onset).total_seconds() / 3600) for e in found) == case.onset_hours_before
-    assert tuple(e.max_grade for e in found) == case.max_grades
-    for episode in found:
-        assert episode.onset_references and episode.max_grade_references
-        assert episode.resolved or episode.unresolved_reason
-    if case.toci_doses:
-        assert tuple(len(e.tocilizumab_doses) for e in found) == case.toci_doses
-
-
-def test_onset_day_from_the_therapy(grading: Grading) -> None:
-    record_resources = [
-        patient(45),
-        medication_administration("tec1", TECLISTAMAB_ATC, hours_before=72),
-        *fever(30, "1"),
-        *normal(2, "2"),
-    ]
-    sourced = [SourcedResource(r, reference(r)) for r in record_resources]
-    record = evaluate(sourced, patient_id="p1", at=T, grading=grading).record
-    (episode,) = episodes(record, GradingConfig(), until=T)
-    assert episode.therapy is not None and episode.therapy.reference == "MedicationAdministration/tec1"
-    assert (
-        episode.onset_day == (T - timedelta(hours=30)).date().toordinal() - (T - timedelta(hours=72)).date().toordinal()
+def norepinephrine(rid: str, start: float, end: float | None) -> Resource:
+    return medication_administration(
+        rid, rxnorm("7512", "norepinephrine"), status="in-progress" if end is None else "completed", period=(start, end)
     )
 
 
-# -- the 4-dose limit per CRS event, through the order hook --------------------------------
+def crs(*resources: Resource) -> EpisodeCourse:
+    return crs_episodes(record_of(*resources), until=T, config=GradingConfig())
 
 
-def old_episode_with_four_doses(days_ago: float) -> list[Resource]:
-    """Fever, four doses over the episode, then normal data: resolved ``days_ago`` - 3 days."""
-    start = days_ago * 24
-    return [
-        *fever(start, "o1"),
-        toci("g1", start - 1),
-        toci("g2", start - 10),
-        *fever(start - 12, "o2"),
-        toci("g3", start - 20),
-        toci("g4", start - 30),
-        *fever(start - 36, "o3"),
-        *normal(start - 50, "o4"),
-        *normal(start - 70, "o5"),
-    ]
+@dataclass(frozen=True)
+class Expected:
+    onset: datetime
+    max_grade: int
+    max_grade_at: datetime
+    resolution: datetime | None
+
+
+def summary(episode: Episode) -> Expected:
+    return Expected(episode.onset, episode.max_grade, episode.max_grade_at, episode.resolution)
+
+
+SINGLE = [
+    car_t(120),
+    *temps("fever", 39.0, 96, 90, 86),
+    *temps("normal", 37.0, 92, 84, 76, 70, 60, 50),
+    systolic_bp("low", 85, hours_before=90),
+    systolic_bp("ok", 118, hours_before=76),
+    norepinephrine("ne", 89, 80),
+    tocilizumab("toci1", 88),
+]
 
 
 @pytest.mark.parametrize(
-    ("record", "outcome"),
+    ("resources", "expected"),
     [
         pytest.param(
-            [*adult(75), *old_episode_with_four_doses(81), *fever(2, "n1")],
-            "ok",
-            id="4-doses-60-81-days-ago-new-episode->ok",
+            SINGLE,
+            [Expected(hours(96), 3, hours(89), hours(80))],
+            id="fever+pressor+tocilizumab->one-episode-grade-3-resolved-at-pressor-end",
         ),
         pytest.param(
-            [*adult(75), *old_episode_with_four_doses(6), *fever(2, "n1")],
-            "no-dose-allowed",
-            id="4-doses-in-episode-resolved-under-7-days-before->blocked",
+            [*temps("f", 38.5, 96, 40), *temps("n", 36.8, 90, 80, 70, 30, 20)],
+            [Expected(hours(96), 1, hours(96), hours(96)), Expected(hours(40), 1, hours(40), hours(40))],
+            id="fever-resolved-then-new-fever->two-episodes",
         ),
         pytest.param(
-            [*adult(75), *old_episode_with_four_doses(4)],
-            "no-dose-allowed",
-            id="4-doses-in-current-episode->blocked",
+            [*temps("f", 38.5, 10), *temps("n", 36.8, 5)],
+            [Expected(hours(10), 1, hours(10), None)],
+            id="fever-10h-before-end-of-data->unresolved",
         ),
         pytest.param(
-            [*adult(75), toci("g1", 100), toci("g2", 80), toci("g3", 60), toci("g4", 30)],
-            "no-dose-allowed",
-            id="4-doses-last-7-days-no-temperature->blocked",
+            [
+                *temps("f", 38.6, 60),
+                tocilizumab("toci1", 58),
+                *temps("n", 36.9, 55, 50, 40, 30, 20),
+                systolic_bp("low", 82, hours_before=44),
+            ],
+            [Expected(hours(60), 2, hours(44), hours(44))],
+            id="masked-fever-after-tocilizumab-low-pressure->same-episode-grade-2",
         ),
+        pytest.param(
+            [*temps("fever", 38.4, 30), systolic_bp("ok", 120, hours_before=30)],
+            [Expected(hours(30), 1, hours(30), None)],
+            id="fever-without-24h-of-later-temperatures->unresolved-never-resolved-for-want-of-data",
+        ),
+        pytest.param([*temps("n", 36.9, 60, 40, 20)], [], id="normal-temperatures->no-episode"),
     ],
 )
-def test_tocilizumab_total_counted_per_crs_event(client: TestClient, record: list[Resource], outcome: str) -> None:
-    cards = call(client, "order-sign", record, [draft("mr1", TOCI, 600)])
-    (card,) = topic(cards, "tocilizumab-order")
-    assert check_of(card)["outcome"] == outcome
-    assert "dose count:" in card["detail"]
-    if outcome == "no-dose-allowed":
-        assert "per event" in card["detail"]
-        assert "anakinra" in card["detail"] and "siltuximab" in card["detail"] and "corticosteroid" in card["detail"]
+def test_crs_episodes(resources: list[Resource], expected: list[Expected]) -> None:
+    course = crs(*resources)
+    assert course.decided
+    assert [summary(e) for e in course.episodes] == expected
+    assert all(e.resolved == (e.resolution is not None) for e in course.episodes)
+
+
+def test_treatments_and_therapy_of_an_episode() -> None:
+    (episode,) = crs(*SINGLE).episodes
+    assert (episode.therapy, episode.therapy_at, episode.onset_day) == ("axicabtagene_ciloleucel", hours(120), 1)
+    assert (episode.tocilizumab_doses, episode.tocilizumab_first) == (1, hours(88))
+    assert (episode.vasopressors_max, episode.vasopressor_start) == (1, hours(89))
+    assert (episode.fever_onset, episode.hypotension_onset) == (hours(96), hours(90))
+    assert episode.duration_hours == 16.0
+    assert {"MedicationAdministration/ne", "MedicationAdministration/toci1", "Observation/fever0"} <= set(
+        episode.references
+    )
+    assert "MedicationAdministration/cart" in episode.references
+
+
+def test_two_pressors_at_once_are_counted() -> None:
+    resources = [
+        *temps("f", 39.0, 20, 12),
+        norepinephrine("ne", 18, None),
+        medication_administration("epi", rxnorm("3992", "epinephrine"), status="in-progress", period=(15, None)),
+    ]
+    (episode,) = crs(*resources).episodes
+    assert (episode.max_grade, episode.vasopressors_max, episode.resolved) == (4, 2, False)
+
+
+def test_no_temperature_cannot_decide() -> None:
+    course = crs(systolic_bp("ok", 120, hours_before=10))
+    assert not course.decided and not course.episodes
+    assert course.missing
+
+
+def test_current_episode_at_a_time() -> None:
+    course = crs(*SINGLE)
+    assert course.current(hours(85)) is course.episodes[0]
+    assert course.current(hours(10)) is None
+
+
+def _ice(rid: str, score: int, hours_before: float) -> Resource:
+    return {
+        "resourceType": "Observation",
+        "id": rid,
+        "status": "final",
+        "code": concept(ICANS, "ICE-TOTAL"),
+        "subject": {"reference": f"Patient/{PATIENT_ID}"},
+        "effectiveDateTime": when(hours_before),
+        "valueInteger": score,
+    }
+
+
+@pytest.mark.parametrize(
+    ("scores", "expected"),
+    [
+        pytest.param(
+            [(7, 48), (5, 40), (10, 30), (10, 10)],
+            [Expected(hours(48), 2, hours(40), hours(40))],
+            id="ice-7-then-5-then-10->one-episode-grade-2-resolved",
+        ),
+        pytest.param(
+            [(10, 48), (8, 6)],
+            [Expected(hours(6), 1, hours(6), None)],
+            id="ice-8-six-hours-before-end->unresolved",
+        ),
+        pytest.param([(10, 48), (10, 20)], [], id="ice-10-throughout->no-episode"),
+    ],
+)
+def test_icans_episodes(scores: list[tuple[int, float]], expected: list[Expected]) -> None:
+    record = record_of(*(_ice(f"ice{i}", s, h) for i, (s, h) in enumerate(scores)))
+    course = icans_episodes(record, until=T)
+    assert course.decided
+    assert [summary(e) for e in course.episodes] == expected
+
+
+def test_icans_without_assessments_cannot_decide() -> None:
+    course = icans_episodes(record_of(*temps("n", 36.9, 10)), until=T)
+    assert not course.decided and course.missing

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from cds_hooks.grading.config import GradingConfig
-from cds_hooks.grading.episodes import Episode, episodes
+from cds_hooks.grading.episodes import Episode, crs_episodes
 from cds_hooks.reading.fhir_time import iso
 from cds_hooks.reading.record import Administration, PatientRecord, Weight
 
@@ -86,7 +86,7 @@ def dose_history(record: PatientRecord, at: datetime, config: GradingConfig | No
     given = tuple(a for a in record.administrations if a.agent == "tocilizumab" and a.start <= at)
     last = max(given, key=lambda a: a.start, default=None)
     in_24h = sum(1 for a in given if a.start > at - timedelta(hours=24))
-    chain = _current_event(episodes(record, config or GradingConfig(), until=at), at)
+    chain = _current_event(list(crs_episodes(record, until=at, config=config or GradingConfig()).episodes), at)
     recent_from = at - SAME_EVENT_WITHIN
     counted_from = min(recent_from, chain[0].onset) if chain else recent_from
     counted = tuple(a for a in given if a.start >= counted_from)
@@ -114,11 +114,7 @@ def _basis(chain: list[Episode], at: datetime) -> str:
     if not chain:
         return f"no CRS episode in progress or resolved within {days} days: doses of the last {days} days"
     first, last = chain[0], chain[-1]
-    state = (
-        f"resolved {iso(last.resolution)}"
-        if last.resolution is not None
-        else f"not resolved ({last.unresolved_reason})"
-    )
+    state = f"resolved {iso(last.resolution)}" if last.resolution is not None else "not resolved in the data"
     joined = f", with {len(chain) - 1} earlier episode(s) resolved < {days} days before it" if len(chain) > 1 else ""
     return (
         f"CRS episode from {iso(last.onset)}, {state}{joined}: "

@@ -192,10 +192,8 @@ class CrsService:
         findings = check_orders(
             drafts,
             evaluation.record,
-            resources,
             terminology,
             at,
-            patient_id=patient_id,
             unavailable=unavailable,
             products=self.products,
             crs=evaluation.primary,
