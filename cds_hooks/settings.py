@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     ``icansAssessments`` and ``iceQuestionnaires`` prefetch keys."""
     icans_window_hours: float = Field(default=24.0, gt=0, le=168)
     """ICANS assessments older than this are not the current state [choice]."""
+    icans_overdue_hours: float = Field(default=12.0, gt=0, le=168)
+    """An ICE/CAPD assessment is overdue this long after the last one while ICANS is followed [choice]."""
+    icans_followed_days: float = Field(default=7.0, gt=0, le=60)
+    """ICANS is followed when an ICE, CAPD or a finding of grade >= 1 was charted this recently [choice]."""
     ice_questionnaire_file: Path | None = None
     """The site's ICE form item map (default: the built-in ``mappings/ice-questionnaire.yaml``)."""
 

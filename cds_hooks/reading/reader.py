@@ -42,6 +42,7 @@ from cds_hooks.reading.record import (
     BloodPressure,
     CrsCondition,
     Domain,
+    NeuroFinding,
     NotEvidence,
     OxygenRecord,
     PatientRecord,
@@ -555,7 +556,10 @@ class Extractor:
             return
         finding = ice_form_finding(resource, reference, time, self._ice_form)
         if isinstance(finding, str):
-            self._reject_assessment(reference, finding)
+            # Kept as an attempt, not dropped: a form the patient could not complete is news.
+            self._record.neuro.append(
+                NeuroFinding(Domain.ICE, time, reference, display="ICE form (incomplete)", incomplete=finding)
+            )
         else:
             self._record.neuro.append(finding)
 

@@ -169,6 +169,9 @@ class NeuroFinding:
     present: bool | None = None
     """valueBoolean: the finding is present (type unknown) or absent."""
     display: str | None = None
+    incomplete: str | None = None
+    """An assessment attempted but not completed (an ICE form with unanswered items), and why:
+    it scores nothing, but it is newer than any earlier score (grading names it)."""
 
 
 @dataclass
