@@ -23,9 +23,11 @@ from fhir_builders import (
     bp_panel,
     concept,
     medication_administration,
+    patient,
     rxnorm,
     temperature,
     text_concept,
+    weight,
     when,
 )
 from test_order_hooks import PREMEDS_GIVEN, TECLISTAMAB, adult, call, check_of, client, draft, topic
@@ -335,3 +337,101 @@ def test_a_product_without_a_rule_stops_start_up(tmp_path: Path) -> None:
 def test_us_suffix_only_for_biologics(text: str, agent: str | None) -> None:
     match = load_terminology().lookup_name_in_text(text, ConceptKind.MEDICATION)
     assert (match.concept.id if match else None) == agent
+
+
+# -- item 7: tocilizumab route, schedule, vials, rounding, old weights ---------------------
+
+SNOMED_CT = "http://snomed.info/sct"
+
+
+def toci_draft(dose_mg: float, **dosage: Any) -> Resource:
+    out = draft("mr1", TOCI, dose_mg)
+    out["dosageInstruction"][0].update(dosage)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("record", "order", "expected", "says"),
+    [
+        pytest.param(
+            adult(75),
+            toci_draft(162, route=concept(SNOMED_CT, "34206005", "Subcutaneous route"), text="162 mg"),
+            ("wrong-route", "critical"),
+            "intravenously",
+            id="162mg-subcutaneous-coded->critical",
+        ),
+        pytest.param(
+            adult(75),
+            toci_draft(162, text="162 mg subcutaneous weekly"),
+            ("wrong-route", "critical"),
+            "intravenously",
+            id="162mg-subcutaneous-in-text->critical",
+        ),
+        pytest.param(
+            adult(75),
+            toci_draft(600, timing={"repeat": {"frequency": 1, "period": 4, "periodUnit": "h"}}),
+            ("interval-too-short", "critical"),
+            "every 4 h",
+            id="600mg-every-4h-timing->critical",
+        ),
+        pytest.param(
+            adult(75),
+            toci_draft(600, text="600 mg IV q4h"),
+            ("interval-too-short", "critical"),
+            "every 4 h",
+            id="600mg-q4h-text->critical",
+        ),
+        pytest.param(
+            adult(75),
+            toci_draft(600, timing={"repeat": {"frequency": 1, "period": 8, "periodUnit": "h"}}),
+            ("ok", "info"),
+            "repeat only if no clinical improvement",
+            id="600mg-every-8h->ok-with-caution",
+        ),
+        pytest.param(
+            adult(75),
+            toci_draft(601),
+            ("dose-too-high", "critical"),
+            "whole-vial dose within 600 mg is 600 mg",
+            id="601mg-75kg->critical-with-vial-note",
+        ),
+        pytest.param(
+            [patient(45), weight("w1", 44.85)],
+            toci_draft(358.8),
+            ("ok", "info"),
+            "whole-vial dose within 358.8 mg is 320 mg",
+            id="358.8mg-44.85kg->ok-max-358.8",
+        ),
+        pytest.param(
+            [patient(45), weight("w1", 44.85)],
+            toci_draft(359),
+            ("dose-too-high", "critical"),
+            "358.8 mg",
+            id="359mg-44.85kg->critical-max-358.8",
+        ),
+        pytest.param(
+            [patient(45), weight("w1", 75, hours_before=400 * 24)],
+            toci_draft(600),
+            ("weight-too-old", "warning"),
+            "older than 90 days",
+            id="weight-400-days-old->no-dose-checked",
+        ),
+        pytest.param(
+            [patient(45), weight("w1", 75, hours_before=60 * 24)],
+            toci_draft(600),
+            ("ok", "info"),
+            "confirm it",
+            id="weight-60-days-old->ok-confirm",
+        ),
+    ],
+)
+def test_tocilizumab_order_details(
+    client: TestClient, record: list[Resource], order: Resource, expected: tuple[str, str], says: str
+) -> None:
+    """``expected``: (outcome, indicator); ``says``: text the card must carry."""
+    cards = call(client, "order-sign", record, [order])
+    (card,) = topic(cards, "tocilizumab-order")
+    assert (check_of(card)["outcome"], card["indicator"]) == expected
+    assert says in card["detail"] + card["summary"]
+    if "44.85" in str(record):  # the summary's maximum is the one the dose was checked against
+        assert "max 358.8 mg" in card["summary"]

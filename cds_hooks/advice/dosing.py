@@ -129,24 +129,52 @@ class WeightBasis:
     weight: Weight
     mg_per_kg: float
     note: str | None
+    too_old: str | None = None
+    """Why this weight may not be used for dosing (older than the setting), or None."""
 
     @property
     def limit_mg(self) -> float:
-        """The largest dose the label allows for this weight (unrounded)."""
-        return min(MAX_DOSE_MG, self.weight.kg * self.mg_per_kg)
+        """The largest dose the label allows for this weight, floored to 0.1 mg: the number the
+        order check compares with and the card shows, so they never disagree."""
+        return math.floor(min(MAX_DOSE_MG, self.weight.kg * self.mg_per_kg) * 10 + 1e-6) / 10
 
 
-def weight_basis(record: PatientRecord, at: datetime) -> WeightBasis | None:
-    """The latest weight charted by ``at`` and its mg/kg; None without a weight (no dose then)."""
+VIAL_SIZES_MG = (80, 200, 400)
+"""Tocilizumab IV vials (20 mg/mL: 4, 10, 20 mL), Actemra label; biosimilars as restated."""
+
+
+def whole_vial_dose_mg(limit_mg: float) -> int:
+    """The largest dose made of whole 80/200/400 mg vials that does not exceed ``limit_mg``."""
+    best = 0
+    for large in range(3):
+        for medium in range(5):
+            for small in range(11):
+                dose = large * 400 + medium * 200 + small * 80
+                if best < dose <= limit_mg + 1e-9:
+                    best = dose
+    return best
+
+
+def weight_basis(record: PatientRecord, at: datetime, config: GradingConfig | None = None) -> WeightBasis | None:
+    """The latest weight charted by ``at`` and its mg/kg; None without a weight (no dose then).
+    A weight older than ``config.dosing_weight_max_age_days`` is returned with ``too_old`` set."""
     weights = [w for w in record.weights if w.time <= at]
     if not weights:
         return None
     weight = weights[-1]
     per_kg = MG_PER_KG_UNDER_30_KG if weight.kg < WEIGHT_CUTOFF_KG else MG_PER_KG_ADULT
     note = None
+    age_days = (at - weight.time).total_seconds() / 86400
     if at - weight.time > WEIGHT_STALE_AFTER:
         note = f"weight charted {iso(weight.time)}, more than 30 days ago: confirm it"
-    return WeightBasis(weight, per_kg, note)
+    max_days = (config or GradingConfig()).dosing_weight_max_age_days
+    too_old = None
+    if age_days > max_days:
+        too_old = (
+            f"the latest weight ({weight.original}, {iso(weight.time)}, {age_days:.0f} days ago) is older than "
+            f"{max_days:g} days, the oldest used for dosing [choice]: weigh the patient"
+        )
+    return WeightBasis(weight, per_kg, note, too_old)
 
 
 def tocilizumab_advice(record: PatientRecord, at: datetime, config: GradingConfig | None = None) -> TocilizumabAdvice:
@@ -169,8 +197,10 @@ def tocilizumab_advice(record: PatientRecord, at: datetime, config: GradingConfi
                 f"the next is allowed from {iso(last.start + MIN_INTERVAL)}"
             ),
         )
-    basis = weight_basis(record, at)
+    basis = weight_basis(record, at, config)
     if basis is None:
         return replace(refused, reason="no body weight charted: no dose is computed")
+    if basis.too_old is not None:
+        return replace(refused, reason=f"{basis.too_old}; no dose is computed")
     dose = float(math.floor(basis.limit_mg))
     return TocilizumabAdvice(dose, None, basis.weight, basis.mg_per_kg, in_24h, total, last, basis.note)

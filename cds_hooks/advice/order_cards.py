@@ -125,6 +125,9 @@ _TOCI_INDICATOR: Mapping[TociOutcome, Indicator] = {
     TociOutcome.DOSE_UNREADABLE: "warning",
     TociOutcome.DOSE_TOO_HIGH: "critical",
     TociOutcome.NO_DOSE_ALLOWED: "critical",
+    TociOutcome.WRONG_ROUTE: "critical",
+    TociOutcome.INTERVAL_TOO_SHORT: "critical",
+    TociOutcome.WEIGHT_TOO_OLD: "warning",
 }
 
 
@@ -135,13 +138,19 @@ def _toci_summary(finding: TocilizumabOrderFinding) -> str:
         case TociOutcome.NO_DOSE_ALLOWED:
             return f"No tocilizumab dose allowed now: {finding.reasons[0]}"
         case TociOutcome.DOSE_TOO_HIGH:
-            return f"Tocilizumab {dose} exceeds the label limit: max {finding.allowed_dose_mg:g} mg now"
+            return f"Tocilizumab {dose} exceeds the label limit: max {finding.limit_mg:g} mg now"
+        case TociOutcome.WRONG_ROUTE:
+            return f"Tocilizumab for CRS is IV only: {finding.reasons[0]}"
+        case TociOutcome.INTERVAL_TOO_SHORT:
+            return f"Tocilizumab schedule too frequent: {finding.reasons[0]}"
+        case TociOutcome.WEIGHT_TOO_OLD:
+            return "Tocilizumab dose cannot be checked: the latest weight is too old for dosing"
         case TociOutcome.NO_WEIGHT:
             return "Tocilizumab dose cannot be checked: no body weight charted"
         case TociOutcome.DOSE_UNREADABLE:
             return "Tocilizumab order has no readable dose in mg: cannot be checked"
         case _:
-            return f"Tocilizumab {dose} within label limits (max {finding.allowed_dose_mg:g} mg now)"
+            return f"Tocilizumab {dose} within label limits (max {finding.limit_mg:g} mg now)"
 
 
 def _tocilizumab_card(evaluation: Evaluation, finding: TocilizumabOrderFinding, label: str) -> Card:

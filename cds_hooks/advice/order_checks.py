@@ -17,6 +17,7 @@ later time is checked as if given now, which is the stricter reading.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -30,6 +31,7 @@ from cds_hooks.advice.dosing import (
     MIN_INTERVAL,
     dose_history,
     weight_basis,
+    whole_vial_dose_mg,
 )
 from cds_hooks.grading.config import GradingConfig
 from cds_hooks.grading.result import GradeResult
@@ -73,6 +75,12 @@ class DraftMedication:
     dose_mg: float | None
     dose_problem: str | None
     selected: bool
+    route: str | None = None
+    """The route as charted (coding display, code or text), None when not stated."""
+    route_iv: bool | None = None
+    """True intravenous, False another route, None not stated or not recognised."""
+    every_h: float | None = None
+    """The scheduled interval between doses in hours (timing.repeat or "q4h" text), if any."""
 
     @property
     def resource_id(self) -> str | None:
@@ -130,6 +138,60 @@ def _draft_dose(request: Mapping[str, Any], units: UnitTable) -> tuple[float | N
     return converted.value, None
 
 
+IV_ROUTE_CODES = frozenset({"47625008", "IV"})
+"""SNOMED CT 47625008 Intravenous route; HL7 v3 RouteOfAdministration IV."""
+IV_TEXT = re.compile(r"\b(iv|i\.v\.|intravenous(ly)?)\b", re.IGNORECASE)
+NON_IV_TEXT = re.compile(r"\b(sc|s\.c\.|sq|subcut(aneous(ly)?)?|im|intramuscular|oral|po|by mouth)\b", re.IGNORECASE)
+INTERVAL_TEXT = re.compile(r"\b(?:q\s*(\d+(?:\.\d+)?)\s*h|every\s+(\d+(?:\.\d+)?)\s*(?:h|hours?))\b", re.IGNORECASE)
+PERIOD_HOURS = {"s": 1 / 3600, "min": 1 / 60, "h": 1.0, "d": 24.0, "wk": 168.0}
+
+
+def _first_dosage(request: Mapping[str, Any]) -> Mapping[str, Any]:
+    dosage = request.get("dosageInstruction")
+    if isinstance(dosage, list) and dosage and isinstance(dosage[0], dict):
+        return dosage[0]
+    return {}
+
+
+def draft_route(request: Mapping[str, Any]) -> tuple[str | None, bool | None]:
+    """The route of the first dosage instruction and whether it is intravenous; the dosage text
+    is read when no route is coded ("600 mg IV", "162 mg subcutaneous")."""
+    dosage = _first_dosage(request)
+    route = dosage.get("route")
+    codes = {str(c.get("code")) for c in codings(route) if isinstance(c, dict)}
+    texts = text_candidates(route)
+    if codes & IV_ROUTE_CODES or any(IV_TEXT.search(t) for t in texts):
+        return (texts[0] if texts else "intravenous"), True
+    if codes or texts:
+        return (texts[0] if texts else ", ".join(sorted(codes))), False
+    text = dosage.get("text")
+    if isinstance(text, str):
+        if NON_IV_TEXT.search(text):
+            return text, False
+        if IV_TEXT.search(text):
+            return text, True
+    return None, None
+
+
+def draft_interval_h(request: Mapping[str, Any]) -> float | None:
+    """Hours between scheduled doses: timing.repeat period/frequency, or "q4h"/"every 4 h" text."""
+    dosage = _first_dosage(request)
+    timing = dosage.get("timing")
+    repeat = timing.get("repeat") if isinstance(timing, dict) else None
+    if isinstance(repeat, dict):
+        period = repeat.get("period")
+        unit = PERIOD_HOURS.get(str(repeat.get("periodUnit")))
+        frequency = repeat.get("frequency", 1)
+        if isinstance(period, int | float) and unit is not None and isinstance(frequency, int) and frequency > 0:
+            return float(period) * unit / frequency
+    texts = [dosage.get("text"), *text_candidates(timing.get("code") if isinstance(timing, dict) else None)]
+    for text in texts:
+        match = INTERVAL_TEXT.search(text) if isinstance(text, str) else None
+        if match:
+            return float(match.group(1) or match.group(2))
+    return None
+
+
 def read_draft_orders(
     draft_orders: object,
     terminology: Terminology,
@@ -164,6 +226,7 @@ def read_draft_orders(
         reference = reference_of(resource)
         match, display = _medication_match(resource, known, terminology)
         dose, problem = _draft_dose(resource, units)
+        route, route_iv = draft_route(resource)
         selected = not wanted or (
             reference is not None and any(reference == s or s.endswith("/" + reference) for s in wanted)
         )
@@ -178,6 +241,9 @@ def read_draft_orders(
                 dose_mg=dose,
                 dose_problem=problem,
                 selected=selected,
+                route=route,
+                route_iv=route_iv,
+                every_h=draft_interval_h(resource),
             )
         )
     return out
@@ -192,10 +258,18 @@ class TociOutcome(StrEnum):
     NO_DOSE_ALLOWED = "no-dose-allowed"
     NO_WEIGHT = "no-weight"
     DOSE_UNREADABLE = "dose-unreadable"
+    WRONG_ROUTE = "wrong-route"
+    INTERVAL_TOO_SHORT = "interval-too-short"
+    WEIGHT_TOO_OLD = "weight-too-old"
 
     @property
     def violation(self) -> bool:
-        return self in (TociOutcome.DOSE_TOO_HIGH, TociOutcome.NO_DOSE_ALLOWED)
+        return self in (
+            TociOutcome.DOSE_TOO_HIGH,
+            TociOutcome.NO_DOSE_ALLOWED,
+            TociOutcome.WRONG_ROUTE,
+            TociOutcome.INTERVAL_TOO_SHORT,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +296,8 @@ class TocilizumabOrderFinding:
     doses_total: int = 0
     last_dose: Administration | None = None
     notes: tuple[str, ...] = ()
+    limit_mg: float | None = None
+    """The label maximum now (floored to 0.1 mg): what the dose is checked against and shown."""
 
     @property
     def calculation(self) -> str:
@@ -275,7 +351,12 @@ def check_tocilizumab(
     else:
         checks.append(LimitCheck("interval", True, "no earlier dose", ">= 8 h"))
 
-    basis = weight_basis(record, at)
+    basis = weight_basis(record, at, config)
+    if basis is not None and basis.too_old is not None:
+        basis_problem: str | None = basis.too_old
+        basis = None
+    else:
+        basis_problem = None
     weight = basis.weight if basis is not None else None
     per_kg = basis.mg_per_kg if basis is not None else None
     notes: list[str] = [basis.note] if basis is not None and basis.note else []
@@ -287,12 +368,31 @@ def check_tocilizumab(
         for item in record.unidentified_administrations
     ]
 
+    limit_mg = basis.limit_mg if basis is not None else None
+
     def finding(outcome: TociOutcome, reasons: Sequence[str], allowed: float | None = None) -> TocilizumabOrderFinding:
         return TocilizumabOrderFinding(
-            draft, outcome, tuple(checks), tuple(reasons), allowed, weight, per_kg, in_24h, total, last, tuple(notes)
+            draft,
+            outcome,
+            tuple(checks),
+            tuple(reasons),
+            allowed,
+            weight,
+            per_kg,
+            in_24h,
+            total,
+            last,
+            tuple(notes),
+            limit_mg,
         )
 
-    limit_mg = basis.limit_mg if basis is not None else None
+    order_problems = _order_details(draft, notes)
+    if limit_mg is not None:
+        vials = whole_vial_dose_mg(limit_mg)
+        notes.append(
+            f"vials of 80, 200 and 400 mg (20 mg/mL): the largest whole-vial dose within {limit_mg:g} mg is "
+            f"{vials} mg; round down to vials, or draw a partial vial to the exact dose, never up [choice]"
+        )
     allowed = None if limit_mg is None or blocking else float(math.floor(limit_mg))
     dose_text = f"{draft.dose_mg:g} mg" if draft.dose_mg is not None else f"not readable ({draft.dose_problem})"
     if limit_mg is None:
@@ -303,7 +403,17 @@ def check_tocilizumab(
         checks.insert(0, LimitCheck("dose", draft.dose_mg <= limit_mg + 1e-9, dose_text, f"<= {limit_mg:g} mg"))
 
     if blocking:
-        return finding(TociOutcome.NO_DOSE_ALLOWED, blocking)
+        return finding(TociOutcome.NO_DOSE_ALLOWED, [*blocking, *(text for _, text in order_problems)])
+    if order_problems:
+        outcome = order_problems[0][0]
+        extra = (
+            [f"{draft.dose_mg:g} mg is above the {limit_mg:g} mg allowed"]
+            if (draft.dose_mg is not None and limit_mg is not None and draft.dose_mg > limit_mg + 1e-9)
+            else []
+        )
+        return finding(outcome, [*(text for _, text in order_problems), *extra], allowed)
+    if basis_problem is not None:
+        return finding(TociOutcome.WEIGHT_TOO_OLD, [basis_problem])
     if weight is None or limit_mg is None:
         return finding(
             TociOutcome.NO_WEIGHT,
@@ -319,6 +429,35 @@ def check_tocilizumab(
             TociOutcome.DOSE_TOO_HIGH, [f"{draft.dose_mg:g} mg is above the {limit_mg:g} mg allowed{capped}"], allowed
         )
     return finding(TociOutcome.OK, [], allowed)
+
+
+def _order_details(draft: DraftMedication, notes: list[str]) -> list[tuple[TociOutcome, str]]:
+    """Route and schedule of a tocilizumab draft (CRS dosing: IV over 1 h, doses >= 8 h apart, each
+    only if no improvement). Problems are returned; mere cautions go to ``notes``."""
+    problems: list[tuple[TociOutcome, str]] = []
+    if draft.route_iv is False:
+        problems.append(
+            (
+                TociOutcome.WRONG_ROUTE,
+                f"route {draft.route!r}: tocilizumab for CRS is given intravenously over 1 h (the subcutaneous "
+                "162 mg syringe is for other indications)",
+            )
+        )
+    elif draft.route_iv is None:
+        notes.append("route not stated: tocilizumab for CRS is given intravenously over 1 h")
+    if draft.every_h is not None and draft.every_h < MIN_INTERVAL.total_seconds() / 3600:
+        problems.append(
+            (
+                TociOutcome.INTERVAL_TOO_SHORT,
+                f"scheduled every {draft.every_h:g} h: doses must be at least 8 h apart, at most 3 in 24 h",
+            )
+        )
+    elif draft.every_h is not None:
+        notes.append(
+            f"scheduled every {draft.every_h:g} h: repeat only if no clinical improvement, at most 3 in 24 h and 4 "
+            "per CRS event; a one-time order is safer"
+        )
+    return problems
 
 
 def _hours(delta: timedelta) -> str:
