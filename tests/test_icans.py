@@ -21,7 +21,19 @@ from cds_hooks.web.app import create_app
 from fastapi.testclient import TestClient
 
 from card_checks import check_card, empty_values, validate_r4
-from fhir_builders import LOINC, PATIENT_ID, Resource, T, concept, patient, reference, when
+from fhir_builders import (
+    LOINC,
+    PATIENT_ID,
+    Resource,
+    T,
+    concept,
+    medication_administration,
+    patient,
+    reference,
+    rxnorm,
+    temperature,
+    when,
+)
 from hook_requests import patient_view, prefetch_from_bundle
 
 ICANS = "http://hospital.example.org/fhir/CodeSystem/icans"
@@ -376,7 +388,11 @@ def client() -> Any:
         pytest.param([ice(5)], "warning", set(), id="grade-2->warning"),
         pytest.param([ice(1)], "critical", {"dexamethasone"}, id="grade-3->critical+dexamethasone"),
         pytest.param(
-            [ice(0), loc("LOC-UNAROUSABLE")], "critical", {"dexamethasone", "methylprednisolone"}, id="grade-4"
+            # one regimen per situation (issue 16 item 4): methylprednisolone only, not also dexamethasone
+            [ice(0), loc("LOC-UNAROUSABLE")],
+            "critical",
+            {"methylprednisolone"},
+            id="grade-4",
         ),
     ],
 )
@@ -439,3 +455,59 @@ def test_icans_gaps_give_a_card(
     check_card(card)
     assert card["indicator"] == indicator
     assert summary in card["summary"]
+
+
+NOREPINEPHRINE = {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "7512"}]}
+
+
+@pytest.mark.parametrize(
+    ("crs", "icans", "kept", "on_card"),
+    [
+        pytest.param(
+            "grade-3",
+            [ice(0), loc("LOC-UNAROUSABLE")],
+            "methylprednisolone",
+            "icans-grade",
+            id="CRS-3+ICANS-4->methylprednisolone-once-on-ICANS-card",
+        ),
+        pytest.param(
+            "grade-3", [ice(1)], "dexamethasone", "crs-grade", id="CRS-3+ICANS-3->dexamethasone-once-on-CRS-card"
+        ),
+        pytest.param(
+            "grade-4",
+            [ice(1)],
+            "methylprednisolone",
+            "crs-grade",
+            id="CRS-4+ICANS-3->methylprednisolone-once-on-CRS-card",
+        ),
+    ],
+)
+def test_one_steroid_regimen_across_crs_and_icans_cards(
+    client: TestClient, crs: str, icans: list[Resource], kept: str, on_card: str
+) -> None:
+    pressors = [medication_administration("ne1", NOREPINEPHRINE, status="in-progress", period=(3, None))]
+    if crs == "grade-4":
+        pressors.append(
+            medication_administration("ep1", rxnorm("3992", "epinephrine"), status="in-progress", period=(2, None))
+        )
+    record = [patient(45), temperature("t1", 39.0), *pressors, *icans]
+    request = patient_view(PATIENT_ID, prefetch=prefetch_from_bundle(_bundle(*record)), at=when(0))
+    response = client.post("/cds-services/crs-grade", json=request)
+    assert response.status_code == 200, response.text
+    cards = response.json()["cards"]
+    steroids = [
+        (card["source"]["topic"]["code"], action["resource"]["medicationCodeableConcept"]["text"])
+        for card in cards
+        for suggestion in card.get("suggestions", [])
+        for action in suggestion["actions"]
+        if action.get("resource", {}).get("medicationCodeableConcept", {}).get("text")
+        in ("dexamethasone", "methylprednisolone")
+    ]
+    assert steroids == [(on_card, kept)]
+    other = next(
+        c
+        for c in cards
+        if c["source"]["topic"]["code"] not in (on_card,)
+        and c["source"]["topic"]["code"] in ("crs-grade", "icans-grade")
+    )
+    assert "one regimen for CRS and ICANS" in other["detail"]

@@ -179,7 +179,7 @@ def _suggestions(evaluation: Evaluation, level: int) -> list[Suggestion]:
     reason = _reason(level)
     adult = evaluation.age_years is not None and evaluation.age_years >= ADULT_AGE_YEARS
     out = [service_request_suggestion("Neurology consultation", "Neurology consultation for ICANS", patient, reason)]
-    if adult and level >= 3:
+    if adult and level == 3:  # one regimen per situation: grade 4 gets methylprednisolone only
         out.append(dexamethasone_q6h(patient, reason, guidance="ASCO 2021 ICANS guidance; taper once grade 1"))
     if adult and level >= 4:
         out.append(methylprednisolone_daily(patient, reason, guidance="ASCO 2021 ICANS guidance; taper once grade 1"))

@@ -15,6 +15,7 @@ from cds_hooks.advice.cards import CardOptions, build_cards
 from cds_hooks.advice.icans_cards import build_icans_cards
 from cds_hooks.advice.order_cards import build_order_cards
 from cds_hooks.advice.order_checks import OrderCheckError, check_orders, read_draft_orders
+from cds_hooks.advice.steroids import one_steroid_regimen
 from cds_hooks.cds import CdsRequest, CdsResponse, Discovery, ServiceDefinition
 from cds_hooks.errors import BadRequest, PreconditionFailed, UnknownService, UnprocessableRequest
 from cds_hooks.pipeline.evaluate import Evaluation, Grading, evaluate
@@ -142,7 +143,9 @@ class CrsService:
         if service_id in ORDER_SERVICES:
             return await self._call_order(request)
         evaluation = await self.gather_and_evaluate(request)
-        cards = [*build_cards(evaluation, self.card_options), *build_icans_cards(evaluation, self.card_options)]
+        cards = one_steroid_regimen(
+            [*build_cards(evaluation, self.card_options), *build_icans_cards(evaluation, self.card_options)]
+        )
         return HookOutcome(CdsResponse(cards=cards), evaluation)
 
     async def gather_and_evaluate(self, request: CdsRequest) -> Evaluation:
