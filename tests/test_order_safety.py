@@ -435,3 +435,54 @@ def test_tocilizumab_order_details(
     assert says in card["detail"] + card["summary"]
     if "44.85" in str(record):  # the summary's maximum is the one the dose was checked against
         assert "max 358.8 mg" in card["summary"]
+
+
+# -- item 6: a corticosteroid with a cell therapy; item 8: glofitamab 72 h after CRS ---------
+
+DEXAMETHASONE = rxnorm("3264", "dexamethasone")
+TISA_CEL = atc("L01XL04", "tisagenlecleucel")
+GLOFITAMAB = atc("L01FX28", "glofitamab")
+
+
+@pytest.mark.parametrize(
+    ("product", "expected"),
+    [
+        pytest.param(AXI_CEL, ("allowed", "info"), id="dexamethasone+axi-cel->info-label-permits"),
+        pytest.param(TISA_CEL, ("avoid", "warning"), id="dexamethasone+tisa-cel->warning-label-advises-against"),
+    ],
+)
+def test_corticosteroid_ordered_with_a_cell_therapy(
+    client: TestClient, product: dict[str, Any], expected: tuple[str, str]
+) -> None:
+    record = [*adult(75), *PREMEDS_GIVEN[1:], temperature("t1", 36.8), NORMAL_BP]
+    cards = call(client, "order-sign", record, [draft("car1", product, 1), draft("dex1", DEXAMETHASONE, 10)])
+    (card,) = topic(cards, "steroid-with-cell-therapy")
+    assert (check_of(card)["outcome"], card["indicator"]) == expected
+    assert "dexamethasone" in card["detail"]
+
+
+def crs_resolved(hours_ago: float) -> list[Resource]:
+    """A CRS episode whose last fever was ``hours_ago``, with normal readings since."""
+    normals = [
+        item
+        for k, h in enumerate(x for x in (hours_ago - 6, hours_ago - 20, 8, 2) if 0 < x < hours_ago)
+        for item in (temperature(f"n{k}", 37.0, hours_before=h), bp_panel(f"nb{k}", 120, 80, hours_before=h))
+    ]
+    return [
+        temperature("f1", 38.7, hours_before=hours_ago + 10),
+        temperature("f2", 38.4, hours_before=hours_ago),
+        *normals,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("record", "hold"),
+    [
+        pytest.param(crs_resolved(48), "crs-recent", id="glofitamab-crs-resolved-48h-ago->hold"),
+        pytest.param(crs_resolved(120), None, id="glofitamab-crs-resolved-5-days-ago->no-hold"),
+    ],
+)
+def test_glofitamab_waits_72h_after_crs(client: TestClient, record: list[Resource], hold: str | None) -> None:
+    cards = call(client, "order-sign", [*adult(75), *PREMEDS_GIVEN, *record], [draft("g1", GLOFITAMAB, 10)])
+    found = topic(cards, "hold-crs-therapy")
+    assert [check_of(c)["outcome"] for c in found] == ([hold] if hold else [])

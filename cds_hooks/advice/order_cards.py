@@ -35,6 +35,7 @@ OVERRIDE_SYSTEM = "https://crs-cds-hooks.example.org/CodeSystem/override-reason"
 
 TOPIC_TOCILIZUMAB = "tocilizumab-order"
 TOPIC_HOLD = "hold-crs-therapy"
+TOPIC_STEROID_PROPHYLAXIS = "steroid-with-cell-therapy"
 TOPIC_INFECTION = "infection-before-crs-therapy"
 TOPIC_PREMEDICATION = "premedication"
 TOPIC_MONITORING = "crs-therapy-monitoring"
@@ -83,6 +84,8 @@ def build_order_cards(evaluation: Evaluation, findings: OrderFindings, source_la
             cards.append(_infection_card(evaluation, engager, source_label))
         if engager.premedication_missing:
             cards.append(_premedication_card(evaluation, engager, source_label))
+        if engager.steroid_with_product is not None:
+            cards.append(_steroid_prophylaxis_card(evaluation, engager, source_label))
         cards.append(_monitoring_card(evaluation, engager, source_label))
     return cards
 
@@ -316,7 +319,35 @@ _HOLD_KIND_TEXT: Mapping[str, str] = {
     "possible-crs": "possible CRS",
     "icans": "ICANS",
     "fever": "fever",
+    "crs-recent": "recent CRS",
 }
+
+
+def _steroid_prophylaxis_card(evaluation: Evaluation, finding: EngagerOrderFinding, label: str) -> Card:
+    """A corticosteroid ordered with a cell therapy: what its label says (allowed or avoid)."""
+    product = _product(finding)
+    stance = finding.rule.steroid_prophylaxis
+    assert stance is not None and finding.steroid_with_product is not None
+    allowed = stance.stance == "allowed"
+    lines = [
+        _grade_line(evaluation),
+        "",
+        f"**Corticosteroid with {product}:** {_cell(finding.steroid_with_product)}.",
+        f"Label: {stance.text}",
+        "",
+        _rule_source(finding),
+    ]
+    verb = "permitted by the label as prophylaxis" if allowed else "the label advises against prophylactic use"
+    return Card(
+        uuid=str(uuid.uuid4()),
+        summary=_clip(f"Corticosteroid with {product}: {verb}"),
+        detail="\n".join(lines),
+        indicator="info" if allowed else "warning",
+        source=_source(label, TOPIC_STEROID_PROPHYLAXIS, "Corticosteroid with a cell therapy"),
+        overrideReasons=None if allowed else ORDER_OVERRIDE_REASONS,
+        links=_links(),
+        extension=_extension("steroid-with-cell-therapy", stance.stance, finding.draft.reference),
+    )
 
 
 def _hold_card(evaluation: Evaluation, finding: EngagerOrderFinding, label: str) -> Card:

@@ -34,6 +34,7 @@ from cds_hooks.advice.dosing import (
     whole_vial_dose_mg,
 )
 from cds_hooks.grading.config import GradingConfig
+from cds_hooks.grading.episodes import crs_episodes
 from cds_hooks.grading.result import GradeResult
 from cds_hooks.reading.fhir_rules import codings, reference_of, text_candidates
 from cds_hooks.reading.fhir_time import iso
@@ -476,7 +477,7 @@ class InfectionSignal:
     time: datetime | None = None
 
 
-HoldKind = Literal["crs", "possible-crs", "icans", "fever"]
+HoldKind = Literal["crs", "possible-crs", "icans", "fever", "crs-recent"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -501,6 +502,8 @@ class EngagerOrderFinding:
     notes: tuple[str, ...] = ()
     hold: tuple[HoldReason, ...] = ()
     """Empty when the product's label gives no reason to hold the dose now."""
+    steroid_with_product: str | None = None
+    """A corticosteroid ordered with (or given just before) a cell therapy, for the label's stance."""
 
     @property
     def product_class(self) -> ProductClass:
@@ -526,7 +529,13 @@ def _possible_masked_crs(crs: GradeResult) -> int:
 
 
 def hold_reasons(
-    rule: ProductRule, crs: GradeResult, icans: GradeResult | None, record: PatientRecord, at: datetime
+    rule: ProductRule,
+    crs: GradeResult,
+    icans: GradeResult | None,
+    record: PatientRecord,
+    at: datetime,
+    *,
+    config: GradingConfig | None = None,
 ) -> tuple[HoldReason, ...]:
     """Every reason the product's label gives to hold a dose now: CRS or ICANS at or above its
     grade (or at least it, or possible CRS with masked fever), or a fever in the fever window."""
@@ -550,6 +559,10 @@ def hold_reasons(
     icans_level = _grade_level(icans) if icans is not None else None
     if icans is not None and icans_level is not None and icans_level[0] >= hold.icans_min_grade:
         reasons.append(HoldReason("icans", f"ICANS {icans_level[1]} (ASTCT) at {iso(icans.at)}", icans.references))
+    if hold.resolved_for is not None and not reasons:
+        recent = _recent_crs(record, at, hold.resolved_for, config)
+        if recent is not None:
+            reasons.append(recent)
     if hold.fever:
         fevers = [t for t in record.temperatures if at - FEVER_WINDOW < t.time <= at and t.celsius >= FEVER_CELSIUS]
         if fevers:
@@ -627,7 +640,35 @@ def check_engager(
     )
     notes = [f"{draft.agent} recognised by name in {draft.display!r}, not by code"] if draft.by_text else []
     notes += [_unidentified_note(item) for item in record.unidentified_administrations]
-    return EngagerOrderFinding(draft, rule, tuple(signals), gaps, found, missing, tuple(notes), tuple(hold))
+    steroid = None
+    if rule.steroid_prophylaxis is not None:
+        steroid = next(
+            (
+                f"{o.agent} ordered ({o.reference or 'draft order'})"
+                for o in drafts
+                if o.role is MedicationRole.CORTICOSTEROID
+            ),
+            None,
+        )
+    return EngagerOrderFinding(draft, rule, tuple(signals), gaps, found, missing, tuple(notes), tuple(hold), steroid)
+
+
+def _recent_crs(
+    record: PatientRecord, at: datetime, resolved_for: timedelta, config: GradingConfig | None
+) -> HoldReason | None:
+    """The last CRS episode, when it is unresolved or resolved less than ``resolved_for`` ago."""
+    course = crs_episodes(record, until=at, config=config or GradingConfig())
+    if not course.episodes:
+        return None
+    last = course.episodes[-1]
+    hours = f"{resolved_for.total_seconds() / 3600:g} h"
+    if last.resolution is None:
+        text = f"CRS episode from {iso(last.onset)} not resolved in the data: the label asks {hours} after resolution"
+    elif at - last.resolution < resolved_for:
+        text = f"CRS resolved at {iso(last.resolution)}, less than {hours} ago (episode from {iso(last.onset)})"
+    else:
+        return None
+    return HoldReason("crs-recent", text, last.references)
 
 
 def _unidentified_note(item: NotEvidence) -> str:
@@ -677,7 +718,7 @@ def check_orders(
                 raise OrderCheckError(f"no product rule for {draft.agent!r} in mappings/products")
             if signals is None:
                 signals = infection_signals(record, at)
-            hold = hold_reasons(rule, crs, icans, record, at)
+            hold = hold_reasons(rule, crs, icans, record, at, config=config)
             engagers.append(
                 check_engager(draft, rule, record, drafts, at, signals=signals, unavailable=unavailable, hold=hold)
             )

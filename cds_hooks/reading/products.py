@@ -54,8 +54,19 @@ class _Hold(BaseModel):
     icans_min_grade: int = Field(ge=1, le=4)
     fever: bool
     """A temperature >= 38.0 degC in the fever window holds the dose too (CRS may be starting)."""
+    resolved_for_hours: float | None = Field(default=None, gt=0, le=720)
+    """After a CRS episode, the next dose only once it has been resolved this long (glofitamab
+    72 h); an unresolved or too recent episode holds the dose."""
     text: str = Field(min_length=1)
     """The label's words, shown on the card."""
+
+
+class _SteroidProphylaxis(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stance: Literal["allowed", "avoid"]
+    """What the label says of a prophylactic corticosteroid ordered with the product."""
+    text: str = Field(min_length=1)
 
 
 class _Premedication(BaseModel):
@@ -81,6 +92,8 @@ class _Product(BaseModel):
     infection_text: str = Field(min_length=1)
     premedication: _Premedication
     monitoring: tuple[str, ...] = Field(min_length=1)
+    steroid_prophylaxis: _SteroidProphylaxis | None = None
+    """Cell therapies: a corticosteroid with the infusion is a choice the label allows or advises against."""
 
 
 class _ProductFile(BaseModel):
@@ -110,6 +123,13 @@ class HoldRule:
     icans_min_grade: int
     fever: bool
     text: str
+    resolved_for: timedelta | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SteroidProphylaxis:
+    stance: Literal["allowed", "avoid"]
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +153,7 @@ class ProductRule:
     infection_text: str
     premedication: PremedicationRule
     monitoring: tuple[str, ...]
+    steroid_prophylaxis: SteroidProphylaxis | None = None
 
 
 @dataclass(frozen=True)
@@ -199,11 +220,24 @@ def _rule(entry: _Product, family: str) -> ProductRule:
         family=family,
         product_class=entry.product_class,
         source=LabelSource(entry.source.label, entry.source.date, entry.source.verified),
-        hold=HoldRule(hold.crs_min_grade, hold.icans_min_grade, hold.fever, hold.text) if hold else None,
+        hold=HoldRule(
+            hold.crs_min_grade,
+            hold.icans_min_grade,
+            hold.fever,
+            hold.text,
+            timedelta(hours=hold.resolved_for_hours) if hold.resolved_for_hours is not None else None,
+        )
+        if hold
+        else None,
         infection_indicator=entry.infection_indicator,
         infection_text=entry.infection_text,
         premedication=PremedicationRule(
             premed.roles, timedelta(hours=premed.window_before_h), premed.doses, premed.text
         ),
         monitoring=entry.monitoring,
+        steroid_prophylaxis=(
+            SteroidProphylaxis(entry.steroid_prophylaxis.stance, entry.steroid_prophylaxis.text)
+            if entry.steroid_prophylaxis is not None
+            else None
+        ),
     )
