@@ -486,3 +486,63 @@ def test_glofitamab_waits_72h_after_crs(client: TestClient, record: list[Resourc
     cards = call(client, "order-sign", [*adult(75), *PREMEDS_GIVEN, *record], [draft("g1", GLOFITAMAB, 10)])
     found = topic(cards, "hold-crs-therapy")
     assert [check_of(c)["outcome"] for c in found] == ([hold] if hold else [])
+
+
+# -- item 8: premedication per product and per dose ------------------------------------------
+
+
+def earlier_doses(product: dict[str, Any], days_ago: tuple[float, ...]) -> list[Resource]:
+    return [medication_administration(f"d{k}", product, hours_before=d * 24) for k, d in enumerate(days_ago)]
+
+
+@pytest.mark.parametrize(
+    ("product", "record", "expected"),
+    [
+        pytest.param(
+            TECLISTAMAB,
+            [],
+            ("missing:corticosteroid,antihistamine,antipyretic", "warning"),
+            id="teclistamab-step-up-1-no-premed->warning",
+        ),
+        pytest.param(
+            TECLISTAMAB,
+            earlier_doses(TECLISTAMAB, (6, 4)),
+            ("missing:corticosteroid,antihistamine,antipyretic", "warning"),
+            id="teclistamab-first-treatment-dose-3-no-premed->warning",
+        ),
+        pytest.param(
+            TECLISTAMAB,
+            earlier_doses(TECLISTAMAB, (20, 13, 9, 6)),
+            ("missing:corticosteroid,antihistamine,antipyretic", "info"),
+            id="teclistamab-maintenance-dose-5->info-optional",
+        ),
+        pytest.param(
+            atc("L01FX33", "tarlatamab"), [], ("missing:corticosteroid", "warning"), id="tarlatamab->dexamethasone-only"
+        ),
+        pytest.param(
+            atc("L01FX07", "blinatumomab"),
+            [],
+            ("missing:corticosteroid", "warning"),
+            id="blinatumomab->dexamethasone-only",
+        ),
+        pytest.param(atc("L01XX75", "tebentafusp"), [], None, id="tebentafusp->no-premedication-asked"),
+        pytest.param(
+            atc("L01FX32", "elranatamab"),
+            [medication_administration("p1", DEXAMETHASONE, hours_before=2)],
+            ("missing:corticosteroid,antihistamine,antipyretic", "warning"),
+            id="elranatamab-steroid-2h-before->outside-1h-window",
+        ),
+    ],
+)
+def test_premedication_per_product(
+    client: TestClient, product: dict[str, Any], record: list[Resource], expected: tuple[str, str] | None
+) -> None:
+    base = [*adult(75), temperature("t1", 36.9), NORMAL_BP]
+    cards = call(client, "order-sign", [*base, *record], [draft("tce1", product, 1)])
+    premed = topic(cards, "premedication")
+    if expected is None:
+        assert premed == []
+        return
+    (card,) = premed
+    assert (check_of(card)["outcome"], card["indicator"]) == expected
+    assert "Rule: mappings/products" in card["detail"]

@@ -453,10 +453,19 @@ def _premedication_card(evaluation: Evaluation, finding: EngagerOrderFinding, la
     ]
     if finding.premedication_found:
         lines += ["", "Found:", *(f"- {_cell(text)}" for text in finding.premedication_found.values())]
+    required = finding.premedication_required
+    if premed.required_doses is None:
+        which = "The label asks for it before every dose."
+    else:
+        which = (
+            f"This is dose {finding.dose_number} as charted; the label asks for it before the first "
+            f"{premed.required_doses} doses"
+            + ("." if required else ": optional now, unless dosing restarts after an interruption (step-up again).")
+        )
     lines += [
         "",
-        f"Label rule for {product}: {premed.text}; for {premed.doses}. Whether this order is a step-up, first or "
-        "maintenance dose is not read from the chart: check it against the schedule [choice].",
+        f"Label rule for {product}: {premed.text}; for {premed.doses}. {which} Doses are counted from the "
+        "administrations charted, not from the order's schedule [choice].",
         _rule_source(finding),
     ]
     patient = evaluation.patient_reference
@@ -464,9 +473,12 @@ def _premedication_card(evaluation: Evaluation, finding: EngagerOrderFinding, la
     suggestions = [s for s in suggestions if s is not None]
     return Card(
         uuid=str(uuid.uuid4()),
-        summary=_clip(f"No premedication for {product}: {', '.join(missing)} missing"),
+        summary=_clip(
+            f"No premedication for {product}: {', '.join(missing)} missing"
+            + ("" if required else f" (dose {finding.dose_number}: optional per label)")
+        ),
         detail="\n".join(lines),
-        indicator="warning",
+        indicator="warning" if required else "info",
         source=_source(label, TOPIC_PREMEDICATION, "Premedication before CRS-causing therapy"),
         suggestions=suggestions or None,
         selectionBehavior="any" if suggestions else None,

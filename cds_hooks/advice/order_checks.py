@@ -504,6 +504,14 @@ class EngagerOrderFinding:
     """Empty when the product's label gives no reason to hold the dose now."""
     steroid_with_product: str | None = None
     """A corticosteroid ordered with (or given just before) a cell therapy, for the label's stance."""
+    dose_number: int = 1
+    """This dose's number as charted: earlier administrations of the same product, plus one."""
+
+    @property
+    def premedication_required(self) -> bool:
+        """The label asks for premedication before this dose (the first N doses, or every dose)."""
+        required = self.rule.premedication.required_doses
+        return required is None or self.dose_number <= required
 
     @property
     def product_class(self) -> ProductClass:
@@ -650,7 +658,10 @@ def check_engager(
             ),
             None,
         )
-    return EngagerOrderFinding(draft, rule, tuple(signals), gaps, found, missing, tuple(notes), tuple(hold), steroid)
+    earlier = sum(1 for a in record.administrations if a.agent == draft.agent and a.start <= at)
+    return EngagerOrderFinding(
+        draft, rule, tuple(signals), gaps, found, missing, tuple(notes), tuple(hold), steroid, earlier + 1
+    )
 
 
 def _recent_crs(

@@ -77,6 +77,9 @@ class _Premedication(BaseModel):
     """Premedication given within this many hours before the dose counts (or ordered with it)."""
     doses: str = Field(min_length=1)
     """Which doses need it (``each step-up dose``, ``cycle 1``...), shown on the card."""
+    required_doses: int | None = Field(default=None, ge=1, le=50)
+    """The label asks for premedication before the first N doses (step-up and first treatment
+    doses); None: before every dose. Later doses get an info card, not a warning."""
     text: str = Field(min_length=1)
 
 
@@ -138,6 +141,7 @@ class PremedicationRule:
     window_before: timedelta
     doses: str
     text: str
+    required_doses: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +236,7 @@ def _rule(entry: _Product, family: str) -> ProductRule:
         infection_indicator=entry.infection_indicator,
         infection_text=entry.infection_text,
         premedication=PremedicationRule(
-            premed.roles, timedelta(hours=premed.window_before_h), premed.doses, premed.text
+            premed.roles, timedelta(hours=premed.window_before_h), premed.doses, premed.text, premed.required_doses
         ),
         monitoring=entry.monitoring,
         steroid_prophylaxis=(
