@@ -11,9 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import respx
 from cds_hooks.reading.products import PRODUCTS_DIR, ProductRulesError, load_products
 from cds_hooks.reading.terminology import ConceptKind, load_terminology
+from cds_hooks.settings import Settings
+from cds_hooks.web.app import create_app
 from fastapi.testclient import TestClient
 
 from fhir_builders import (
@@ -30,7 +34,7 @@ from fhir_builders import (
     weight,
     when,
 )
-from test_order_hooks import PREMEDS_GIVEN, TECLISTAMAB, adult, call, check_of, client, draft, topic
+from test_order_hooks import PREMEDS_GIVEN, TECLISTAMAB, adult, call, check_of, client, draft, order_request, topic
 
 __all__ = ["client"]  # the module-scoped TestClient fixture, shared with test_order_hooks
 
@@ -546,3 +550,48 @@ def test_premedication_per_product(
     (card,) = premed
     assert (check_of(card)["outcome"], card["indicator"]) == expected
     assert "Rule: mappings/products" in card["detail"]
+
+
+# -- items 2 and 9: a Medication referenced but not in the prefetch is read from the server ----
+
+EHR_BASE = "https://ehr.example.org/fhir"
+
+
+def toci_by_reference(rid: str, hours_before: float) -> Resource:
+    out = medication_administration(rid, TOCI, hours_before=hours_before, dose=(600, "mg"))
+    del out["medicationCodeableConcept"]
+    out["medicationReference"] = {"reference": "Medication/med-toci"}
+    return out
+
+
+@pytest.mark.parametrize(
+    ("server_answer", "expected"),
+    [
+        pytest.param(
+            httpx.Response(200, json={"resourceType": "Medication", "id": "med-toci", "code": TOCI}),
+            ("no-dose-allowed", "critical"),
+            id="medication-read-from-server->dose-2h-ago-counted",
+        ),
+        pytest.param(
+            httpx.Response(
+                404, json={"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "not-found"}]}
+            ),
+            ("ok", "warning"),
+            id="medication-not-found->administration-named-warning",
+        ),
+    ],
+)
+def test_referenced_medication_is_fetched(server_answer: httpx.Response, expected: tuple[str, str]) -> None:
+    request = order_request("order-sign", [*adult(75), toci_by_reference("g1", 2)], [draft("mr1", TOCI, 600)])
+    request["fhirServer"] = EHR_BASE
+    settings = Settings(fhir_server_allowlist=[EHR_BASE])
+    with respx.mock(assert_all_called=True) as router:
+        route = router.get(f"{EHR_BASE}/Medication/med-toci").mock(return_value=server_answer)
+        with TestClient(create_app(settings)) as local:
+            response = local.post("/cds-services/crs-order-sign", json=request)
+    assert route.call_count == 1
+    assert response.status_code == 200, response.text
+    (card,) = topic(response.json()["cards"], "tocilizumab-order")
+    assert (check_of(card)["outcome"], card["indicator"]) == expected
+    if expected[0] == "ok":
+        assert "MedicationAdministration/g1" in card["detail"]

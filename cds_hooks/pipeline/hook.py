@@ -7,6 +7,7 @@ way and each stage returns a typed value, so a failure says which stage and why.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,6 +47,32 @@ ORDER_SERVICES = {ORDER_SELECT_SERVICE_ID: "order-select", ORDER_SIGN_SERVICE_ID
 SERVICE_HOOKS = {SERVICE_ID: HOOK, **ORDER_SERVICES}
 AT_EXTENSION = "crs-cds-hooks.at"
 ORDER_CARD_SOURCE = "CRS order check (tocilizumab and T-cell engager labels)"
+
+
+MAX_MEDICATION_READS = 20
+"""[choice] At most 20 referenced Medications are read per call (each read is one request)."""
+MEDICATION_REFERENCE = re.compile(r"(?:^|/)(Medication/[A-Za-z0-9\-.]{1,64})$")
+
+
+def unresolved_medications(resources: Sequence[SourcedResource]) -> list[str]:
+    """``Medication/<id>`` references of administrations and requests that no Medication in
+    ``resources`` resolves (contained ``#id`` references are resolved in the resource itself)."""
+    known = {r.reference for r in resources if r.resource.get("resourceType") == "Medication"}
+    known |= {
+        f"Medication/{r.resource['id']}"
+        for r in resources
+        if r.resource.get("resourceType") == "Medication" and isinstance(r.resource.get("id"), str)
+    }
+    wanted: list[str] = []
+    for item in resources:
+        if item.resource.get("resourceType") not in ("MedicationAdministration", "MedicationRequest"):
+            continue
+        ref = item.resource.get("medicationReference")
+        target = ref.get("reference") if isinstance(ref, dict) else None
+        match = MEDICATION_REFERENCE.search(target) if isinstance(target, str) else None
+        if match is not None and match.group(1) not in known and match.group(1) not in wanted:
+            wanted.append(match.group(1))
+    return wanted
 
 
 @dataclass(frozen=True)
@@ -180,7 +207,11 @@ class CrsService:
             raise UnprocessableRequest(str(exc)) from None
         at = self.evaluation_time(request)
         patient_id = request.context.patientId
-        resources, unavailable, malformed = await self._gather(request, self.order_prefetch_keys)
+        resources, unavailable, malformed = await self._gather(
+            request,
+            self.order_prefetch_keys,
+            also=[SourcedResource(d.resource, d.reference or "draft") for d in drafts],
+        )
         grading_unavailable = {k: v for k, v in unavailable.items() if k not in ORDER_ONLY_SOURCES}
         evaluation = evaluate(
             resources, patient_id=patient_id, at=at, grading=self.grading, unavailable=grading_unavailable
@@ -207,8 +238,10 @@ class CrsService:
         return HookOutcome(CdsResponse(cards=cards), evaluation)
 
     async def _gather(
-        self, request: CdsRequest, keys: tuple[PrefetchKey, ...]
+        self, request: CdsRequest, keys: tuple[PrefetchKey, ...], *, also: Sequence[SourcedResource] = ()
     ) -> tuple[list[SourcedResource], dict[DataSource, str], int]:
+        """The prefetch, what is fetched for absent keys, and the Medications referenced but absent;
+        ``also`` (draft orders) are searched for Medication references too, never returned."""
         state = classify(request.prefetch, keys)
         resources = list(state.resources)
         unavailable = dict(state.unavailable)
@@ -233,7 +266,30 @@ class CrsService:
         for source in (DataSource.PATIENT, DataSource.OBSERVATIONS):
             if source in unavailable:
                 raise PreconditionFailed(f"{source.value} data could not be obtained: {unavailable[source]}")
+        if server is not None and self.fetcher is not None:
+            resources.extend(await self._fetch_medications(request, server, [*resources, *also]))
         return unique(resources), unavailable, sum(state.malformed.values())
+
+    async def _fetch_medications(
+        self, request: CdsRequest, fhir_server: str, resources: Sequence[SourcedResource]
+    ) -> list[SourcedResource]:
+        """Read the Medications that administrations (or draft orders) reference but the data lack,
+        so a dose charted as ``medicationReference`` is not invisible (issue 16). A failed read
+        leaves the reference unresolved: the order cards then name the administration."""
+        wanted = unresolved_medications(resources)[:MAX_MEDICATION_READS]
+        if not wanted or self.fetcher is None:
+            return []
+        token = request.fhirAuthorization.access_token if request.fhirAuthorization else None
+        try:
+            results = await self.fetcher.fetch_all(fhir_server, {ref: ref for ref in wanted}, access_token=token)
+        except FhirServerRejected:
+            return []
+        return [
+            item
+            for result in results.values()
+            for item in result.resources
+            if item.resource.get("resourceType") == "Medication"
+        ]
 
     async def _fetch(
         self, request: CdsRequest, fhir_server: str, keys: Sequence[PrefetchKey]
