@@ -86,8 +86,14 @@ def dose_history(record: PatientRecord, at: datetime, config: GradingConfig | No
     given = tuple(a for a in record.administrations if a.agent == "tocilizumab" and a.start <= at)
     last = max(given, key=lambda a: a.start, default=None)
     in_24h = sum(1 for a in given if a.start > at - timedelta(hours=24))
-    chain = _current_event(list(crs_episodes(record, until=at, config=config or GradingConfig()).episodes), at)
     recent_from = at - SAME_EVENT_WITHIN
+    if all(a.start >= recent_from for a in given):
+        # Every dose is recent and counts whatever the episodes say: no need to build them.
+        days = SAME_EVENT_WITHIN.days
+        return DoseHistory(
+            given, last, in_24h, given, recent_from, f"every dose charted is within the last {days} days"
+        )
+    chain = _current_event(list(crs_episodes(record, until=at, config=config or GradingConfig()).episodes), at)
     counted_from = min(recent_from, chain[0].onset) if chain else recent_from
     counted = tuple(a for a in given if a.start >= counted_from)
     return DoseHistory(given, last, in_24h, counted, counted_from, _basis(chain, at))

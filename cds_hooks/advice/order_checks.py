@@ -579,7 +579,7 @@ def hold_reasons(
             reasons.append(
                 HoldReason(
                     "fever",
-                    f"temperature {hottest.celsius:g} °C at {iso(hottest.time)} (>= {FEVER_CELSIUS:g} °C in the "
+                    f"temperature {hottest.celsius:g} °C at {iso(hottest.time)} (>= {FEVER_CELSIUS:.1f} °C in the "
                     f"last {hours} h: CRS may be starting, or an infection)",
                     (hottest.reference,),
                 )
