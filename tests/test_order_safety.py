@@ -595,3 +595,19 @@ def test_referenced_medication_is_fetched(server_answer: httpx.Response, expecte
     assert (check_of(card)["outcome"], card["indicator"]) == expected
     if expected[0] == "ok":
         assert "MedicationAdministration/g1" in card["detail"]
+
+
+@pytest.mark.parametrize(
+    ("assessments", "named"),
+    [
+        pytest.param([], True, id="no-ICE-charted->monitoring-card-says-ICANS-unchecked"),
+        pytest.param([ice("ice1", 10)], False, id="ICE-10-charted->ICANS-checked"),
+    ],
+)
+def test_engager_card_says_when_icans_could_not_be_checked(
+    client: TestClient, assessments: list[Resource], named: bool
+) -> None:
+    record = [*adult(75), *PREMEDS_GIVEN, temperature("t1", 36.9), NORMAL_BP, *assessments]
+    cards = call(client, "order-sign", record, [draft("tce1", TECLISTAMAB, 1)])
+    (monitoring,) = topic(cards, "crs-therapy-monitoring")
+    assert ("ICANS indeterminate" in monitoring["detail"]) is named

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
@@ -664,6 +664,18 @@ def check_engager(
     )
 
 
+def _icans_gap(rule: ProductRule, icans: GradeResult | None) -> str | None:
+    """Say when ICANS could not be checked for the hold rule (never a silent "no ICANS")."""
+    if rule.hold is None:
+        return None
+    if icans is None:
+        return "ICANS not graded by this service: the hold rule checked CRS and fever only"
+    if icans.grade is None and icans.grade_at_least is None:
+        first = icans.missing[0] if icans.missing else "no assessment"
+        return f"ICANS indeterminate ({first}): assess ICE before the dose; the hold rule could not check ICANS"
+    return None
+
+
 def _recent_crs(
     record: PatientRecord, at: datetime, resolved_for: timedelta, config: GradingConfig | None
 ) -> HoldReason | None:
@@ -730,9 +742,11 @@ def check_orders(
             if signals is None:
                 signals = infection_signals(record, at)
             hold = hold_reasons(rule, crs, icans, record, at, config=config)
-            engagers.append(
-                check_engager(draft, rule, record, drafts, at, signals=signals, unavailable=unavailable, hold=hold)
+            finding = check_engager(
+                draft, rule, record, drafts, at, signals=signals, unavailable=unavailable, hold=hold
             )
+            gap = _icans_gap(rule, icans)
+            engagers.append(replace(finding, notes=(*finding.notes, gap)) if gap else finding)
         elif draft.selected:
             other += 1
     return OrderFindings(tuple(toci), tuple(engagers), other, dict(unavailable))
