@@ -120,6 +120,13 @@ HOLD_CASES: dict[str, HoldCase] = {
         ("MedicationAdministration/ne1",),
         "possible CRS",
     ),
+    "teclistamab+premedication+hypotension-afebrile->hold-possible-crs-masked": HoldCase(
+        [*adult(75), *PREMEDS_GIVEN, temperature("t1", 37.1), bp_panel("bp2", 82, 48, hours_before=0.5)],
+        TECLISTAMAB,
+        "possible-crs",
+        ("Observation/bp2",),
+        "possible CRS",
+    ),
     "teclistamab-afebrile-normal->no-hold": HoldCase(
         [*adult(75), *PREMEDS_GIVEN, temperature("t1", 37.2), NORMAL_BP, ice("ice1", 10)], TECLISTAMAB, None
     ),
