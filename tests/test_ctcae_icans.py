@@ -95,7 +95,8 @@ CASES: list[Any] = [
     pytest.param([ice(6)], 45, 2, 2, id="ICE-6->2"),
     pytest.param([ice(3)], 45, 2, 2, id="ICE-3->2"),
     pytest.param([ice(2)], 45, 3, 3, id="ICE-2->3"),
-    pytest.param([ice(0)], 45, 3, 3, id="ICE-0-awake->3"),
+    pytest.param([ice(0), loc("LOC-ALERT")], 45, 3, 3, id="ICE-0-awake->3"),
+    pytest.param([ice(0)], 45, ">=3", ">=3", id="ICE-0-consciousness-not-charted->at-least-3"),
     # consciousness (the CAPD rows' wording, read at every age as ASTCT)
     pytest.param([ice(10), loc("LOC-SPONTANEOUS")], 45, 1, 1, id="awakens-spontaneously->1"),
     pytest.param([ice(10), loc("LOC-VOICE")], 45, 2, 2, id="awakens-to-voice->2"),

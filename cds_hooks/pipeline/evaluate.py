@@ -14,7 +14,7 @@ from cds_hooks.advice.dosing import TocilizumabAdvice, tocilizumab_advice
 from cds_hooks.grading import GRADERS, GradeResult, GradingConfig
 from cds_hooks.grading.astct import SYSTEM as ASTCT
 from cds_hooks.grading.icans import DEFAULT_WINDOW as ICANS_WINDOW
-from cds_hooks.grading.icans import ICANS_RULES, grade_icans
+from cds_hooks.grading.icans import FOLLOWED_FOR, ICANS_RULES, OVERDUE_AFTER, grade_icans
 from cds_hooks.grading.icans import SYSTEM as ASTCT_ICANS
 from cds_hooks.reading.evidence_check import invalid_references
 from cds_hooks.reading.fhir_time import age_in_years
@@ -44,6 +44,10 @@ class IcansOptions:
 
     questionnaire: IceQuestionnaire
     window: timedelta = ICANS_WINDOW
+    overdue_after: timedelta = OVERDUE_AFTER
+    """An assessment is overdue this long after the last one while ICANS is followed [choice]."""
+    followed_for: timedelta = FOLLOWED_FOR
+    """ICANS is followed when an ICE, CAPD or a finding of grade >= 1 was charted this recently."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,7 @@ def evaluate(
         record.unavailable.update({k: v for k, v in (unavailable or {}).items() if k is not DataSource.ICANS})
         record.not_evidence.extend(NotEvidence(ref, reason) for ref, reason in skip.items())
         results = tuple(GRADERS[system](record, at, grading.config) for system in _ordered(grading.systems))
-        advice = tocilizumab_advice(record, at)
+        advice = tocilizumab_advice(record, at, grading.config)
         icans_results = _icans(grading, record=record, at=at, unavailable=unavailable)
         cited = [ref for result in results for ref in (*result.references, *result.worst_grade_references)]
         for icans_result in icans_results:
@@ -115,13 +119,23 @@ def _icans(
     if grading.icans is None:
         return ()
     reason = (unavailable or {}).get(DataSource.ICANS)
+    options = grading.icans
     chosen = [ASTCT_ICANS, *(s for s in dict.fromkeys(grading.systems) if s in ICANS_RULES and s != ASTCT_ICANS)]
     results = []
     for system in chosen:
         findings = record.icans_view()
         if reason is not None:
             findings.unavailable[DataSource.ICANS.value] = reason
-        results.append(grade_icans(findings, at, grading.icans.window, ICANS_RULES[system]))
+        results.append(
+            grade_icans(
+                findings,
+                at,
+                options.window,
+                overdue_after=options.overdue_after,
+                followed_for=options.followed_for,
+                rules=ICANS_RULES[system],
+            )
+        )
     return tuple(results)
 
 
