@@ -4,7 +4,8 @@ limit allows it, otherwise the reason is given instead.
 Source: Actemra (tocilizumab) US label, CRS section, and the CAR-T product labels as restated in
 ASCO 2021 (Santomasso, J Clin Oncol 2021;39:3978): 8 mg/kg IV over 1 h for weight >= 30 kg,
 12 mg/kg for < 30 kg, never more than 800 mg per dose; repeat only if no clinical improvement,
-at least 8 h apart; no more than 3 doses in 24 h and 4 in total.
+at least 8 h apart; no more than 3 doses in 24 h and 4 in total. The CRS indication is labelled
+from 2 years of age: under 2 no dose is offered (clinical-reference.md section 1, "Children").
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from cds_hooks.reading.fhir_time import iso
+from cds_hooks.reading.fhir_time import age_in_years, iso
 from cds_hooks.reading.record import Administration, PatientRecord, Weight
 
 MG_PER_KG_ADULT = 8.0
@@ -23,6 +24,8 @@ MAX_DOSE_MG = 800.0
 MIN_INTERVAL = timedelta(hours=8)
 MAX_DOSES_PER_24H = 3
 MAX_DOSES_TOTAL = 4
+MIN_AGE_YEARS = 2
+"""Tocilizumab's CRS label (Actemra) starts at 2 years of age."""
 WEIGHT_STALE_AFTER = timedelta(days=30)
 """A weight older than this is still used but flagged [choice]."""
 
@@ -62,9 +65,11 @@ class DoseHistory:
 
 
 def dose_history(record: PatientRecord, at: datetime) -> DoseHistory:
+    """Doses possibly given by ``at``; a date-only dose counts at the latest it may have been
+    given (capped at ``at``), so the interval and 24 h limits are never read in its favour."""
     given = tuple(a for a in record.administrations if a.agent == "tocilizumab" and a.start <= at)
-    last = max(given, key=lambda a: a.start, default=None)
-    in_24h = sum(1 for a in given if a.start > at - timedelta(hours=24))
+    last = max(given, key=lambda a: min(a.latest_start, at), default=None)
+    in_24h = sum(1 for a in given if min(a.latest_start, at) > at - timedelta(hours=24))
     return DoseHistory(given, last, in_24h)
 
 
@@ -95,21 +100,39 @@ def weight_basis(record: PatientRecord, at: datetime) -> WeightBasis | None:
     return WeightBasis(weight, per_kg, note)
 
 
+def _age_in_months(record: PatientRecord, at: datetime) -> int:
+    birth = record.birth_date
+    assert birth is not None
+    months = (at.year - birth.year) * 12 + (at.month - birth.month)
+    return months - 1 if at.day < birth.day else months
+
+
 def tocilizumab_advice(record: PatientRecord, at: datetime) -> TocilizumabAdvice:
     """The dose allowed now, or why none is."""
     history = dose_history(record, at)
     last, in_24h, total = history.last, history.in_last_24h, history.total
     refused = TocilizumabAdvice(None, None, doses_last_24h=in_24h, doses_total=total, last_dose=last)
+    if record.birth_date is not None and age_in_years(record.birth_date, at) < MIN_AGE_YEARS:
+        months = _age_in_months(record, at)
+        return replace(
+            refused,
+            reason=(
+                f"patient is {months} months old: tocilizumab's CRS label starts at {MIN_AGE_YEARS} years, "
+                "so no dose is computed; dosing under 2 years only per paediatric specialist protocol"
+            ),
+        )
     if total >= MAX_DOSES_TOTAL:
         return replace(refused, reason=f"{total} doses already given: the maximum is {MAX_DOSES_TOTAL} in total")
     if in_24h >= MAX_DOSES_PER_24H:
         return replace(refused, reason=f"{in_24h} doses in the last 24 h: the maximum is {MAX_DOSES_PER_24H}")
-    if last is not None and at - last.start < MIN_INTERVAL:
+    if last is not None and at - min(last.latest_start, at) < MIN_INTERVAL:
+        latest = min(last.latest_start, at)
+        dated = " (date-only time: counted at the latest it may have been given)" if last.start_latest else ""
         return replace(
             refused,
             reason=(
-                f"last dose at {iso(last.start)} ({last.reference}): "
-                f"the next is allowed from {iso(last.start + MIN_INTERVAL)}"
+                f"last dose at {iso(latest)}{dated} ({last.reference}): "
+                f"the next is allowed from {iso(latest + MIN_INTERVAL)}"
             ),
         )
     basis = weight_basis(record, at)
