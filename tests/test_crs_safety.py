@@ -37,6 +37,7 @@ from fhir_builders import (
     patient,
     procedure,
     reference,
+    room_air,
     rxnorm,
     temperature,
     text_concept,
@@ -481,7 +482,7 @@ def test_adult_still_gets_the_asco_doses(grading: Grading) -> None:
 FLUID_CARDS = [
     pytest.param(
         [ADULT, weight("w", 80), FEVER, NORMAL_BP, device("nrb", *NRB)],
-        CardExpect("critical", detail=("No fluid bolus for hypoxia alone",), not_offers=("fluid bolus",)),
+        CardExpect("critical", detail=("not for hypoxia alone",), not_detail=("bolus",), not_offers=("fluid bolus",)),
         id="NRB-normal-pressure->no-fluid-bolus",
     ),
     pytest.param(
@@ -621,6 +622,41 @@ def test_support_begun_before_crs(grading: Grading, resources: list[Resource], e
     evaluation = run(grading, resources)
     assert evaluation.primary.grade == 4, "the grade still follows the ASTCT table"
     check_card(crs_card(evaluation), expect)
+
+
+CPAP_MASK = ("706226000", "Continuous positive airway pressure/Bilevel positive airway pressure mask")
+
+CPAP_CHARTED_CASES = [
+    pytest.param(
+        [ADULT, FEVER, NORMAL_BP, device("cpap-3d", *CPAP_MASK, hours_before=72), device("cpap-now", *CPAP_MASK)],
+        ("Observation/cpap-now",),
+        id="CPAP-charted-3d-before-and-now-no-room-air-between->possibly-another-cause",
+    ),
+    pytest.param(
+        [
+            ADULT,
+            FEVER,
+            NORMAL_BP,
+            device("cpap-3d", *CPAP_MASK, hours_before=72),
+            room_air("ra", hours_before=48),
+            device("cpap-now", *CPAP_MASK),
+        ],
+        (),
+        id="CPAP-3d-then-room-air-then-CPAP-after-fever->not-flagged",
+    ),
+    pytest.param(
+        [ADULT, FEVER, NORMAL_BP, device("nc-3d", *NC, hours_before=72), device("cpap-now", *CPAP_MASK)],
+        (),
+        id="home-nasal-cannula-then-CPAP-now->CPAP-run-began-with-CRS->not-flagged",
+    ),
+]
+
+
+@pytest.mark.parametrize(("resources", "flagged"), CPAP_CHARTED_CASES)
+def test_support_run_start_decides(grading: Grading, resources: list[Resource], flagged: tuple[str, ...]) -> None:
+    result = run(grading, resources).primary
+    assert result.grade == 4
+    assert result.support_before_crs == flagged
 
 
 def test_home_cpap_is_shown_as_possibly_another_cause(grading: Grading) -> None:
@@ -770,6 +806,29 @@ def test_imprecise_times_are_intervals(grading_: Grading, resources: list[Resour
     result = run(grading_, resources).primary
     check(result, expect)
     assert not any("date only" in n.reason for n in result.not_evidence), "a date-only record was dropped"
+
+
+DATED_FIRST_FEVER = temperature("t-first", 38.9, effective="2025-03-01")
+
+
+@pytest.mark.parametrize(
+    ("toci_day", "expect"),
+    [
+        pytest.param(
+            "2025-03-02", Expect(3, components={"fever": "masked"}), id="both-date-only-toci-next-day->masked-3"
+        ),
+        pytest.param("2025-03-01", Expect(None, at_least=0, possible=3), id="both-date-only-same-day->unknown"),
+    ],
+)
+def test_two_date_only_times_share_the_site_offset(grading: Grading, toci_day: str, expect: Expect) -> None:
+    """A dose dated the day after the (date-only) onset day is after onset, whatever the offset."""
+    toci = dated(medication_administration("toci", TOCILIZUMAB), toci_day)
+    check(run(grading, [ADULT, DATED_FIRST_FEVER, toci, AFEBRILE, NORMAL_BP, NE]).primary, expect)
+
+
+def test_derived_map_is_named_on_the_card(grading: Grading) -> None:
+    card = crs_card(run(grading, [ADULT, FEVER, bp_panel("bp", 92, 40)]))
+    check_card(card, CardExpect("warning", summary=("MAP 57.3 mmHg",), detail=("derived from systolic 92",)))
 
 
 def test_date_only_tocilizumab_counts_at_its_latest_for_the_interval_limit(grading: Grading) -> None:

@@ -143,7 +143,8 @@ def summary_line(result: GradeResult) -> str:
     else:
         low = next((e for e in result.evidence if e.criterion == "hypotension" and e.status is Status.MET), None)
         if low is not None:
-            findings.append(f"BP {low.value:g} mmHg" if isinstance(low.value, float) else "hypotension")
+            kind = "MAP" if (low.threshold or "").startswith("mean arterial") else "BP"
+            findings.append(f"{kind} {low.value:g} mmHg" if isinstance(low.value, float) else "hypotension")
     oxygen = [e for e in result.evidence if e.criterion == "oxygen" and e.status is Status.MET]
     if oxygen:
         findings.append(_oxygen_phrase(oxygen))
@@ -284,7 +285,10 @@ def _management_lines(evaluation: Evaluation) -> list[str]:
             volume = "volume per protocol" if adult else "weight-based, per paediatric protocol"
             lines.append(f"- Fluid boluses for hypotension ({volume}); reassess after each.")
         else:
-            lines.append("- No fluid bolus for hypoxia alone: fluids can worsen capillary-leak hypoxia (ASCO 2021).")
+            lines.append(
+                "- Fluids only if hypotension develops, not for hypoxia alone: they can worsen capillary-leak "
+                "hypoxia (ASCO 2021)."
+            )
         if hypotension:
             steroid = _steroid("dexamethasone", adult)
             lines.append(f"- {steroid[:1].upper()}{steroid[1:]} if hypotension persists after 1-2 anti-IL-6 doses.")

@@ -22,7 +22,7 @@ from datetime import date, datetime, timedelta
 from cds_hooks.grading.config import GradingConfig
 from cds_hooks.grading.result import Evidence, GradeResult, Status
 from cds_hooks.grading.timeline import RangeBest, TimeSeries
-from cds_hooks.reading.fhir_time import age_in_years, iso
+from cds_hooks.reading.fhir_time import EARLIEST_OFFSET, LATEST_OFFSET, age_in_years, iso
 from cds_hooks.reading.record import (
     Administration,
     BloodPressure,
@@ -107,6 +107,16 @@ class _Assessment:
             return None
         base = 1 if self.fever is Status.MET else 0
         return max(base, self.hypotension_without_prior, self.hypoxia_without_prior)
+
+
+@dataclass(frozen=True, slots=True)
+class _Onset:
+    """Prior CRS onset: a time (None for a Condition without one), its source, and the end of
+    its interval when the time is a date only."""
+
+    time: datetime | None
+    reference: str
+    latest: datetime | None = None
 
 
 class _Timeline:
@@ -291,11 +301,11 @@ class AstctGrader:
             possibly = None
         return surely, possibly
 
-    def _prior_crs_onset(self, at: datetime) -> tuple[datetime | None, str] | None:
+    def _prior_crs_onset(self, at: datetime) -> _Onset | None:
         """When CRS was established before the fever window, and the resource that shows it."""
         cfg = self.config
         window_start = at - cfg.fever_window
-        candidates: list[tuple[datetime | None, str]] = []
+        candidates: list[_Onset] = []
         therapy_start = min(self.timeline.crs_therapy_starts, default=None)
         earliest = window_start - cfg.prior_crs_lookback
         if therapy_start is not None and therapy_start > earliest:
@@ -303,13 +313,31 @@ class AstctGrader:
         else:
             first = self.timeline.fevers.first(earliest, window_start, include_start=False)
         if first is not None:
-            candidates.append((first.time, first.reference))  # the earliest qualifying fever is the onset
+            candidates.append(_Onset(first.time, first.reference))  # the earliest qualifying fever is the onset
+        lower = therapy_start if therapy_start is not None and therapy_start > earliest else earliest
+        for reading in self.timeline.imprecise_temperatures:
+            # A date-only fever wholly before the fever window and not before the lookback (or therapy).
+            latest = reading.latest or reading.time
+            if reading.celsius >= cfg.fever_threshold_celsius and reading.time >= lower and latest <= window_start:
+                candidates.append(_Onset(reading.time, reading.reference, latest))
         for condition in self.record.conditions:
             if condition.onset is None or condition.onset <= at:
-                candidates.append((condition.onset, condition.reference))
+                candidates.append(_Onset(condition.onset, condition.reference))
         if not candidates:
             return None
-        return min(candidates, key=lambda c: c[0] or datetime.min.replace(tzinfo=at.tzinfo))
+        return min(candidates, key=lambda c: c.time or datetime.min.replace(tzinfo=at.tzinfo))
+
+    def _surely_after(self, therapy: Administration, onset: _Onset) -> bool:
+        """Given surely after the onset. Two date-only times of one site share its unknown UTC
+        offset, so the later calendar day is after the earlier one whatever that offset is."""
+        if onset.time is None:
+            return True
+        if onset.latest is None:
+            return therapy.start > onset.time
+        if therapy.start_latest is None:
+            return therapy.start > onset.latest
+        shared = timedelta(0) if self.config.site_timezone else EARLIEST_OFFSET + LATEST_OFFSET
+        return therapy.start >= onset.latest - shared
 
     def _masking(self, result: _Assessment) -> None:
         """ASTCT: after CRS and then antipyretic/anti-cytokine/steroid, fever is not required."""
@@ -317,11 +345,11 @@ class AstctGrader:
             return
         onset = self._prior_crs_onset(result.at)
         given = [a for a in self.timeline.masking_therapies if a.surely_given_by(result.at)]
-        after = [] if onset is None else [a for a in given if onset[0] is None or a.surely_after(onset[0])]
-        if onset is not None and onset[0] is not None and not after:
-            first_fever = onset[0]
+        after = [] if onset is None else [a for a in given if self._surely_after(a, onset)]
+        if onset is not None and onset.time is not None and not after:
+            first_fever = onset.time
             result.masking_unknown = next(
-                (a for a in reversed(given) if a.imprecise and a.latest_start > first_fever), None
+                (a for a in reversed(given) if (a.imprecise or onset.latest) and a.latest_start > first_fever), None
             )
         if onset is None or not after:
             result.prophylaxis = self._prophylaxis(result.at)
@@ -335,7 +363,7 @@ class AstctGrader:
                     "(premedication does not lift the fever requirement)"
                 )
             return
-        onset_time, onset_reference = onset
+        onset_time, onset_reference = onset.time, onset.reference
         therapy = after[-1]
         result.masked = True
         result.evidence.append(
@@ -486,8 +514,9 @@ class AstctGrader:
             result.oxygen_fio2 = chosen_fio2
         result.hypoxia_grade = int(level)
         result.hypoxia_without_prior = int(level)
-        if level is not SupportLevel.ROOM_AIR:
-            since = self._support_since(at, level, used, last_room_air)
+        if level is not SupportLevel.ROOM_AIR and result.collect and result.first_sign is not None:
+            # Only where the grade is reported (current and worst): a scan over the history.
+            since = self._support_since(level, used)
             if self._began_before_crs(result, since):
                 result.hypoxia_without_prior = 0
                 result.prior_support.extend(r.reference for r in used)
@@ -520,24 +549,15 @@ class AstctGrader:
         result.assumptions.extend(notes)
         self._spo2_alert(result)
 
-    def _support_since(
-        self, at: datetime, level: SupportLevel, used: list[OxygenRecord], last_room_air: datetime | None
-    ) -> datetime:
-        """When the support at ``level`` or above began: walk back over support records, each
-        within the recency window of the next, with no room-air record between."""
+    def _support_since(self, level: SupportLevel, used: list[OxygenRecord]) -> datetime:
+        """When support at ``level`` or above began: the earliest such record (point or period)
+        after the last room-air record before the one in force; a room-air record ends a run."""
         since = min(r.time for r in used)
-        records = sorted(
-            (r for r in (*self.timeline.support_points, *self.timeline.period_oxygen) if r.is_support),
-            key=lambda r: r.time,
-            reverse=True,
-        )
-        for record in records:
-            if record.time >= since or (last_room_air is not None and record.time <= last_room_air):
+        room_air = self.timeline.room_air.latest(since, not_before=datetime.min.replace(tzinfo=since.tzinfo))
+        floor = room_air.time if room_air is not None else None
+        for record in (*self.timeline.support_points, *self.timeline.period_oxygen):
+            if not record.is_support or record.time >= since or (floor is not None and record.time <= floor):
                 continue
-            reaches = record.period_end is None if record.is_period else False
-            reaches = reaches or (record.period_end or record.time) + self.config.oxygen_recency >= since
-            if not reaches:
-                break
             if self._classify(record.device, record.flow_l_min, record.fio2_percent)[0] >= level:
                 since = record.time
         return since

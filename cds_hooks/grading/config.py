@@ -61,6 +61,7 @@ class GradingConfig:
     oxygen_recency: timedelta = field(init=False, repr=False, compare=False)
     worst_grade_window: timedelta = field(init=False, repr=False, compare=False)
     support_before_crs_margin: timedelta = field(init=False, repr=False, compare=False)
+    _masking_windows: dict[str, timedelta] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fever_window", timedelta(hours=self.fever_window_hours))
@@ -69,11 +70,13 @@ class GradingConfig:
         object.__setattr__(self, "oxygen_recency", timedelta(hours=self.oxygen_recency_hours))
         object.__setattr__(self, "worst_grade_window", timedelta(hours=self.worst_grade_window_hours))
         object.__setattr__(self, "support_before_crs_margin", timedelta(hours=self.support_before_crs_margin_hours))
+        windows = {name: timedelta(hours=hours) for name, hours in self.masking_windows_hours}
+        object.__setattr__(self, "_masking_windows", windows)
 
     def masking_window(self, agent: str, role: str) -> timedelta:
         """The window of ``agent`` (else of its role; else none) in which fever may be masked."""
-        windows = dict(self.masking_windows_hours)
-        return timedelta(hours=windows.get(agent, windows.get(role, 0.0)))
+        windows = self._masking_windows
+        return windows.get(agent, windows.get(role, timedelta(0)))
 
     def describe(self) -> dict[str, str]:
         """The choices in force, as shown on the card and in the RESULT."""

@@ -645,9 +645,11 @@ class Extractor:
             (resource.get("onsetPeriod") or {}).get("start") if isinstance(resource.get("onsetPeriod"), dict) else None,
             resource.get("recordedDate"),
         ):
-            parsed = parse_instant(raw) if raw is not None else None
-            if isinstance(parsed, datetime):
-                onset = parsed
+            # A date-only onset is its day: the latest moment of it, so a therapy counts as
+            # "after onset" only when it surely is (clinical-reference.md section 1).
+            parsed = parse_when(raw, self._site_zone) if raw is not None else None
+            if isinstance(parsed, When):
+                onset = parsed.latest
                 break
         self._record.conditions.append(CrsCondition(onset, reference, match.code))
 
