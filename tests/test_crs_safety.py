@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from cds_hooks.advice.cards import build_cards
 from cds_hooks.cds import Card
+from cds_hooks.cli import as_text
 from cds_hooks.grading import GradingConfig
 from cds_hooks.pipeline.evaluate import Evaluation, Grading, evaluate
 from cds_hooks.reading.reader import SourcedResource, product_components
@@ -856,3 +857,15 @@ def test_issue_case_date_only_tocilizumab_gets_a_card(grading: Grading) -> None:
     ]
     card = crs_card(run(grading, resources))
     check_card(card, CardExpect("critical", summary=("CRS grade 3",)))
+
+
+def test_other_systems_never_say_no_crs_when_fever_may_be_masked(grading: Grading) -> None:
+    evaluation = run(grading, [ADULT, TOCI_5D, BREAKTHROUGH_30H, AFEBRILE, LOW_BP])
+    mskcc = next(r for r in evaluation.results if r.system == "MSKCC")
+    assert mskcc.grade is None
+    assert any("possible CRS with masked fever" in m for m in mskcc.missing)
+
+
+def test_cli_text_shows_the_possible_grade(grading: Grading) -> None:
+    text = as_text(run(grading, [ADULT, NORMAL_BP, running("ne", NOREPINEPHRINE)]))
+    assert "ASTCT-2019: grade indeterminate (possible grade 3 if CRS)" in text

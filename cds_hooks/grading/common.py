@@ -320,6 +320,10 @@ class OtherSystemGrader:
         if base.fever is Status.UNKNOWN and not base.masked:
             notes.missing.extend(base.missing)
             return _Point(at, None, None, notes, components)
+        if base.grade is None and base.possible_grade is not None:
+            # Possible CRS with masked fever (ASTCT section 1): never "no CRS" in any system.
+            notes.missing.extend(base.missing)
+            return _Point(at, None, None, notes, components)
         if not signs.crs:
             if rules.afebrile_grade is None:
                 notes.missing.append(rules.afebrile_reason)
