@@ -26,6 +26,7 @@ from cds_hooks.reading.terminology import load_terminology
 from cds_hooks.reading.units import load_units
 
 from fhir_builders import (
+    RXNORM,
     SNOMED,
     Resource,
     T,
@@ -158,6 +159,16 @@ ROUTE_CASES = [
         [ADULT, FEVER, NORMAL_BP, running("phe", text_concept("Phenylephrine 2.5% ophthalmic solution"))],
         Expect(1, worst=1, rejected={"MedicationAdministration/phe": "not vasopressor support"}),
         id="phenylephrine-ophthalmic-by-name-no-route->not-pressor->grade-1",
+    ),
+    pytest.param(
+        [
+            ADULT,
+            FEVER,
+            NORMAL_BP,
+            running("phe", concept(RXNORM, "8163", "Phenylephrine 2.5 % eye drops", text="Phenylephrine")),
+        ],
+        Expect(1, rejected={"MedicationAdministration/phe": "not vasopressor support"}),
+        id="phenylephrine-code-with-eye-drops-display-no-route->not-pressor->grade-1",
     ),
     pytest.param(
         [ADULT, FEVER, NORMAL_BP, running("lido", text_concept("Lidocaine 1% with epinephrine 1:100,000"))],

@@ -389,6 +389,17 @@ class Extractor:
             return combination
         return match, (texts[0] if texts else None)
 
+    def _medication_texts(self, resource: Mapping[str, Any]) -> list[str]:
+        """Every text naming the medication (its text, coding displays, reference display)."""
+        concept: object = resource.get("medicationCodeableConcept")
+        ref = resource.get("medicationReference")
+        if concept is None and isinstance(ref, dict) and isinstance(ref.get("reference"), str):
+            concept = self._referenced_medication_code(resource, ref["reference"])
+        texts = _text_candidates(concept)
+        if isinstance(ref, dict) and isinstance(ref.get("display"), str):
+            texts.append(ref["display"])
+        return texts
+
     def _route(self, dosage: Mapping[str, Any], texts: list[str]) -> tuple[str | None, str | None]:
         """(route concept or ``unrecognised`` or None when not charted, its display).
 
@@ -458,7 +469,7 @@ class Extractor:
         assert isinstance(dosage, dict)
         route_note: str | None = None
         if assert_role in (MedicationRole.VASOPRESSOR, MedicationRole.VASOPRESSIN_ANALOGUE):
-            route, route_display = self._route(dosage, [t for t in (display,) if t])
+            route, route_display = self._route(dosage, self._medication_texts(resource))
             if route == "non_vascular_route":
                 self._reject(
                     reference,
