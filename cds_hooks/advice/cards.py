@@ -330,8 +330,8 @@ def _indeterminate_lines(result: GradeResult) -> list[str]:
         lines.append("- **Take a temperature now**: fever cannot be judged without one.")
     if result.possible_grade is not None:
         lines.append(
-            f"- Possible grade {result.possible_grade} if this is CRS: assess now and manage per the grade-"
-            f"{result.possible_grade} guidance below if CRS is confirmed."
+            f"- Possible grade {result.possible_grade} if this is CRS: assess now, and manage as grade "
+            f"{result.possible_grade} if CRS is confirmed."
         )
         for line in _possible_grade_lines(result.possible_grade):
             lines.append(line)

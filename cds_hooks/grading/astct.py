@@ -154,6 +154,7 @@ class _Timeline:
         self.support_points = supports
         self.spo2 = TimeSeries(record.spo2, lambda s: s.time)
         self.pressors = record.administrations_with(*PRESSOR_ROLES)
+        self.imprecise_pressors = [a for a in self.pressors if a.imprecise]
         self.masking_therapies = record.administrations_with(*MASKING_ROLES)
         self.crs_therapy_starts = [a.start for a in record.administrations_with(MedicationRole.CRS_THERAPY)]
 
@@ -618,7 +619,7 @@ class AstctGrader:
         """Date-only pressors, pressures and oxygen records that may, but need not, raise the grade
         now: the grade becomes "at least" with what each is (section 1, imprecise times)."""
         at = result.at
-        for admin in self.timeline.pressors:
+        for admin in self.timeline.imprecise_pressors:
             if result.pressor_in_effect or not admin.possibly_in_effect_at(at) or admin.in_effect_at(at):
                 continue
             result.unknown_support.append(
