@@ -843,6 +843,35 @@ def test_derived_map_is_named_on_the_card(grading: Grading) -> None:
     check_card(card, CardExpect("warning", summary=("MAP 57.3 mmHg",), detail=("derived from systolic 92",)))
 
 
+def performed_on(resource: Resource, day: str) -> Resource:
+    out = copy.deepcopy(resource)
+    out.pop("performedPeriod", None)
+    out["performedDateTime"] = day
+    return out
+
+
+CPAP = procedure("cpap", "47545007", "Continuous positive airway pressure ventilation treatment")
+
+
+@pytest.mark.parametrize(
+    ("status", "expect"),
+    [
+        pytest.param("in-progress", Expect(4, cited=("Procedure/cpap",)), id="CPAP-in-progress-dated-today->grade-4"),
+        pytest.param(
+            "completed",
+            Expect(None, at_least=1, missing=("date-only time",)),
+            id="CPAP-completed-dated-today->may-be-in-force->at-least-1",
+        ),
+    ],
+)
+def test_date_only_procedures_are_intervals(grading: Grading, status: str, expect: Expect) -> None:
+    cpap = performed_on(CPAP, "2025-03-04")
+    cpap["status"] = status
+    result = run(grading, [ADULT, FEVER, NORMAL_BP, cpap]).primary
+    check(result, expect)
+    assert not result.not_evidence
+
+
 def test_date_only_tocilizumab_counts_at_its_latest_for_the_interval_limit(grading: Grading) -> None:
     """A dose dated today may have been given an hour ago: no repeat dose is computed from it."""
     resources = [

@@ -609,11 +609,14 @@ class Extractor:
         if not self._belongs_to_patient(resource):
             self._reject(reference, "belongs to another patient")
             return
-        span = self._span(resource, "performedDateTime", "performedPeriod", str(status))
+        span = self._span(resource, "performedDateTime", "performedPeriod", str(status), imprecise_ok=True)
         if isinstance(span, str):
             self._reject(reference, span)
             return
         start, end = span.start, span.end
+        # Running with an imprecise start: in force now (not from the future). Ended, with an
+        # imprecise time: a point whose interval the grading asks "surely / possibly" about.
+        imprecise_point = end is not None and (span.start_latest is not None or span.end_earliest is not None)
         displays = _text_candidates(code)
         room_air = match.concept.id == "room_air"
         self._record.oxygen.append(
@@ -623,9 +626,10 @@ class Extractor:
                 device=None if room_air else match.concept.id,
                 device_display=displays[0] if displays else match.concept.id.replace("_", " "),
                 room_air=room_air,
-                period_end=end,
-                is_period=end is None or end != start,
+                period_end=None if imprecise_point else end,
+                is_period=not imprecise_point and (end is None or end != start),
                 by_text=match.by_text,
+                latest=end if imprecise_point else None,
             )
         )
 
