@@ -909,3 +909,21 @@ def test_other_systems_never_say_no_crs_when_fever_may_be_masked(grading: Gradin
 def test_cli_text_shows_the_possible_grade(grading: Grading) -> None:
     text = as_text(run(grading, [ADULT, NORMAL_BP, running("ne", NOREPINEPHRINE)]))
     assert "ASTCT-2019: grade indeterminate (possible grade 3 if CRS)" in text
+
+
+@pytest.mark.parametrize(
+    ("route_text", "counted"),
+    [
+        pytest.param("IV push", True, id="IV-push->counted"),
+        pytest.param("Intravenous infusion", True, id="intravenous-infusion->counted"),
+        pytest.param("OU", False, id="OU-both-eyes->not-counted"),
+        pytest.param("Nebulised", False, id="nebulised->not-counted"),
+        pytest.param("Subcutaneous", False, id="subcutaneous->not-counted"),
+    ],
+)
+def test_route_text_decides(grading: Grading, route_text: str, counted: bool) -> None:
+    resources = [ADULT, FEVER, NORMAL_BP, running("epi", EPINEPHRINE, route=text_concept(route_text))]
+    result = run(grading, resources).primary
+    assert result.grade == (3 if counted else 1)
+    if counted:
+        assert not any("not recognised" in (e.detail or "") for e in result.evidence)
