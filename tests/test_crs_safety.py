@@ -24,6 +24,8 @@ from cds_hooks.pipeline.evaluate import Evaluation, Grading, evaluate
 from cds_hooks.reading.reader import SourcedResource, product_components
 from cds_hooks.reading.terminology import load_terminology
 from cds_hooks.reading.units import load_units
+from cds_hooks.settings import Settings
+from pydantic import ValidationError
 
 from fhir_builders import (
     RXNORM,
@@ -927,3 +929,28 @@ def test_route_text_decides(grading: Grading, route_text: str, counted: bool) ->
     assert result.grade == (3 if counted else 1)
     if counted:
         assert not any("not recognised" in (e.detail or "") for e in result.evidence)
+
+
+@pytest.mark.parametrize(
+    ("env", "ok"),
+    [
+        pytest.param({"CRS_CDS_MASKING_WINDOWS_HOURS": "tocilizumab=48,antipyretic=6"}, True, id="windows-override"),
+        pytest.param({"CRS_CDS_MASKING_WINDOWS_HOURS": "tocilizumab"}, False, id="window-without-hours-refused"),
+        pytest.param({"CRS_CDS_MASKING_WINDOWS_HOURS": "anakinra=-1"}, False, id="negative-window-refused"),
+        pytest.param({"CRS_CDS_SITE_TIMEZONE": "Europe/Paris"}, True, id="site-zone"),
+        pytest.param({"CRS_CDS_SITE_TIMEZONE": "Mars/Olympus"}, False, id="unknown-zone-refused"),
+    ],
+)
+def test_settings_for_the_new_choices(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], ok: bool) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    if not ok:
+        with pytest.raises(ValidationError):
+            Settings()
+        return
+    config = Settings().grading_config()
+    windows = dict(config.masking_windows_hours)
+    if "CRS_CDS_MASKING_WINDOWS_HOURS" in env:
+        assert (windows["tocilizumab"], windows["antipyretic"], windows["siltuximab"]) == (48.0, 6.0, 336.0)
+    if "CRS_CDS_SITE_TIMEZONE" in env:
+        assert config.site_timezone == "Europe/Paris"
