@@ -807,6 +807,8 @@ class AstctGrader:
         if in_window:
             events.add(in_window[0])
         events.update(t.time for t in timeline.fevers.records)
+        # A date-only fever counts from the end of its interval (wholly inside the window then).
+        events.update(t.latest for t in timeline.imprecise_temperatures if t.latest is not None)
         events.update(
             b.time
             for b in record.blood_pressures
