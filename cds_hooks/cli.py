@@ -171,6 +171,8 @@ def as_text(evaluation: Evaluation) -> str:
         grade = "indeterminate" if result.grade is None else str(result.grade)
         if result.grade is None and result.grade_at_least:
             grade += f" (at least {result.grade_at_least})"
+        if result.grade is None and result.possible_grade is not None:
+            grade += f" (possible grade {result.possible_grade} if CRS)"
         worst = "" if result.worst_grade is None else f", worst {result.worst_grade} in the look-back window"
         lines.append(f"{result.system}: grade {grade} at {iso(result.at)}{worst}")
         for e in result.evidence:

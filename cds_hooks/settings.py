@@ -9,11 +9,13 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cds_hooks.grading import GRADERS, GradingConfig
+from cds_hooks.grading.config import DEFAULT_MASKING_WINDOWS_HOURS
 
 
 def _split(value: object) -> object:
@@ -41,6 +43,11 @@ class Settings(BaseSettings):
     oxygen_recency_hours: float = Field(default=12.0, gt=0, le=72)
     worst_grade_window_hours: float = Field(default=72.0, gt=0, le=720)
     spo2_alert_percent: float = Field(default=92.0, ge=50, le=100)
+    masking_windows_hours: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
+    """Overrides of the masked-fever windows after prophylaxis, ``agent_or_role=hours`` comma-separated
+    (``tocilizumab=336,anakinra=24,corticosteroid=72,antipyretic=8``); the rest keep their defaults."""
+    site_timezone: str | None = None
+    """IANA time zone a date-only FHIR time is read in (its calendar day); unset: any UTC offset."""
 
     icans: bool = True
     """Grade ICANS (ASTCT 2019) beside CRS and answer with its own card; adds the optional
@@ -172,6 +179,40 @@ class Settings(BaseSettings):
             raise ValueError("database_url must be sqlite:///<path> or postgresql://...")
         return value
 
+    @field_validator("masking_windows_hours", mode="before")
+    @classmethod
+    def _windows(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs: dict[str, str] = {}
+        for item in value.split(","):
+            if not item.strip():
+                continue
+            name, sep, hours = item.partition("=")
+            if not sep or not name.strip():
+                raise ValueError(f"masking window {item!r} is not agent_or_role=hours")
+            pairs[name.strip()] = hours.strip()
+        return pairs
+
+    @field_validator("masking_windows_hours")
+    @classmethod
+    def _windows_in_range(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, hours in value.items():
+            if not 0 <= hours <= 24 * 90:
+                raise ValueError(f"masking window {name}={hours:g} h is outside 0-2160 h")
+        return value
+
+    @field_validator("site_timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"site_timezone {value!r} is not a known IANA time zone") from exc
+        return value
+
     @field_validator("evaluation_time")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
@@ -188,4 +229,6 @@ class Settings(BaseSettings):
             worst_grade_window_hours=self.worst_grade_window_hours,
             spo2_alert_percent=self.spo2_alert_percent,
             dosing_weight_max_age_days=self.dosing_weight_max_age_days,
+            masking_windows_hours=tuple({**dict(DEFAULT_MASKING_WINDOWS_HOURS), **self.masking_windows_hours}.items()),
+            site_timezone=self.site_timezone,
         )
