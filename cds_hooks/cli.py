@@ -291,9 +291,12 @@ def _cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.flush()
 
     try:
-        asyncio.run(run_watch(config, grading, once=args.once, on_cycle=print_report))
+        last = asyncio.run(run_watch(config, grading, once=args.once, on_cycle=print_report))
     except AccessError as exc:
         raise InputError(str(exc)) from None
+    if args.once and last is not None and last.error is not None:
+        sys.stderr.write(f"crs-cds: watch cycle failed: {last.error}\n")
+        return EXIT_UNAVAILABLE
     return 0
 
 

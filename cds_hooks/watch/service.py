@@ -21,7 +21,8 @@ from cds_hooks.watch.worker import CycleReport, Watcher
 
 async def run_watch(
     config: WatchConfig, grading: Grading, *, once: bool, on_cycle: Callable[[CycleReport], None]
-) -> None:
+) -> CycleReport | None:
+    """Watch until stopped (or one cycle); returns the last cycle's report."""
     store = WatchStore.open(config.database_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -31,6 +32,13 @@ async def run_watch(
     try:
         async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as client:
             watcher = Watcher(config, grading, store, client)
-            await watcher.run(once=once, stop=stop, on_cycle=on_cycle)
+            last: list[CycleReport] = []
+
+            def keep(report: CycleReport) -> None:
+                last[:] = [report]
+                on_cycle(report)
+
+            await watcher.run(once=once, stop=stop, on_cycle=keep)
+            return last[0] if last else None
     finally:
         store.close()

@@ -24,6 +24,8 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from fhir.resources.R4B.communication import Communication
 
 from fhir_builders import LOINC, concept, observation, patient, temperature, when
@@ -74,7 +76,7 @@ def watch_env(
     return env
 
 
-def watch_once(env: Mapping[str, str]) -> Run:
+def watch_once(env: Mapping[str, str], *, exit_code: int = 0) -> Run:
     done = subprocess.run(
         [sys.executable, "-m", "cds_hooks.cli", "watch", "--once"],
         env=dict(env),
@@ -84,7 +86,7 @@ def watch_once(env: Mapping[str, str]) -> Run:
         check=False,
     )
     stderr = done.stderr.decode(errors="replace")
-    assert done.returncode == 0, stderr
+    assert done.returncode == exit_code, stderr
     reports = [json.loads(line) for line in done.stdout.decode().splitlines() if line.strip()]
     return Run(reports, stderr)
 
@@ -162,17 +164,30 @@ def test_grade_rise_alerts_once_signed_and_not_after_restart(
         assert_no_secrets(run.stderr, pid)
 
 
-def test_webhook_failure_is_retried_with_the_same_id(
+def test_group_members_watched_and_failed_delivery_retried_with_the_same_id(
     fhir_server: RunningFhirServer, receiver: WebhookReceiver, tmp_path: Path
 ) -> None:
     pid = "watch-retry-2c9d"
+    ward = {
+        "resourceType": "Group",
+        "id": "watch-ward-4b",
+        "type": "person",
+        "actual": True,
+        "member": [
+            {"entity": {"reference": f"Patient/{pid}"}},
+            {"entity": {"reference": "Patient/watch-discharged-0a1"}, "inactive": True},
+        ],
+    }
     fhir_server.load(
-        [patient(40, patient_id=pid, at=now()), temp(f"{pid}-fever", 38.6, hours_before=0.5, patient_id=pid)]
+        [patient(40, patient_id=pid, at=now()), temp(f"{pid}-fever", 38.6, hours_before=0.5, patient_id=pid), ward]
     )
-    env = watch_env(fhir_server, receiver, tmp_path / "watch.sqlite3", [pid], CRS_CDS_WATCH_WEBHOOK_ATTEMPTS="2")
+    env = watch_env(fhir_server, receiver, tmp_path / "watch.sqlite3", [], CRS_CDS_WATCH_WEBHOOK_ATTEMPTS="2")
+    del env["CRS_CDS_WATCH_PATIENTS"]
+    env["CRS_CDS_WATCH_GROUP"] = "watch-ward-4b"
     receiver.fail_next(503, 503, 503)  # this cycle's two attempts and the first of the next
 
     failed = watch_once(env)
+    assert failed.reports[0]["patients"] == 1, "the inactive member is not watched"
     assert failed.reports[0]["undelivered"] == 1
     watch_once(env)  # a new process: the stored alert is sent again, not graded again
     attempts = [r for r in receiver.received() if r.json["patient"] == f"Patient/{pid}"]
@@ -264,4 +279,53 @@ def test_two_watchers_one_works_and_reads_changes_only(
 
     taken_over = watch_once(env)  # the first gave up its lease on SIGTERM: the second works now
     assert taken_over.reports[0]["leaseHeld"] is True and taken_over.reports[0]["graded"] == 1
+    assert len(receiver.delivered_for(f"Patient/{pid}")) == 1
+
+
+# -- SMART Backend Services against a server that demands it -------------------------------------
+
+CLIENT_ID = "crs-watch-client"
+LOAD_TOKEN = "loader-token-3e7d"
+
+
+def _p384_key(path: Path) -> Path:
+    key = ec.generate_private_key(ec.SECP384R1())
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def smart_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningFhirServer, Path]]:
+    """A second FHIR server that accepts only SMART Backend Services tokens (and a loader token)."""
+    key = _p384_key(tmp_path_factory.mktemp("keys") / "watch-es384.pem")
+    auth = {
+        "types": ["smart", "bearer"],
+        "tokens": [LOAD_TOKEN],
+        "smart_clients": [{"client_id": CLIENT_ID, "public_key_path": str(key), "scopes": "system/*.rs"}],
+    }
+    with RunningFhirServer(server_auth=auth, load_token=LOAD_TOKEN) as server:
+        yield server, key
+
+
+def test_backend_services_token_reads_a_protected_server(
+    smart_server: tuple[RunningFhirServer, Path], receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    server, key = smart_server
+    pid = "watch-smart-51c2"
+    server.load([patient(45, patient_id=pid, at=now()), temp(f"{pid}-fever", 38.9, hours_before=0.3, patient_id=pid)])
+    assert httpx.get(f"{server.base_url}/Patient/{pid}").status_code == 401, "the server really demands a token"
+    env = watch_env(server, receiver, tmp_path / "watch.sqlite3", [pid])
+    del env["CRS_CDS_WATCH_TOKEN"]
+    env.update({"CRS_CDS_WATCH_CLIENT_ID": CLIENT_ID, "CRS_CDS_WATCH_PRIVATE_KEY_FILE": str(key)})
+
+    run = watch_once(env)
+    assert run.reports[0]["graded"] == 1 and run.reports[0]["error"] is None
+    assert [a["grade"] for a in receiver.delivered_for(f"Patient/{pid}")] == [1]
+    assert_no_secrets(run.stderr, pid)
+
+    wrong_key = _p384_key(tmp_path / "not-registered.pem")
+    refused = watch_once({**env, "CRS_CDS_WATCH_PRIVATE_KEY_FILE": str(wrong_key)}, exit_code=3)
+    assert "token endpoint refused the client (401" in refused.stderr
     assert len(receiver.delivered_for(f"Patient/{pid}")) == 1
