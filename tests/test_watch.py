@@ -400,3 +400,83 @@ def alert_body_dict() -> dict[str, Any]:
         "references": ["Observation/t1"],
         "summary": "CRS (ASTCT 2019) grade 3",
     }
+
+
+# -- the cycle: an outage never reads as grade 0 ------------------------------------------------
+
+
+def _watch_settings(tmp_path: Path) -> Settings:
+    return Settings(
+        **BASE,
+        watch_patients="p1",
+        watch_token="tok-abc-123",
+        watch_webhook_url=HOOK,
+        watch_webhook_secret=SECRET,
+        watch_webhook_attempts=1,
+        database_url=f"sqlite:///{tmp_path / 'w.sqlite3'}",
+    )
+
+
+@pytest.mark.parametrize(
+    "outage",
+    [
+        pytest.param(httpx.ConnectError("down"), id="server-unreachable->not-graded"),
+        pytest.param(httpx.Response(500), id="server-500->not-graded"),
+        pytest.param(
+            httpx.Response(200, json={"resourceType": "OperationOutcome", "issue": []}),
+            id="operation-outcome->not-graded",
+        ),
+    ],
+)
+def test_outage_between_cycles_neither_resets_nor_repeats(
+    grading: Grading, tmp_path: Path, caplog: pytest.LogCaptureFixture, outage: Any
+) -> None:
+    asyncio.run(_outage(grading, tmp_path, caplog, outage))
+
+
+async def _outage(grading: Grading, tmp_path: Path, caplog: pytest.LogCaptureFixture, outage: Any) -> None:
+    from cds_hooks.watch.worker import Watcher
+
+    config = WatchConfig.from_settings(_watch_settings(tmp_path))
+    store = WatchStore.open(config.database_url)
+    clock = iter([AT + timedelta(minutes=5 * i) for i in range(100)])
+    fever = {**_temp("t1", 39.1), "effectiveDateTime": "2025-03-04T07:30:00Z"}
+    down = False
+
+    def fhir(request: httpx.Request) -> httpx.Response:
+        if down:
+            if isinstance(outage, Exception):
+                raise outage
+            assert isinstance(outage, httpx.Response)
+            return outage
+        if request.url.path.endswith("/Patient/p1"):
+            return httpx.Response(200, json={"resourceType": "Patient", "id": "p1", "birthDate": "1970-01-01"})
+        if request.url.path.endswith("/Observation") and "category=" in str(request.url):
+            return httpx.Response(200, json=_bundle(fever))
+        return httpx.Response(200, json=_bundle())
+
+    with respx.mock() as router, caplog.at_level("DEBUG"):
+        router.route(host="fhir.example.org").mock(side_effect=fhir)
+        hook = router.post(HOOK).respond(200)
+        async with httpx.AsyncClient() as client:
+            watcher = Watcher(config, grading, store, client, clock=lambda: next(clock))
+            first = await watcher.cycle()
+            down = True
+            outage_report = await watcher.cycle()
+            state_during_outage = store.load_state(watcher_hash())
+            down = False
+            back = await watcher.cycle()
+    assert (first.graded, first.alerts, first.delivered) == (1, 1, 1)
+    assert (outage_report.graded, outage_report.ungraded, outage_report.alerts) == (0, 1, 0)
+    assert state_during_outage is not None and state_during_outage["systems"]["ASTCT-2019"]["alertedGrade"] == 1
+    assert (back.graded, back.alerts) == (1, 0), "the same grade after the outage is not a new event"
+    assert hook.call_count == 1
+    ours = [r for r in caplog.records if r.name.startswith("crs_cds")]  # httpx is silenced by configure_logging
+    assert ours and not any("p1" in str(r.__dict__) or "tok-abc-123" in str(r.__dict__) for r in ours)
+    store.close()
+
+
+def watcher_hash() -> str:
+    from cds_hooks.stores.feedback_store import patient_hash
+
+    return patient_hash("p1")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from cds_hooks.cds import FHIR_ID
 from cds_hooks.reading.fhir_client import FhirFetcher
@@ -91,7 +91,7 @@ class ChartReader:
         query = render(key.template, {"patientId": patient_id})
         if since is None or "?" not in query:
             return query  # a read (Patient/<id>) is always read whole
-        return f"{query}&_lastUpdated=ge{since.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+        return f"{query}&_lastUpdated=ge{since.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
 
     async def group_members(self, group_id: str, *, access_token: str | None) -> list[str]:
         """The Group's active Patient members; on failure the last members read (none at first)."""
