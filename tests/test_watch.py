@@ -120,8 +120,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WatchStore
     else:
         server: RunningPostgres = request.getfixturevalue("postgres")
         opened = WatchStore.open(server.url)
-        for table in ("watch_state", "watch_alert", "watch_delivery", "watch_lease"):
-            opened._conn.execute(f"DELETE FROM {table}")
+        tables = ("watch_state", "watch_alert", "watch_delivery", "watch_lease")
+        opened.database.run(lambda tx: [tx.execute(f"DELETE FROM {table}") for table in tables])
     yield opened
     opened.close()
 
@@ -133,6 +133,8 @@ def _alert(alert_id: str = "a1") -> StoredAlert:
 
 def test_lease_one_holder_until_it_expires(store: WatchStore) -> None:
     assert store.take_lease("w", "first", ttl_s=60, now_s=1000)
+    store.database._drop()  # the connection broke (database restart, failover): the lease is a row, not a session
+    assert store.take_lease("w", "first", ttl_s=60, now_s=1010), "renewed after the reconnect"
     assert not store.take_lease("w", "second", ttl_s=60, now_s=1030), "held and not expired"
     assert store.take_lease("w", "first", ttl_s=60, now_s=1050), "the holder renews"
     assert not store.take_lease("w", "second", ttl_s=60, now_s=1100), "renewed until 1110"
@@ -480,3 +482,28 @@ def watcher_hash() -> str:
     from cds_hooks.stores.feedback_store import patient_hash
 
     return patient_hash("p1")
+
+
+def test_store_down_means_no_work_this_cycle(grading: Grading, tmp_path: Path) -> None:
+    from cds_hooks.stores.database import StoreUnavailable
+    from cds_hooks.watch.worker import Watcher
+
+    config = WatchConfig.from_settings(_watch_settings(tmp_path))
+    store = WatchStore.open(config.database_url)
+
+    def down(*args: Any, **kwargs: Any) -> bool:
+        raise StoreUnavailable("SQLite unavailable: OperationalError")
+
+    store.take_lease = down  # type: ignore[method-assign]
+
+    async def one_cycle() -> Any:
+        with respx.mock(assert_all_called=False) as router:
+            fhir = router.route(host="fhir.example.org").respond(500)
+            async with httpx.AsyncClient() as client:
+                report = await Watcher(config, grading, store, client).cycle()
+            return report, fhir.call_count
+
+    report, calls = asyncio.run(one_cycle())
+    assert report.lease_held is False and report.error is not None and "unavailable" in report.error
+    assert calls == 0, "without knowing who holds the lease the watcher reads nothing"
+    store.close()

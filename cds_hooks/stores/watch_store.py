@@ -9,20 +9,19 @@ dialect trick (``?`` placeholders, ``ON CONFLICT``). Patients appear only as
 Why a lease row and not an advisory lock: a PostgreSQL advisory lock dies with its session, so a
 watcher that reconnects (or a pooler that hands its session to another) silently loses or shares
 it; a row with an expiry, renewed by the worker each cycle, survives reconnects and says who works.
+The connection is :class:`~cds_hooks.stores.database.Database` (one transaction per use, reopened
+after a database restart); every write here is keyed, so a retried transaction is stored once.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from cds_hooks.stores.feedback_store import sqlite_path
+from cds_hooks.stores.database import Database, Transaction
 
 _STATE_TABLE = """
 CREATE TABLE IF NOT EXISTS watch_state (
@@ -79,6 +78,12 @@ _SELECT_ALERTS = (
     "FROM watch_alert WHERE {where} ORDER BY created_at, alert_id"
 )
 """``where`` is one of this module's own conditions, never outside text."""
+_INSERT_DELIVERY = (
+    "INSERT INTO watch_delivery (alert_id, attempt, attempted_at, status_code, error, delivered) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+_MARK_DELIVERED = "UPDATE watch_alert SET delivered_at = ? WHERE alert_id = ? AND delivered_at IS NULL"
+_RELEASE_LEASE = "DELETE FROM watch_lease WHERE name = ? AND holder = ?"
 WRITEBACK_PENDING = "pending"
 WRITEBACK_DONE = "done"
 
@@ -98,64 +103,35 @@ class StoredAlert:
 
 
 class WatchStore:
-    """The watcher's tables; a lock serialises this process's use of its one connection."""
+    """The watcher's tables in the service's database; raises ``StoreUnavailable`` while it is down."""
 
-    def __init__(self, conn: Any, *, postgres: bool, description: str) -> None:
-        self._conn = conn
-        self._postgres = postgres
-        self._lock = threading.Lock()
-        self.description = description
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.description = database.description
         identity = (
-            "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY" if postgres else "INTEGER PRIMARY KEY AUTOINCREMENT"
+            "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
+            if database.postgres
+            else "INTEGER PRIMARY KEY AUTOINCREMENT"
         )
-        with self._transaction():
-            for statement in (
-                _STATE_TABLE,
-                _ALERT_TABLE,
-                _DELIVERY_TABLE.format(identity=identity),
-                _LEASE_TABLE,
-                _DELIVERY_INDEX,
-            ):
-                self._conn.execute(statement)
+        database.ensure_schema(
+            [_STATE_TABLE, _ALERT_TABLE, _DELIVERY_TABLE.format(identity=identity), _LEASE_TABLE, _DELIVERY_INDEX]
+        )
 
     @classmethod
     def open(cls, database_url: str) -> WatchStore:
         """SQLite (``sqlite:///path``; WAL) or PostgreSQL (``postgresql://...``), as the feedback store."""
-        if database_url.startswith(("postgresql://", "postgres://")):
-            import psycopg  # noqa: PLC0415  (optional dependency: only PostgreSQL sites install it)
+        return cls(Database(database_url))
 
-            pg = psycopg.connect(database_url, autocommit=True)
-            return cls(pg, postgres=True, description="PostgreSQL")
-        path = sqlite_path(database_url)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lite = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
-        lite.execute("PRAGMA journal_mode=WAL")
-        lite.execute("PRAGMA synchronous=NORMAL")
-        return cls(lite, postgres=False, description=f"SQLite {path}")
-
-    def _sql(self, statement: str) -> str:
-        return statement.replace("?", "%s") if self._postgres else statement
-
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        with self._lock:
-            self._conn.execute("BEGIN" if self._postgres else "BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+    def close(self) -> None:
+        self.database.close()
 
     def _rows(self, statement: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        with self._lock:
-            cursor = self._conn.execute(self._sql(statement), params)
+        def read(tx: Transaction) -> list[dict[str, Any]]:
+            cursor = tx.execute(statement, params)
             names = [d[0] for d in cursor.description]
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        return self.database.run(read)
 
     # -- per-patient state and alerts ---------------------------------------------------------
 
@@ -170,11 +146,12 @@ class WatchStore:
         """The patient's new state and its new alerts in one transaction: an alert is never stored
         without the state that stops it repeating, nor the state without its alert."""
         now = datetime.now(UTC).isoformat()
-        with self._transaction():
-            self._conn.execute(self._sql(_UPSERT_STATE), (patient_hash, json.dumps(state, sort_keys=True), now))
+
+        def write(tx: Transaction) -> None:
+            tx.execute(_UPSERT_STATE, (patient_hash, json.dumps(state, sort_keys=True), now))
             for alert in alerts:
-                self._conn.execute(
-                    self._sql(_INSERT_ALERT),
+                tx.execute(
+                    _INSERT_ALERT,
                     (
                         alert.alert_id,
                         alert.patient_hash,
@@ -186,6 +163,8 @@ class WatchStore:
                         alert.writeback_status,
                     ),
                 )
+
+        self.database.run(write)
 
     def _alerts(self, where: str, params: Sequence[Any] = ()) -> list[StoredAlert]:
         rows = self._rows(_SELECT_ALERTS.format(where=where), params)
@@ -215,30 +194,28 @@ class WatchStore:
     ) -> None:
         """One delivery attempt; a delivered alert is marked so that it is never sent again."""
         now = datetime.now(UTC).isoformat()
-        with self._transaction():
-            self._conn.execute(
-                self._sql(
-                    "INSERT INTO watch_delivery (alert_id, attempt, attempted_at, status_code, error, delivered) "
-                    "VALUES (?, ?, ?, ?, ?, ?)"
-                ),
-                (alert_id, attempt, now, status_code, error, 1 if delivered else 0),
-            )
+
+        def write(tx: Transaction) -> None:
+            tx.execute(_INSERT_DELIVERY, (alert_id, attempt, now, status_code, error, 1 if delivered else 0))
             if delivered:
-                self._conn.execute(
-                    self._sql("UPDATE watch_alert SET delivered_at = ? WHERE alert_id = ? AND delivered_at IS NULL"),
+                tx.execute(
+                    "UPDATE watch_alert SET delivered_at = ? WHERE alert_id = ? AND delivered_at IS NULL",
                     (now, alert_id),
                 )
+
+        self.database.run(write)
 
     def attempts_so_far(self, alert_id: str) -> int:
         rows = self._rows("SELECT COUNT(*) AS n FROM watch_delivery WHERE alert_id = ?", (alert_id,))
         return int(rows[0]["n"])
 
     def record_writeback(self, alert_id: str, *, status: str, reference: str | None) -> None:
-        with self._transaction():
-            self._conn.execute(
-                self._sql("UPDATE watch_alert SET writeback_status = ?, writeback_reference = ? WHERE alert_id = ?"),
+        self.database.run(
+            lambda tx: tx.execute(
+                "UPDATE watch_alert SET writeback_status = ?, writeback_reference = ? WHERE alert_id = ?",
                 (status, reference, alert_id),
             )
+        )
 
     def alert_rows(self) -> list[dict[str, Any]]:
         return self._rows("SELECT * FROM watch_alert ORDER BY created_at, alert_id")
@@ -254,16 +231,19 @@ class WatchStore:
         Another holder's lease is taken over only once it has expired (its worker stopped renewing).
         ``now_s`` is this machine's clock (seconds since the epoch): watchers need synchronised clocks.
         """
-        with self._transaction():
-            self._conn.execute(self._sql(_TAKE_LEASE), (name, holder, now_s + ttl_s, now_s))
-            cursor = self._conn.execute(self._sql("SELECT holder FROM watch_lease WHERE name = ?"), (name,))
-            row = cursor.fetchone()
-        return row is not None and row[0] == holder
+
+        def take(tx: Transaction) -> bool:
+            tx.execute(_TAKE_LEASE, (name, holder, now_s + ttl_s, now_s))
+            row = tx.execute("SELECT holder FROM watch_lease WHERE name = ?", (name,)).fetchone()
+            return row is not None and row[0] == holder
+
+        return self.database.run(take)
 
     def release_lease(self, name: str, holder: str) -> None:
         """Give the lease up on a clean stop, so a standby watcher need not wait for the expiry."""
-        with self._transaction():
-            self._conn.execute(self._sql("DELETE FROM watch_lease WHERE name = ? AND holder = ?"), (name, holder))
+        self.database.run(
+            lambda tx: tx.execute("DELETE FROM watch_lease WHERE name = ? AND holder = ?", (name, holder))
+        )
 
     def lease_holder(self, name: str, *, now_s: float) -> str | None:
         rows = self._rows("SELECT holder, expires_at FROM watch_lease WHERE name = ?", (name,))

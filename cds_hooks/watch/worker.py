@@ -29,6 +29,7 @@ from cds_hooks.pipeline.evaluate import Grading, evaluate
 from cds_hooks.reading.fhir_client import FhirFetcher
 from cds_hooks.reading.prefetch import build_icans_prefetch, build_prefetch
 from cds_hooks.reading.record import DataSource
+from cds_hooks.stores.database import StoreUnavailable
 from cds_hooks.stores.feedback_store import patient_hash
 from cds_hooks.stores.watch_store import WRITEBACK_DONE, WRITEBACK_PENDING, StoredAlert, WatchStore
 from cds_hooks.watch.access import AccessError, BackendServicesToken, StaticToken, TokenSource
@@ -146,6 +147,14 @@ class Watcher:
         self.store.release_lease(LEASE_NAME, self.holder)
 
     async def cycle(self) -> CycleReport:
+        """One cycle; with the database down it does nothing (it cannot know who holds the lease)."""
+        try:
+            return await self._cycle()
+        except StoreUnavailable as exc:
+            log.warning("store unavailable: this cycle stops", extra={"reason": str(exc)})
+            return CycleReport(lease_held=False, error=str(exc))
+
+    async def _cycle(self) -> CycleReport:
         if not self._hold_lease():
             log.info("another watcher holds the lease: not working this cycle")
             return CycleReport(lease_held=False)
@@ -254,4 +263,5 @@ class Watcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self.config.interval_s)
         finally:
-            self.release()
+            with contextlib.suppress(StoreUnavailable):  # the lease then simply expires
+                self.release()
