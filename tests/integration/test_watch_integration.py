@@ -226,6 +226,45 @@ def test_stale_data_alerts_once_and_writes_back_a_communication(
     assert identifiers == sorted(a["id"] for a in alerts)
 
 
+ICANS_CODES = "http://hospital.example.org/fhir/CodeSystem/icans"
+
+
+def ice_score(rid: str, score: int, *, minutes_before: float, patient_id: str) -> dict[str, Any]:
+    out = observation(
+        rid,
+        concept(ICANS_CODES, "ICE-TOTAL", "ICE score total"),
+        effective=when(minutes_before=minutes_before, at=now()),
+        patient_id=patient_id,
+        category="survey",
+    )
+    out["valueInteger"] = score
+    return out
+
+
+def test_icans_rise_alerts_on_its_own_system(
+    fhir_server: RunningFhirServer, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    pid = "watch-icans-6d2e"
+    fhir_server.load(
+        [
+            patient(55, patient_id=pid, at=now()),
+            temp(f"{pid}-t0", 37.1, hours_before=1, patient_id=pid),
+            ice_score(f"{pid}-ice-8", 8, minutes_before=50, patient_id=pid),
+        ]
+    )
+    env = watch_env(fhir_server, receiver, tmp_path / "watch.sqlite3", [pid])
+    watch_once(env)
+    fhir_server.load([ice_score(f"{pid}-ice-4", 4, minutes_before=10, patient_id=pid)])
+    watch_once(env)
+    watch_once(env)
+    alerts = receiver.delivered_for(f"Patient/{pid}")
+    assert [(a["system"], a["grade"], a["previousGrade"]) for a in alerts] == [
+        ("ASTCT-2019-ICANS", 1, None),
+        ("ASTCT-2019-ICANS", 2, 1),
+    ]
+    assert f"Observation/{pid}-ice-4" in alerts[1]["references"]
+
+
 def _next_report(proc: subprocess.Popen[bytes], timeout_s: float) -> dict[str, Any]:
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
