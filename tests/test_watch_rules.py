@@ -177,3 +177,60 @@ def test_grade_rise_carries_references_and_a_stable_event() -> None:
     assert one.references == ("Observation/t1",)
     assert one.event == two.event
     assert "grade 3" in one.summary
+
+
+# -- the view from a real evaluation: the episode rules of grading/episodes.py -------------------
+
+
+def _fever_course(*fever_hours_before: float, normal_hours_before: tuple[float, ...] = ()) -> list[dict[str, object]]:
+    from fhir_builders import patient, temperature
+
+    resources: list[dict[str, object]] = [patient(50)]
+    resources += [temperature(f"f{i}", 39.0, hours_before=h) for i, h in enumerate(fever_hours_before)]
+    resources += [temperature(f"n{i}", 36.8, hours_before=h) for i, h in enumerate(normal_hours_before)]
+    return resources
+
+
+@pytest.mark.parametrize(
+    ("resources", "alerted_onset_hours_before", "expected"),
+    [
+        pytest.param(
+            _fever_course(80, 1, normal_hours_before=(60, 40, 20)),
+            80,
+            [("grade-rise", CRS, 1, None)],
+            id="resolved-episode-then-new-fever->recurrence-alerts",
+        ),
+        pytest.param(
+            _fever_course(3, 1, normal_hours_before=(2,)),
+            3,
+            [],
+            id="same-episode-fever-again->not-repeated",
+        ),
+        pytest.param(_fever_course(normal_hours_before=(1,)), None, [], id="afebrile->no-episode-no-alert"),
+    ],
+)
+def test_view_from_evaluation_drives_the_rules(
+    grading: object,
+    resources: list[dict[str, object]],
+    alerted_onset_hours_before: float | None,
+    expected: list[tuple[object, ...]],
+) -> None:
+    from cds_hooks.pipeline.evaluate import Grading, evaluate
+    from cds_hooks.reading.fhir_rules import SourcedResource
+    from cds_hooks.watch.view import patient_view
+
+    from fhir_builders import T
+
+    assert isinstance(grading, Grading)
+    sourced = [SourcedResource(r, f"{r['resourceType']}/{r['id']}") for r in resources]
+    evaluation = evaluate(sourced, patient_id="p1", at=T, grading=grading)
+    view = patient_view(evaluation, grading)
+    previous = (
+        PatientState({CRS: SystemState(T - timedelta(hours=alerted_onset_hours_before), 1)})
+        if alerted_onset_hours_before is not None
+        else PatientState()
+    )
+    decision = decide(previous, view, RULES)
+    assert [(a.kind.value, a.system, a.grade, a.previous_grade) for a in decision.alerts] == expected
+    if expected:
+        assert "Observation/f1" in decision.alerts[0].references
