@@ -279,12 +279,12 @@ def _cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
     from cds_hooks.watch.worker import CycleReport  # noqa: PLC0415
     from cds_hooks.web.app import build_service  # noqa: PLC0415
 
-    configure_logging(settings.log_level)
     try:
         config = WatchConfig.from_settings(settings)
     except WatchConfigError as exc:
         raise InputError(str(exc)) from None
     grading = build_service(settings).grading
+    configure_logging(settings.log_level)
 
     def print_report(report: CycleReport) -> None:
         sys.stdout.write(orjson.dumps(report.to_json()).decode() + "\n")

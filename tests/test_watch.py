@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -507,3 +508,32 @@ def test_store_down_means_no_work_this_cycle(grading: Grading, tmp_path: Path) -
     assert report.lease_held is False and report.error is not None and "unavailable" in report.error
     assert calls == 0, "without knowing who holds the lease the watcher reads nothing"
     store.close()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        pytest.param({}, "CRS_CDS_WATCH_FHIR_SERVER is required", id="nothing-set->names-the-server-setting"),
+        pytest.param(
+            {"CRS_CDS_FHIR_SERVER_ALLOWLIST": FHIR, "CRS_CDS_WATCH_FHIR_SERVER": FHIR, "CRS_CDS_WATCH_PATIENTS": "p1"},
+            "WEBHOOK_URL",
+            id="no-webhook->names-it",
+        ),
+        pytest.param(
+            {"CRS_CDS_WATCH_WEBHOOK_URL": "http://pager.example.org/x"},
+            "invalid settings",
+            id="plain-http-webhook->refused",
+        ),
+    ],
+)
+def test_watch_command_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], env: dict[str, str], message: str
+) -> None:
+    from cds_hooks.cli import EXIT_USAGE, main
+
+    for name in [n for n in os.environ if n.startswith("CRS_CDS_WATCH_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["watch", "--once"]) == EXIT_USAGE
+    assert message in capsys.readouterr().err
