@@ -101,7 +101,7 @@ class ChartReader:
         if result.error is not None or group is None:
             log.warning(
                 "watch group unreadable: watching its last known members",
-                extra={"reason": result.error or "Group not found", "known": len(self._members or [])},
+                extra={"read_failed": result.error is not None, "known": len(self._members or [])},
             )
             return list(self._members or [])
         members: list[str] = []

@@ -192,7 +192,8 @@ class Watcher:
             report.ungraded += 1
             log.warning(
                 "patient not graded this cycle: required data unavailable",
-                extra={"patient": hashed, "reasons": sorted(missing.values())},
+                # The sources only: a server's OperationOutcome text may quote the patient id.
+                extra={"patient": hashed, "sources": sorted(source.value for source in missing)},
             )
             return
         try:
