@@ -18,9 +18,11 @@ import pytest
 from bench.generate_export import write_export
 from cds_hooks.cli import main
 from cds_hooks.registry.engines import LocalSettings, Summary, run_local
-from cds_hooks.registry.export_reader import ExportError, find_files
+from cds_hooks.registry.export_reader import ExportError, classify, find_files
+from cds_hooks.registry.fhir_out import episode_resources
 from cds_hooks.registry.per_patient import PatientOutcome, RegistryOptions
 from cds_hooks.registry.rows import COLUMNS, Cell, Row
+from cds_hooks.registry.validate import quadratic_weighted_kappa
 from cds_hooks.registry.writers import csv_cell, open_writer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -396,3 +398,196 @@ def test_shipped_sample_is_the_generators_output(tmp_path: Path) -> None:
     assert sorted(p.name for p in shipped.iterdir() if p.name != "README.md") == names
     for name in names:
         assert content(shipped / name) == content(tmp_path / name), name
+
+
+# -- the two engines place lines alike ----------------------------------------------------------
+
+
+def _placed_by_python(line: str) -> tuple[str, str, str | None]:
+    placed = classify(line)
+    if placed.patient is not None:
+        return ("patient", placed.patient, placed.medication_reference)
+    if placed.medication is not None:
+        return ("medication", placed.medication, None)
+    if placed.not_read is not None:
+        return ("not_read", placed.not_read, None)
+    return ("rejected", str(placed.rejected), None)
+
+
+def _obs(**fields: object) -> str:
+    return orjson.dumps({"resourceType": "Observation", "id": "o1", "status": "final", **fields}).decode()
+
+
+LINES = [
+    pytest.param('{"resourceType": "Patient", "id": "p1"}', ("patient", "p1", None), id="patient->its-id"),
+    pytest.param(_obs(subject={"reference": "Patient/p1"}), ("patient", "p1", None), id="subject-relative->patient"),
+    pytest.param(
+        _obs(subject={"reference": "https://ehr.example.org/fhir/Patient/p1"}),
+        ("patient", "p1", None),
+        id="subject-absolute-url->patient",
+    ),
+    pytest.param(
+        _obs(subject={"reference": "Group/g1"}),
+        ("rejected", "subject is not a Patient", None),
+        id="group-subject->rejected",
+    ),
+    pytest.param(_obs(), ("rejected", "names no patient", None), id="no-subject->rejected"),
+    pytest.param(
+        _obs(subject={"reference": ""}), ("rejected", "names no patient", None), id="empty-reference->rejected"
+    ),
+    pytest.param(
+        '{"resourceType": "Encounter", "id": "e1", "subject": {"reference": "Patient/p1"}}',
+        ("not_read", "Encounter", None),
+        id="type-not-read->counted-not-graded",
+    ),
+    pytest.param(
+        '{"resourceType": "Medication", "id": "m1"}',
+        ("medication", "Medication/m1", None),
+        id="medication-without-patient->shared",
+    ),
+    pytest.param(
+        orjson.dumps(
+            {
+                "resourceType": "MedicationAdministration",
+                "id": "a1",
+                "subject": {"reference": "Patient/p1"},
+                "medicationReference": {"reference": "https://ehr.example.org/fhir/Medication/m1"},
+            }
+        ).decode(),
+        ("patient", "p1", "Medication/m1"),
+        id="administration->patient+medication-reference",
+    ),
+    pytest.param(
+        '{"resourceType": "Observation", "id": ', ("rejected", "not JSON", None), id="truncated-line->not-json"
+    ),
+    pytest.param(
+        '[{"resourceType": "Patient", "id": "p1"}]', ("rejected", "not JSON", None), id="json-array->not-an-object"
+    ),
+    pytest.param('{"resourceType": "Patient"}', ("rejected", "no resourceType or id", None), id="no-id->rejected"),
+    pytest.param(
+        '{"resourceType": "Patient", "id": 7}', ("rejected", "no resourceType or id", None), id="numeric-id->rejected"
+    ),
+]
+
+
+@pytest.mark.parametrize(("line", "expected"), LINES)
+def test_python_and_sql_place_a_line_alike(line: str, expected: tuple[str, str, str | None], tmp_path: Path) -> None:
+    import duckdb
+    from cds_hooks.registry.engines import _placed_sql
+
+    (tmp_path / "x.ndjson").write_text(line + "\n")
+    con = duckdb.connect()
+    con.execute(_placed_sql(find_files(tmp_path)))
+    assert con.execute("SELECT category, detail, medref FROM placed").fetchall() == [expected]
+    assert _placed_by_python(line) == expected
+
+
+# -- validation against a site's abstraction -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("matrix", "kappa"),
+    [
+        # rows (expected) 5,4,1; columns (computed) 4,4,2; n 10; two 1-grade misses.
+        # observed sum(w*O)/n = 2/10; chance sum(w*r*c)/n^2 = 104/100; kappa = 1 - 0.2/1.04 = 21/26
+        pytest.param(
+            [[4, 1, 0, 0, 0], [0, 3, 1, 0, 0], [0, 0, 1, 0, 0], [0] * 5, [0] * 5], 21 / 26, id="two-near-misses->21/26"
+        ),
+        pytest.param([[3, 0, 0, 0, 0], [0, 2, 0, 0, 0], [0] * 5, [0, 0, 0, 1, 0], [0] * 5], 1.0, id="all-agree->1"),
+        pytest.param([[6, 0, 0, 0, 0], [0] * 5, [0] * 5, [0] * 5, [0] * 5], None, id="one-grade-only->undefined"),
+        # expected all 0, computed all 4 vs the reverse: maximal disagreement
+        pytest.param([[0, 0, 0, 0, 1], [0] * 5, [0] * 5, [0] * 5, [1, 0, 0, 0, 0]], -1.0, id="0-vs-4-both-ways->-1"),
+    ],
+)
+def test_quadratic_weighted_kappa_by_hand(matrix: list[list[int]], kappa: float | None) -> None:
+    assert quadratic_weighted_kappa(matrix) == (pytest.approx(kappa) if kappa is not None else None)
+
+
+def test_validate_reports_agreement_kappa_disagreements_and_what_it_could_not_compare(
+    export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    expected = tmp_path / "abstracted.csv"
+    expected.write_text(
+        "patient,maxGrade,onset\n"
+        "single-0,3,2025-03-03\n"
+        "Patient/recurrent-1,2,2025-03-02\n"
+        "masked-2,2,\n"
+        "unresolved-3,1,2025-03-09\n"
+        "no-crs-4,0,\n"
+        "no-temperatures-5,0,\n"
+        "ghost-9,1,\n"
+    )
+    assert main(["validate", str(export), "--expected", str(expected), "--json", "--workers", "1"]) == 0
+    report = orjson.loads(capsys.readouterr().out)
+    # pairs (expected, computed): (3,3) (2,1) (2,2) (1,1) (0,0); no-temperatures-5 is indeterminate
+    # r = [1,1,2,1,0], c = [1,2,1,1,0]: observed 1/5, chance 53/25, kappa = 1 - 0.2/2.12 = 48/53
+    assert report["n"] == 5
+    assert report["agreement"] == pytest.approx(0.8)
+    assert report["kappa"] == pytest.approx(48 / 53)
+    assert report["confusion"]["matrix"][2] == [0, 1, 1, 0, 0]
+    assert report["disagreements"] == [
+        {
+            "patient": "Patient/recurrent-1",
+            "expected": 2,
+            "computed": 1,
+            "references": ["MedicationAdministration/recurrent-1-cart-0", "Observation/recurrent-1-temp-30"],
+        }
+    ]
+    assert [d["patient"] for d in report["indeterminate"]] == ["Patient/no-temperatures-5"]
+    assert report["notInExport"] == ["Patient/ghost-9"]
+    assert report["onset"] == {"compared": 3, "sameDay": 2}
+
+
+def test_validate_text_report_and_bad_expected_file(
+    export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    expected = tmp_path / "abstracted.csv"
+    expected.write_text("patient,maxGrade\nsingle-0,3\nmasked-2,2\n")
+    assert main(["validate", str(export), "--expected", str(expected), "--workers", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "ASTCT-2019: n 2, exact agreement 1.000" in text
+    expected.write_text("patient,grade\nsingle-0,3\n")
+    assert main(["validate", str(export), "--expected", str(expected), "--workers", "1"]) == 2
+    assert "must name patient and maxGrade" in capsys.readouterr().err
+
+
+# -- FHIR out ------------------------------------------------------------------------------------
+
+
+def test_fhir_out_condition_and_observation_per_episode_validate_with_r4b(local_rows: list[Row]) -> None:
+    from fhir.resources.R4B.condition import Condition
+    from fhir.resources.R4B.observation import Observation
+
+    resources = {(str(r["patient"]), str(r["system"]), r["episode"]): episode_resources(r) for r in local_rows}
+    for pair in resources.values():
+        for resource in pair:
+            model = Condition if resource["resourceType"] == "Condition" else Observation
+            model.model_validate(resource)
+    condition, observation = resources[("Patient/single-0", CRS, 1)]
+    assert condition["code"]["coding"][0]["code"] == "D89.833"
+    assert condition["abatementDateTime"] == "2025-03-04T04:00:00Z"
+    assert condition["clinicalStatus"]["coding"][0]["code"] == "resolved"
+    assert observation["valueInteger"] == 3
+    assert observation["focus"] == [{"reference": f"Condition/{condition['id']}"}]
+    assert all(d["reference"].startswith("Observation/") for d in observation["derivedFrom"])
+    assert {"reference": "MedicationAdministration/single-0-ne-60"} in condition["evidence"][0]["detail"]
+    unresolved, _ = resources[("Patient/unresolved-3", CRS, 1)]
+    assert unresolved["code"]["coding"][0]["code"] == "D89.831"
+    assert unresolved["clinicalStatus"]["coding"][0]["code"] == "active"
+    assert "abatementDateTime" not in unresolved
+    assert resources[("Patient/single-0", ICANS, 1)][0]["code"]["coding"][0]["code"] == "G92.02"
+    assert resources[("Patient/no-crs-4", CRS, 0)] == []
+    assert resources[("Patient/no-temperatures-5", CRS, None)] == []
+
+
+def test_fhir_out_from_the_command_line(export: Path, tmp_path: Path) -> None:
+    out = tmp_path / "fhir"
+    assert (
+        main(
+            ["episodes", str(export), "--out", str(tmp_path / "rows.ndjson"), "--fhir-out", str(out), "--workers", "1"]
+        )
+        == 0
+    )
+    conditions = (out / "Condition.ndjson").read_bytes().splitlines()
+    observations = (out / "Observation.ndjson").read_bytes().splitlines()
+    assert len(conditions) == len(observations) == 6  # five CRS episodes and one ICANS episode
