@@ -16,6 +16,8 @@ Both call ``on_outcome`` once per patient, in patient order (code-point order of
 
 from __future__ import annotations
 
+import os
+import sys
 import tempfile
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
 
 OnOutcome = Callable[[PatientOutcome], None]
 Progress = Callable[[int, int], None]
-"""Called with (patients done, patients in the export)."""
+"""Called with (patients done, patients in the export; 0 when not known beforehand)."""
 
 BATCH_LINES = 4000
 """Lines per task sent to a worker: large enough to amortise the transfer, small enough to stay light."""
@@ -374,7 +376,15 @@ def run_spark(
 
     own = spark is None
     if own:
-        builder = SparkSession.builder.appName("crs-cds-episodes").config("spark.ui.enabled", "false")
+        master = settings.master if settings is not None else None
+        if master is None or master.startswith("local"):
+            # Local Python workers must run this interpreter (the one with cds_hooks installed).
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        builder = (
+            SparkSession.builder.appName("crs-cds-episodes")
+            .config("spark.ui.enabled", "false")
+            .config("spark.ui.showConsoleProgress", "false")
+        )
         if settings is not None and settings.master:
             builder = builder.master(settings.master)
         spark = builder.getOrCreate()
@@ -389,32 +399,35 @@ def _spark_run(
     context: Any, files: ExportFiles, options: RegistryOptions, on_outcome: OnOutcome, progress: Progress | None
 ) -> Summary:
     summary = Summary()
-    text: RDD[str] = context.textFile(",".join(str(p) for p in files.all))  # gzip by name: see below
-    lines = text.filter(lambda line: line.strip() != "")
+    text: RDD[str] = context.textFile(",".join(str(p) for p in files.all))  # gzip by its .gz name
+    # One partition per file would make many tiny tasks; the cluster's parallelism is enough.
+    lines = text.filter(lambda line: line.strip() != "").coalesce(context.defaultParallelism)
     placed = lines.flatMap(_placed_pairs).cache()
     try:
-        summary.lines = placed.count()
-        for (category, detail), count in (
-            placed.filter(lambda kv: kv[0] in ("rejected", "not_read"))
-            .map(lambda kv: (kv[0], kv[1][0]))
-            .countByValue()
-            .items()
-        ):
-            (summary.rejected if category == "rejected" else summary.not_read)[detail] += count
+        for (category, detail), count in placed.map(_count_key).countByValue().items():
+            summary.lines += count
+            if category in ("rejected", "not_read"):
+                (summary.rejected if category == "rejected" else summary.not_read)[detail] += count
         patient_lines = placed.filter(lambda kv: kv[0] == "patient").map(lambda kv: (kv[1][0], kv[1]))
         medications = placed.filter(lambda kv: kv[0] == "medication").map(lambda kv: (kv[1][0], kv[1][2]))
         wanted = patient_lines.filter(lambda kv: kv[1][1] is not None).map(lambda kv: (kv[1][1], kv[0])).distinct()
         joined = wanted.join(medications).map(lambda kv: (kv[1][0], kv[1][1])).distinct()
         by_patient = patient_lines.map(lambda kv: (kv[0], kv[1][2])).union(joined).groupByKey()
-        summary.patients = by_patient.count()
         outcomes = by_patient.map(lambda kv: grade_patient(options, kv[0], list(kv[1]))).sortBy(
             lambda o: o.patient.removeprefix("Patient/")
         )
-        for done, outcome in enumerate(outcomes.toLocalIterator(), start=1):
+        for outcome in outcomes.toLocalIterator():
             summary.add(outcome)
+            summary.patients += 1
             on_outcome(outcome)
             if progress is not None:
-                progress(done, summary.patients)
+                progress(summary.patients, 0)  # the total is not counted first on Spark
     finally:
         placed.unpersist()
     return summary
+
+
+def _count_key(pair: tuple[str, tuple[str, str | None, str]]) -> tuple[str, str]:
+    """What the summary counts: lines, and the reasons and types of the lines not graded."""
+    category, (detail, _, _) = pair
+    return (category, detail) if category in ("rejected", "not_read") else (category, "")

@@ -92,6 +92,11 @@ class TerminalProgress:
         if done < total and now - self._last < 0.2:
             return
         self._last = now
+        if total <= 0:
+            self._stream.write(f"\rpatients {done}")
+            self._stream.flush()
+            self._drawn = True
+            return
         width = 30
         filled = width * done // total if total else width
         self._stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] patients {done}/{total}")
