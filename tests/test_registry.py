@@ -369,9 +369,9 @@ def test_cli_writes_rows_and_prints_the_summary(
     [
         pytest.param(["episodes", "{missing}", "--out", "{out}"], "is not a folder", id="no-such-export->exit-2"),
         pytest.param(
-            ["episodes", "{export}", "--out", "{out}", "--systems", "CTCAE-5.0"],
-            "episodes are defined for",
-            id="system-without-episode-rules->exit-2",
+            ["episodes", "{export}", "--out", "{out}", "--systems", "NOPE-1"],
+            "unknown grading systems",
+            id="unknown-system->exit-2",
         ),
         pytest.param(
             ["episodes", "{export}", "--out", "{out}", "--workers", "0"], "--workers", id="zero-workers->exit-2"
@@ -591,3 +591,18 @@ def test_fhir_out_from_the_command_line(export: Path, tmp_path: Path) -> None:
     conditions = (out / "Condition.ndjson").read_bytes().splitlines()
     observations = (out / "Observation.ndjson").read_bytes().splitlines()
     assert len(conditions) == len(observations) == 6  # five CRS episodes and one ICANS episode
+
+
+def test_other_crs_systems_get_their_own_rows_over_the_same_episodes(export: Path, tmp_path: Path) -> None:
+    """LEE-2014 beside ASTCT: same onsets and resolutions, Lee's own grade; no FHIR resources
+    for it (the ICD-10-CM grade codes follow ASTCT)."""
+    out = tmp_path / "rows.ndjson"
+    assert main(["episodes", str(export), "--out", str(out), "--systems", "ASTCT-2019,LEE-2014", "--workers", "1"]) == 0
+    rows = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert {r["system"] for r in rows} == {CRS, "LEE-2014"}
+    astct = {(r["patient"], r["episode"]): r for r in rows if r["system"] == CRS}
+    lee = {(r["patient"], r["episode"]): r for r in rows if r["system"] == "LEE-2014"}
+    assert astct.keys() == lee.keys()
+    for key, row_lee in lee.items():
+        assert (row_lee["onset"], row_lee["resolution"]) == (astct[key]["onset"], astct[key]["resolution"])
+    assert episode_resources(lee[("Patient/masked-2", 1)]) == []

@@ -12,7 +12,8 @@
 
 Ids are name-based UUIDs of (patient, system, episode): re-running on the same export gives the same
 ids, so a load is idempotent. Every resource is validated with the R4B models before it is
-written. Patients without an episode, and undecided ones, produce no resource (the rows say it).
+written. Patients without an episode, and undecided ones, produce no resource (the rows say it);
+neither do the other CRS systems' rows (the ICD-10-CM grade codes follow ASTCT).
 """
 
 from __future__ import annotations

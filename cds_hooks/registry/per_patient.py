@@ -40,7 +40,8 @@ from cds_hooks.reading.units import UnitTable, load_units
 from cds_hooks.registry.rows import Row, course_rows
 
 EPISODE_SYSTEMS = (CRS_SYSTEM, ICANS_SYSTEM)
-"""The systems episodes are defined for (clinical-reference.md section 5)."""
+"""The default systems (clinical-reference.md section 5); any other CRS system in ``GRADERS`` can
+be asked for: its episodes follow the same rules with its own grade at each data time."""
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
@@ -107,19 +108,23 @@ class PatientGrader:
         until = end_of_data(record)
         courses: list[EpisodeCourse] = []
         for system in self.options.systems:
-            if system == CRS_SYSTEM:
-                courses.append(
-                    crs_episodes(
-                        record, until=until, config=self.options.config, episode_config=self.options.episode_config
-                    )
-                )
-            elif system == ICANS_SYSTEM:
+            if system == ICANS_SYSTEM:
                 courses.append(
                     icans_episodes(
                         record,
                         until=until,
                         window=self.options.icans_window,
                         episode_config=self.options.episode_config,
+                    )
+                )
+            else:  # ASTCT CRS, or another CRS system graded over the same episode rules
+                courses.append(
+                    crs_episodes(
+                        record,
+                        until=until,
+                        config=self.options.config,
+                        episode_config=self.options.episode_config,
+                        system=system,
                     )
                 )
         return courses

@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import IO, Literal
 
+from cds_hooks.grading import GRADERS
 from cds_hooks.registry.engines import LocalSettings, SparkSettings, Summary, run_local, run_spark
 from cds_hooks.registry.export_reader import ExportError, find_files
 from cds_hooks.registry.per_patient import EPISODE_SYSTEMS, PatientOutcome, RegistryOptions
@@ -24,11 +25,10 @@ ENGINES: tuple[Engine, ...] = ("local", "spark")
 def registry_options(settings: Settings, systems: Sequence[str] | None) -> RegistryOptions:
     """The settings' vocabulary, windows and ICE form; the systems asked for (default: both)."""
     chosen = tuple(dict.fromkeys(systems)) if systems else EPISODE_SYSTEMS
-    unknown = [s for s in chosen if s not in EPISODE_SYSTEMS]
+    known = sorted({*GRADERS, *EPISODE_SYSTEMS})
+    unknown = [s for s in chosen if s not in known]
     if unknown:
-        raise ExportError(
-            f"episodes are defined for {', '.join(EPISODE_SYSTEMS)} (clinical-reference.md section 5), not {unknown}"
-        )
+        raise ExportError(f"unknown grading systems {unknown}; known: {known}")
     return RegistryOptions(
         systems=chosen,
         mapping_files=tuple(settings.mapping_files),
