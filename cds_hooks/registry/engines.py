@@ -146,7 +146,7 @@ def _placed_sql(files: ExportFiles) -> str:
     CREATE TABLE placed AS
     WITH src AS (
         SELECT line FROM ({_lines_sql(files)}) WHERE line IS NOT NULL AND trim(line) <> ''
-    ), checked AS (
+    ), checked AS MATERIALIZED (
         SELECT line, coalesce(json_valid(line), false) AND starts_with(ltrim(line), '{{') AS ok FROM src
     ), fields AS (
         -- only valid objects are taken apart: DuckDB may evaluate both branches of a CASE
@@ -157,12 +157,21 @@ def _placed_sql(files: ExportFiles) -> str:
         SELECT line,
             CASE WHEN json_type(v[1]) = 'VARCHAR' THEN nullif(v[1]->>'$', '') END AS kind,
             CASE WHEN json_type(v[2]) = 'VARCHAR' THEN nullif(v[2]->>'$', '') END AS id,
-            coalesce(
+            string_split(coalesce(
                 CASE WHEN json_type(v[3]) = 'VARCHAR' THEN nullif(v[3]->>'$', '') END,
                 CASE WHEN json_type(v[4]) = 'VARCHAR' THEN nullif(v[4]->>'$', '') END
-            ) AS subject,
-            CASE WHEN json_type(v[5]) = 'VARCHAR' THEN v[5]->>'$' END AS medication
+            ), '/') AS subject,
+            string_split(CASE WHEN json_type(v[5]) = 'VARCHAR' THEN v[5]->>'$' END, '/') AS medication
         FROM fields
+    ), split AS (
+        -- a reference names a Patient when its last two segments are "Patient" and an id (the
+        -- rule of export_reader.PATIENT_REFERENCE, without a regular expression per line)
+        SELECT line, kind, id, subject IS NOT NULL AS has_subject,
+            CASE WHEN len(subject) >= 2 AND subject[-2] = 'Patient' AND subject[-1] <> '' THEN subject[-1] END
+                AS patient,
+            CASE WHEN len(medication) >= 2 AND medication[-2] = 'Medication' AND medication[-1] <> ''
+                THEN 'Medication/' || medication[-1] END AS medref
+        FROM typed
     )
     SELECT line, 'rejected' AS category, '{NOT_JSON}' AS detail, NULL AS medref FROM checked WHERE NOT ok
     UNION ALL
@@ -170,24 +179,23 @@ def _placed_sql(files: ExportFiles) -> str:
         CASE
             WHEN kind IS NULL OR id IS NULL THEN 'rejected'
             WHEN kind = 'Patient' THEN 'patient'
-            WHEN kind = 'Medication' AND subject IS NULL THEN 'medication'
+            WHEN kind = 'Medication' AND NOT has_subject THEN 'medication'
             WHEN kind NOT IN ({read_types}) THEN 'not_read'
-            WHEN subject IS NULL THEN 'rejected'
-            WHEN regexp_matches(subject, '(?:^|/)Patient/[^/]+$') THEN 'patient'
+            WHEN NOT has_subject THEN 'rejected'
+            WHEN patient IS NOT NULL THEN 'patient'
             ELSE 'rejected'
         END AS category,
         CASE
             WHEN kind IS NULL OR id IS NULL THEN '{NO_TYPE}'
             WHEN kind = 'Patient' THEN id
-            WHEN kind = 'Medication' AND subject IS NULL THEN 'Medication/' || id
+            WHEN kind = 'Medication' AND NOT has_subject THEN 'Medication/' || id
             WHEN kind NOT IN ({read_types}) THEN kind
-            WHEN subject IS NULL THEN '{NO_PATIENT}'
-            WHEN regexp_matches(subject, '(?:^|/)Patient/[^/]+$')
-                THEN regexp_extract(subject, '(?:^|/)Patient/([^/]+)$', 1)
+            WHEN NOT has_subject THEN '{NO_PATIENT}'
+            WHEN patient IS NOT NULL THEN patient
             ELSE '{NOT_A_PATIENT}'
         END AS detail,
-        nullif(regexp_extract(coalesce(medication, ''), '(?:^|/)(Medication/[^/]+)$', 1), '') AS medref
-    FROM typed
+        CASE WHEN kind IN ({read_types}) AND kind <> 'Patient' AND patient IS NOT NULL THEN medref END AS medref
+    FROM split
     """
 
 
