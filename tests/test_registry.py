@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import shutil
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from cds_hooks.registry.export_reader import ExportError, classify, find_files
 from cds_hooks.registry.fhir_out import episode_resources
 from cds_hooks.registry.per_patient import PatientOutcome, RegistryOptions
 from cds_hooks.registry.rows import COLUMNS, Cell, Row
+from cds_hooks.registry.run import TerminalProgress
 from cds_hooks.registry.validate import quadratic_weighted_kappa
 from cds_hooks.registry.writers import csv_cell, open_writer
 
@@ -606,3 +608,55 @@ def test_other_crs_systems_get_their_own_rows_over_the_same_episodes(export: Pat
     for key, row_lee in lee.items():
         assert (row_lee["onset"], row_lee["resolution"]) == (astct[key]["onset"], astct[key]["resolution"])
     assert episode_resources(lee[("Patient/masked-2", 1)]) == []
+
+
+def test_cli_start_up_does_not_import_the_registry_stack() -> None:
+    """``crs-cds`` starts fast: duckdb, pyarrow and pyspark load only inside ``episodes``/``validate``."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, cds_hooks.cli; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'duckdb', 'pyarrow', 'pyspark'} "
+        "or m.startswith('cds_hooks.registry')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_small_memory_limit_is_honoured_with_the_same_rows(export: Path, local_rows: list[Row]) -> None:
+    """128 MB (the default is most of the machine's memory): the reader's buffers fit in it."""
+    rows: list[Row] = []
+    run_local(
+        find_files(export),
+        RegistryOptions(),
+        lambda outcome: rows.extend(outcome.rows),
+        settings=LocalSettings(workers=1, memory_limit="128MB"),
+    )
+    assert rows == local_rows
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("done", "total", "shown"),
+    [
+        pytest.param(3, 6, "[###############...............] patients 3/6", id="half-done->half-bar"),
+        pytest.param(6, 6, "[##############################] patients 6/6", id="all-done->full-bar"),
+        pytest.param(4, 0, "patients 4", id="total-unknown(spark)->count-only"),
+    ],
+)
+def test_progress_bar_on_a_terminal(done: int, total: int, shown: str) -> None:
+    stream = _Terminal()
+    progress = TerminalProgress(stream)
+    assert progress.enabled
+    progress(done, total)
+    progress.finish()
+    assert stream.getvalue() == f"\r{shown}\n"
+
+
+def test_no_progress_bar_when_not_a_terminal() -> None:
+    assert not TerminalProgress(io.StringIO()).enabled

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.generate_export import write_export
+from cds_hooks.cli import main
 from cds_hooks.registry.engines import LocalSettings, Summary, run_local, run_spark
 from cds_hooks.registry.export_reader import find_files
 from cds_hooks.registry.per_patient import PatientOutcome, RegistryOptions
@@ -40,3 +41,14 @@ def test_spark_and_local_engines_give_identical_rows(spark: Any, tmp_path: Path)
     assert len(spark_rows) == 26
     assert spark_summary.to_json() == local_summary.to_json()
     assert spark_summary.rejected == {"not JSON": 1, "names no patient": 1}
+
+
+def test_cli_engine_spark_writes_the_local_engines_file(spark: Any, tmp_path: Path) -> None:
+    """``crs-cds episodes --engine spark`` (on the session already running, which it leaves
+    running) writes byte for byte the file the default engine writes."""
+    export = tmp_path / "export"
+    write_export(export)
+    assert main(["episodes", str(export), "--engine", "spark", "--out", str(tmp_path / "spark.csv")]) == 0
+    assert main(["episodes", str(export), "--out", str(tmp_path / "local.csv"), "--workers", "1"]) == 0
+    assert (tmp_path / "spark.csv").read_bytes() == (tmp_path / "local.csv").read_bytes()
+    assert not spark.sparkContext._jsc.sc().isStopped()

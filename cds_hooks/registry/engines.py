@@ -50,7 +50,10 @@ Progress = Callable[[int, int], None]
 BATCH_LINES = 4000
 """Lines per task sent to a worker: large enough to amortise the transfer, small enough to stay light."""
 IN_FLIGHT_PER_WORKER = 3
-MAX_LINE_BYTES = 64 * 1024 * 1024
+MAX_LINE_BYTES = 16 * 1024 * 1024
+"""The longest resource line read (a FHIR resource of more is refused by DuckDB with its reason)."""
+CSV_BUFFER_BYTES = 2 * MAX_LINE_BYTES
+"""DuckDB's read buffer; by default 16 x the longest line, which would claim 256 MB per scan."""
 
 
 @dataclass
@@ -125,7 +128,7 @@ def _lines_sql(files: ExportFiles) -> str:
     control characters cannot occur in valid JSON, so a valid line is never split)."""
     options = (
         "columns={'line': 'VARCHAR'}, delim='\\x1f', quote='', escape='', header=false, auto_detect=false, "
-        f"strict_mode=false, max_line_size={MAX_LINE_BYTES}"
+        f"strict_mode=false, max_line_size={MAX_LINE_BYTES}, buffer_size={CSV_BUFFER_BYTES}"
     )
     parts = []
     if files.plain:
@@ -379,9 +382,12 @@ def run_spark(
     progress: Progress | None = None,
     spark: Any = None,
 ) -> Summary:
-    """``spark``: an existing SparkSession (tests share one); otherwise one is started and stopped."""
+    """``spark``: a SparkSession to use; without one, the active session is used, else one is
+    started (and stopped at the end: only a session this call started is stopped)."""
     from pyspark.sql import SparkSession
 
+    if spark is None:
+        spark = SparkSession.getActiveSession()
     own = spark is None
     if own:
         master = settings.master if settings is not None else None
@@ -393,8 +399,8 @@ def run_spark(
             .config("spark.ui.enabled", "false")
             .config("spark.ui.showConsoleProgress", "false")
         )
-        if settings is not None and settings.master:
-            builder = builder.master(settings.master)
+        if master:
+            builder = builder.master(master)
         spark = builder.getOrCreate()
     try:
         return _spark_run(spark.sparkContext, files, options, on_outcome, progress)
