@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -12,6 +11,8 @@ import pytest
 from cds_hooks.pipeline.evaluate import Grading
 from cds_hooks.reading.terminology import load_terminology
 from cds_hooks.reading.units import load_units
+
+from spark_support import spark_unavailable_reason
 
 
 @pytest.fixture(scope="session")
@@ -36,14 +37,6 @@ def _development_service_settings(tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 _DEV_ENV = ("CRS_CDS_ALLOW_UNAUTHENTICATED", "CRS_CDS_DATABASE_URL")
-
-
-def spark_unavailable_reason() -> str | None:
-    """Why the Spark test may be skipped: only when Java is missing *and* this is not CI (CI
-    installs Java in ``.ci/run``; there a missing Java must fail, never skip)."""
-    if shutil.which("java") is None and os.environ.get("CI", "").lower() not in {"true", "1"}:
-        return "Spark needs Java (install default-jre-headless; .ci/run does) and CI is not set"
-    return None
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,8 @@ from cds_hooks.registry.run import TerminalProgress
 from cds_hooks.registry.validate import quadratic_weighted_kappa
 from cds_hooks.registry.writers import csv_cell, open_writer
 
+from spark_support import spark_unavailable_reason
+
 ROOT = Path(__file__).resolve().parents[1]
 CRS = "ASTCT-2019"
 ICANS = "ASTCT-2019-ICANS"
@@ -660,3 +662,17 @@ def test_progress_bar_on_a_terminal(done: int, total: int, shown: str) -> None:
 
 def test_no_progress_bar_when_not_a_terminal() -> None:
     assert not TerminalProgress(io.StringIO()).enabled
+
+
+@pytest.mark.parametrize(
+    ("java", "ci", "skipped"),
+    [
+        pytest.param("/usr/bin/java", "", False, id="java->runs"),
+        pytest.param(None, "", True, id="no-java-no-ci->skipped-with-reason"),
+        pytest.param(None, "true", False, id="no-java-on-ci->runs-and-fails-never-skips"),
+        pytest.param(None, "TRUE", False, id="no-java-CI=TRUE->never-skips"),
+    ],
+)
+def test_spark_is_skipped_only_without_java_outside_ci(java: str | None, ci: str, skipped: bool) -> None:
+    reason = spark_unavailable_reason(lambda _: java, {"CI": ci} if ci else {})
+    assert (reason is not None) == skipped

@@ -11,12 +11,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from bench.generate_export import write_export
 from cds_hooks.cli import main
 from cds_hooks.registry.engines import LocalSettings, Summary, run_local, run_spark
 from cds_hooks.registry.export_reader import find_files
 from cds_hooks.registry.per_patient import PatientOutcome, RegistryOptions
 from cds_hooks.registry.rows import Row
+
+from spark_support import spark_unavailable_reason
+
+pytestmark = [
+    pytest.mark.spark,
+    pytest.mark.skipif(spark_unavailable_reason() is not None, reason=str(spark_unavailable_reason())),
+]
 
 
 def _rows(engine: str, export: Path, spark: Any = None) -> tuple[list[Row], Summary]:
