@@ -310,6 +310,7 @@ def _cmd_episodes(args: argparse.Namespace, settings: Settings) -> int:
                     args.engine, args.workers or os.cpu_count() or 1, args.spark_master, args.memory_limit
                 ),
                 progress=progress if progress.enabled else None,
+                exclude=[out],
             )
         finally:
             progress.finish()

@@ -676,3 +676,41 @@ def test_no_progress_bar_when_not_a_terminal() -> None:
 def test_spark_is_skipped_only_without_java_outside_ci(java: str | None, ci: str, skipped: bool) -> None:
     reason = spark_unavailable_reason(lambda _: java, {"CI": ci} if ci else {})
     assert (reason is not None) == skipped
+
+
+def test_a_line_that_is_not_utf8_is_rejected_not_the_run(export: Path, tmp_path: Path, local_rows: list[Row]) -> None:
+    copy = tmp_path / "export"
+    shutil.copytree(export, copy)
+    (copy / "manifest.json").unlink()
+    (copy / "Latin1.ndjson").write_bytes(b'{"resourceType": "Patient", "id": "p9", "name": [{"text": "Jos\xe9"}]}\n')
+    rows, summary = run(copy)
+    assert rows == local_rows  # p9 cannot be named: its only line is unreadable
+    assert summary.rejected["not UTF-8"] == 1
+
+
+def test_spark_placing_rejects_a_line_that_is_not_utf8() -> None:
+    from cds_hooks.registry.engines import _placed_pairs
+
+    assert _placed_pairs(b'{"resourceType": "Patient", "id": "Jos\xe9"}') == [("rejected", ("not UTF-8", None, ""))]
+    assert _placed_pairs(b'{"resourceType": "Patient", "id": "p1"}')[0][:1] == ("patient",)
+
+
+def test_a_corrupt_gzip_file_stops_the_run_with_a_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "Observation.ndjson.gz").write_bytes(b"\x1f\x8b\x08\x00not really gzip")
+    assert main(["episodes", str(tmp_path), "--out", str(tmp_path / "rows.csv"), "--workers", "1"]) == 2
+    assert "the export cannot be read" in capsys.readouterr().err
+
+
+def test_rows_written_into_the_export_folder_are_not_read_back(
+    export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without a manifest every file is read: the rows file being written is not one of them."""
+    copy = tmp_path / "export"
+    shutil.copytree(export, copy)
+    (copy / "manifest.json").unlink()
+    out = copy / "rows.parquet"
+    for _ in range(2):
+        assert main(["episodes", str(copy), "--out", str(out), "--workers", "1", "--json"]) == 0
+    summary = orjson.loads(capsys.readouterr().out.split("\n}\n")[-2] + "\n}")
+    assert summary["rejected"] == {"not JSON": 1, "names no patient": 1}
+    assert summary["rows"] == 13

@@ -32,7 +32,10 @@ from cds_hooks.registry.export_reader import (
     NO_TYPE,
     NOT_A_PATIENT,
     NOT_JSON,
+    NOT_UTF8,
     READ_TYPES,
+    TOO_LONG,
+    ExportError,
     ExportFiles,
     Placed,
     classify,
@@ -128,7 +131,9 @@ def _lines_sql(files: ExportFiles) -> str:
     control characters cannot occur in valid JSON, so a valid line is never split)."""
     options = (
         "columns={'line': 'VARCHAR'}, delim='\\x1f', quote='', escape='', header=false, auto_detect=false, "
-        f"strict_mode=false, max_line_size={MAX_LINE_BYTES}, buffer_size={CSV_BUFFER_BYTES}"
+        f"strict_mode=false, max_line_size={MAX_LINE_BYTES}, buffer_size={CSV_BUFFER_BYTES}, "
+        # a line DuckDB cannot read (not UTF-8, too long) is set aside in reject_errors and counted
+        "ignore_errors=true, store_rejects=true"
     )
     parts = []
     if files.plain:
@@ -244,7 +249,10 @@ def run_local(
                 con.execute(f"SET threads = {max(1, chosen.workers)}")
                 if chosen.memory_limit:
                     con.execute("SET memory_limit = ?", [chosen.memory_limit])
-                con.execute(_placed_sql(files))
+                try:
+                    con.execute(_placed_sql(files))
+                except duckdb.Error as exc:  # e.g. a corrupt gzip file: the whole export is unreadable
+                    raise ExportError(f"the export cannot be read: {str(exc).splitlines()[0]}") from exc
                 _count(con, summary)
                 groups = _groups(con.execute(_GROUPED_SQL))
                 _grade_all(groups, options, pool, summary, on_outcome, progress=progress, workers=chosen.workers)
@@ -256,12 +264,21 @@ def run_local(
     return summary
 
 
+_READ_ERRORS = {"INVALID ENCODING": NOT_UTF8, "LINE SIZE OVER MAXIMUM": TOO_LONG, "TOO MANY COLUMNS": NOT_JSON}
+"""DuckDB's reasons for a line it could not read, in the summary's words (a raw control character,
+which splits a line into columns, cannot occur in JSON)."""
+
+
 def _count(con: Any, summary: Summary) -> None:
+    for error_type, count in con.execute("SELECT error_type, count(*) FROM reject_errors GROUP BY ALL").fetchall():
+        reason = _READ_ERRORS.get(str(error_type), f"unreadable line ({str(error_type).lower()})")
+        summary.rejected[reason] += count
+        summary.lines += count
     for category, detail, count in con.execute(
         "SELECT category, detail, count(*) FROM placed WHERE category IN ('rejected', 'not_read') GROUP BY ALL"
     ).fetchall():
         (summary.rejected if category == "rejected" else summary.not_read)[detail] += count
-    summary.lines = con.execute("SELECT count(*) FROM placed").fetchone()[0]
+    summary.lines += con.execute("SELECT count(*) FROM placed").fetchone()[0]
     summary.patients = con.execute("SELECT count(DISTINCT detail) FROM placed WHERE category = 'patient'").fetchone()[0]
 
 
@@ -362,7 +379,11 @@ class SparkSettings:
     """``--spark-master``; None leaves it to the usual Spark configuration (spark-submit, SPARK_*)."""
 
 
-def _placed_pairs(line: str) -> list[tuple[str, tuple[str, str | None, str]]]:
+def _placed_pairs(raw: bytes) -> list[tuple[str, tuple[str, str | None, str]]]:
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return [("rejected", (NOT_UTF8, None, ""))]
     placed: Placed = classify(line)
     if placed.patient is not None:
         return [("patient", (placed.patient, placed.medication_reference, line))]
@@ -413,9 +434,10 @@ def _spark_run(
     context: Any, files: ExportFiles, options: RegistryOptions, on_outcome: OnOutcome, progress: Progress | None
 ) -> Summary:
     summary = Summary()
-    text: RDD[str] = context.textFile(",".join(str(p) for p in files.all))  # gzip by its .gz name
+    # Bytes, decoded per line: a line that is not UTF-8 is rejected, not the whole run (gzip by .gz name).
+    text: RDD[bytes] = context.textFile(",".join(str(p) for p in files.all), use_unicode=False)
     # One partition per file would make many tiny tasks; the cluster's parallelism is enough.
-    lines = text.filter(lambda line: line.strip() != "").coalesce(context.defaultParallelism)
+    lines = text.filter(lambda line: line.strip() != b"").coalesce(context.defaultParallelism)
     placed = lines.flatMap(_placed_pairs).cache()
     try:
         for (category, detail), count in placed.map(_count_key).countByValue().items():

@@ -14,6 +14,7 @@ in SQL (``engines.py``) and a test checks both engines agree on the same export.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ NOT_JSON = "not JSON"
 NO_TYPE = "no resourceType or id"
 NO_PATIENT = "names no patient"
 NOT_A_PATIENT = "subject is not a Patient"
+NOT_UTF8 = "not UTF-8"
+TOO_LONG = "line longer than 16 MB"
 
 
 class ExportError(Exception):
@@ -51,7 +54,8 @@ class ExportFiles:
         return (*self.plain, *self.gzip)
 
 
-def find_files(export_dir: Path) -> ExportFiles:
+def find_files(export_dir: Path, *, exclude: Collection[Path] = ()) -> ExportFiles:
+    """``exclude``: files never read as the export (the rows file being written into the folder)."""
     if not export_dir.is_dir():
         raise ExportError(f"{export_dir} is not a folder")
     manifest_path = export_dir / MANIFEST
@@ -59,7 +63,10 @@ def find_files(export_dir: Path) -> ExportFiles:
     if manifest_path.is_file():
         files, transaction_time = _from_manifest(export_dir, manifest_path)
     else:
-        files = sorted(p for p in export_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+        skipped = {p.resolve() for p in exclude}
+        files = sorted(
+            p for p in export_dir.iterdir() if p.is_file() and not p.name.startswith(".") and p.resolve() not in skipped
+        )
     if not files:
         raise ExportError(f"{export_dir} holds no NDJSON file")
     plain: list[Path] = []

@@ -53,8 +53,10 @@ def run_episodes(
     *,
     choice: RunChoice,
     progress: Callable[[int, int], None] | None = None,
+    exclude: Sequence[Path] = (),
 ) -> Summary:
-    files = find_files(export_dir)
+    """``exclude``: output files that may lie in the export folder (never read as input)."""
+    files = find_files(export_dir, exclude=exclude)
 
     def deliver(outcome: PatientOutcome) -> None:
         for row in outcome.rows:
