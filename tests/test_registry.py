@@ -13,6 +13,7 @@ import gzip
 import io
 import shutil
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -714,3 +715,28 @@ def test_rows_written_into_the_export_folder_are_not_read_back(
     summary = orjson.loads(capsys.readouterr().out.split("\n}\n")[-2] + "\n}")
     assert summary["rejected"] == {"not JSON": 1, "names no patient": 1}
     assert summary["rows"] == 13
+
+
+def test_a_patient_that_fails_to_grade_gets_indeterminate_rows_and_the_run_goes_on(
+    export: Path, local_rows: list[Row], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cds_hooks.registry import per_patient
+
+    original = per_patient.PatientGrader.grade
+
+    def grade(self: per_patient.PatientGrader, patient_id: str, lines: Any) -> PatientOutcome:
+        if patient_id == "masked-2":
+            raise ValueError("a bug")
+        return original(self, patient_id, lines)
+
+    monkeypatch.setattr(per_patient.PatientGrader, "grade", grade)
+    rows, summary = run(export)
+    masked = by_patient(rows)["masked-2"]
+    assert [(r["system"], r["status"], r["maxGrade"], r["episode"]) for r in masked] == [
+        (CRS, "indeterminate", None, None),
+        (ICANS, "indeterminate", None, None),
+    ]
+    assert [r for r in rows if r["patient"] != "Patient/masked-2"] == [
+        r for r in local_rows if r["patient"] != "Patient/masked-2"
+    ]
+    assert summary.rejected["patient could not be graded (internal error ValueError): rows indeterminate"] == 1

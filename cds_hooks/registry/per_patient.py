@@ -37,7 +37,7 @@ from cds_hooks.reading.reader import extract_record
 from cds_hooks.reading.record import Administration, NotEvidence, PatientRecord
 from cds_hooks.reading.terminology import MedicationRole, Terminology, load_terminology
 from cds_hooks.reading.units import UnitTable, load_units
-from cds_hooks.registry.rows import Row, course_rows
+from cds_hooks.registry.rows import Row, course_rows, undecided_row
 
 EPISODE_SYSTEMS = (CRS_SYSTEM, ICANS_SYSTEM)
 """The default systems (clinical-reference.md section 5); any other CRS system in ``GRADERS`` can
@@ -180,9 +180,22 @@ def _latest_therapy(record: PatientRecord) -> Administration | None:
 _GRADERS: dict[RegistryOptions, PatientGrader] = {}
 
 
+GRADING_FAILED = "patient could not be graded (internal error {}): rows indeterminate"
+
+
 def grade_patient(options: RegistryOptions, patient_id: str, lines: Sequence[str | bytes]) -> PatientOutcome:
-    """The per-patient function every engine calls; the grader is built once per process."""
+    """The per-patient function every engine calls; the grader is built once per process.
+
+    A failure on one patient (a bug, never expected) must neither stop a population run nor drop
+    the patient: the patient gets indeterminate rows and the summary counts the failure by its
+    exception type only (no data, no identifier, in the message).
+    """
     grader = _GRADERS.get(options)
     if grader is None:
         grader = _GRADERS[options] = PatientGrader(options)
-    return grader.grade(patient_id, lines)
+    try:
+        return grader.grade(patient_id, lines)
+    except Exception as exc:  # one patient must not stop the run (see the docstring)
+        patient = f"Patient/{patient_id}"
+        rows = [undecided_row(patient, system, None) for system in options.systems]
+        return PatientOutcome(patient, rows, Counter({GRADING_FAILED.format(type(exc).__name__): 1}))
