@@ -313,10 +313,10 @@ def _systems_argument(text: str | None) -> list[str] | None:
 
 def _cmd_episodes(args: argparse.Namespace, settings: Settings) -> int:
     # The registry stack (duckdb, pyarrow, pyspark) is imported here, not at start-up.
-    from cds_hooks.registry.export_reader import ExportError
-    from cds_hooks.registry.fhir_out import FhirWriter
-    from cds_hooks.registry.run import RunChoice, TerminalProgress, registry_options, run_episodes
-    from cds_hooks.registry.writers import format_for, open_writer
+    from cds_hooks.registry.export_reader import ExportError  # noqa: PLC0415
+    from cds_hooks.registry.fhir_out import FhirWriter  # noqa: PLC0415
+    from cds_hooks.registry.run import RunChoice, TerminalProgress, registry_options, run_episodes  # noqa: PLC0415
+    from cds_hooks.registry.writers import format_for, open_writer  # noqa: PLC0415
 
     if args.workers is not None and args.workers < 1:
         raise InputError("--workers must be at least 1")
@@ -360,10 +360,10 @@ def _cmd_episodes(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
-    from cds_hooks.registry.export_reader import ExportError
-    from cds_hooks.registry.rows import Row
-    from cds_hooks.registry.run import RunChoice, registry_options, run_episodes
-    from cds_hooks.registry.validate import ExpectedFileError, compare, computed_grades, read_expected
+    from cds_hooks.registry.export_reader import ExportError  # noqa: PLC0415
+    from cds_hooks.registry.rows import Row  # noqa: PLC0415
+    from cds_hooks.registry.run import RunChoice, registry_options, run_episodes  # noqa: PLC0415
+    from cds_hooks.registry.validate import ExpectedFileError, compare, computed_grades, read_expected  # noqa: PLC0415
 
     rows: list[Row] = []
     try:
