@@ -15,7 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cds_hooks.reading.terminology import BUILTIN_MAPPINGS_DIR, MappingError
+from cds_hooks.reading.terminology import BUILTIN_MAPPINGS_DIR, MappingError, read_yaml_safely
 
 UCUM_SYSTEM = "http://unitsofmeasure.org"
 
@@ -117,7 +117,7 @@ def load_units(path: Path = BUILTIN_MAPPINGS_DIR / "units.yaml") -> UnitTable:
     """Read and check the unit table; a bad file stops start-up."""
     try:
         with path.open(encoding="utf-8") as handle:
-            parsed = _UnitsFile.model_validate(yaml.safe_load(handle))
+            parsed = _UnitsFile.model_validate(read_yaml_safely(handle))
     except (OSError, yaml.YAMLError) as exc:
         raise MappingError(f"cannot read unit file {path}: {exc}") from exc
     except ValidationError as exc:
