@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from cds_hooks.errors import ConfigurationError, ServiceError
 from cds_hooks.grading import GRADERS
 from cds_hooks.pipeline.evaluate import Evaluation, Grading, evaluate
-from cds_hooks.reading.bundles import flatten, unique
+from cds_hooks.reading.bundles import flatten
 from cds_hooks.reading.fhir_time import iso, parse_instant
 from cds_hooks.reading.terminology import MappingError, load_terminology
 from cds_hooks.reading.units import load_units
@@ -61,10 +61,10 @@ def read_resources(path: Path) -> list[SourcedResource]:
     except orjson.JSONDecodeError as exc:
         raise InputError(f"{path} is neither JSON nor NDJSON: {exc}") from exc
     resources: list[SourcedResource] = []
+    seen: set[str] = set()  # each reference once, the first copy winning
     for payload in payloads:
-        flat = flatten(payload)
-        resources.extend(flat.resources)
-    return unique(resources)
+        resources.extend(flatten(payload, seen).resources)
+    return resources
 
 
 def _payloads(raw: bytes) -> list[Any]:

@@ -20,6 +20,8 @@ class Flattened:
     outcome: str | None = None
     """Why the data are unavailable, when the payload is (or holds) an OperationOutcome error."""
     malformed: int = 0
+    duplicates: int = 0
+    """Resources skipped because their reference was already in ``seen`` (another key had them)."""
 
 
 def outcome_text(outcome: Mapping[str, Any]) -> str:
@@ -45,8 +47,15 @@ def _is_error_outcome(outcome: Mapping[str, Any]) -> bool:
     return any(isinstance(i, dict) and i.get("severity") in ("error", "fatal") for i in issues)
 
 
-def flatten(payload: object) -> Flattened:
-    """Resources from one prefetch value or one server response."""
+def flatten(payload: object, seen: set[str] | None = None) -> Flattened:
+    """Resources from one prefetch value or one server response.
+
+    ``seen`` (references already taken, updated here) drops a resource another prefetch key or
+    page already brought, before any further work is done on it: EHRs answer the overlapping
+    Observation searches (observations, vitalSigns, oxygenDevices) with the same rows, and
+    most rows would otherwise travel through every later stage twice. The first copy wins,
+    as in :func:`unique`.
+    """
     out = Flattened()
     if not isinstance(payload, dict):
         out.malformed += 1
@@ -56,32 +65,37 @@ def flatten(payload: object) -> Flattened:
         out.outcome = outcome_text(payload)
         return out
     if kind != "Bundle":
-        _add(out, payload, None)
+        _add(out, payload, None, seen)
         return out
     entries = payload.get("entry", [])
     if not isinstance(entries, list):
         out.malformed += 1
         return out
     for entry in entries:
-        if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict):
             out.malformed += 1
             continue
-        resource = entry["resource"]
         if resource.get("resourceType") == "OperationOutcome":
             search = entry.get("search")
             if isinstance(search, dict) and search.get("mode") == "outcome" and not _is_error_outcome(resource):
                 continue  # warnings/information about the search: not a failure
             out.outcome = outcome_text(resource)
             continue
-        _add(out, resource, entry.get("fullUrl"))
+        _add(out, resource, entry.get("fullUrl"), seen)
     return out
 
 
-def _add(out: Flattened, resource: Mapping[str, Any], full_url: object) -> None:
+def _add(out: Flattened, resource: Mapping[str, Any], full_url: object, seen: set[str] | None) -> None:
     reference = reference_of(resource, full_url if isinstance(full_url, str) else None)
     if reference is None or not isinstance(resource.get("resourceType"), str):
         out.malformed += 1
         return
+    if seen is not None:
+        if reference in seen:
+            out.duplicates += 1
+            return
+        seen.add(reference)
     out.resources.append(SourcedResource(resource, reference))
 
 
