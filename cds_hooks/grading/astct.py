@@ -90,14 +90,14 @@ class _Timeline:
         self.record = record
         self.temperatures = TimeSeries(record.temperatures, lambda t: t.time)
         # Hottest first; among equals the later reading, so the evidence is the most recent.
-        self.hottest = RangeBest(self.temperatures.records, lambda a, b: (a.celsius, a.time) > (b.celsius, b.time))
+        self.hottest = RangeBest(self.temperatures.records, lambda t: (t.celsius, t.time))
         self.fevers = TimeSeries(
             [t for t in record.temperatures if t.celsius >= config.fever_threshold_celsius], lambda t: t.time
         )
         self.systolic = TimeSeries([b for b in record.blood_pressures if b.systolic_mmhg is not None], lambda b: b.time)
-        self.lowest_systolic = RangeBest(self.systolic.records, lambda a, b: _below(a.systolic_mmhg, b.systolic_mmhg))
+        self.lowest_systolic = RangeBest(self.systolic.records, lambda b: _lowness(b.systolic_mmhg))
         self.mean = TimeSeries([b for b in record.blood_pressures if b.mean_mmhg is not None], lambda b: b.time)
-        self.lowest_mean = RangeBest(self.mean.records, lambda a, b: _below(a.mean_mmhg, b.mean_mmhg))
+        self.lowest_mean = RangeBest(self.mean.records, lambda b: _lowness(b.mean_mmhg))
         points = [o for o in record.oxygen if not o.is_period]
         # A support record and a room-air record charted at the same moment: support wins.
         support_instants = {o.time for o in points if o.is_support}
@@ -115,8 +115,9 @@ class _Timeline:
         self.crs_therapy_starts = [a.start for a in record.administrations_with(MedicationRole.CRS_THERAPY)]
 
 
-def _below(a: float | None, b: float | None) -> bool:
-    return (a if a is not None else float("inf")) < (b if b is not None else float("inf"))
+def _lowness(value: float | None) -> float:
+    """Rank for "lowest wins": the lower the pressure, the higher the rank; none charted ranks last."""
+    return -value if value is not None else float("-inf")
 
 
 def systolic_threshold(age_years: int | None, config: GradingConfig) -> float:
