@@ -65,9 +65,7 @@ class RangeBest(Generic[T]):
         width = 1
         while 2 * width <= len(self._records):
             previous = levels[-1]
-            levels.append(
-                [a if ranks[a] > ranks[b] else b for a, b in zip(previous, previous[width:], strict=False)]
-            )
+            levels.append([a if ranks[a] > ranks[b] else b for a, b in zip(previous, previous[width:], strict=False)])
             width *= 2
         self._levels = levels
 

@@ -81,8 +81,18 @@ _QUANTITY_OF: Mapping[str, Quantity] = {
 ROOM_AIR_FIO2_PERCENT = 21.0
 
 
+_ANY_VALUE = (float("-inf"), float("inf"))
+_TENTH = Decimal("0.1")
+
+
 def _round_celsius(value: float) -> float:
-    return float(Decimal(repr(value)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+    """Half-up to 0.1 Cel on the decimal digits as charted; a value charted to 0.1 is kept as is
+    (the common case, so it skips the Decimal arithmetic)."""
+    text = repr(value)
+    point = text.find(".")
+    if point != -1 and len(text) - point <= 2 and "e" not in text:  # at most one digit after the point
+        return value
+    return float(Decimal(text).quantize(_TENTH, rounding=ROUND_HALF_UP))
 
 
 class Extractor:
@@ -157,7 +167,7 @@ class Extractor:
         converted = self._units.convert(_QUANTITY_OF[concept_id], quantity)
         if isinstance(converted, str):
             return converted
-        low, high = PLAUSIBLE_RANGES.get(concept_id, (float("-inf"), float("inf")))
+        low, high = PLAUSIBLE_RANGES.get(concept_id, _ANY_VALUE)
         if not low <= converted.value <= high:
             return (
                 f"value {converted.original_value:g} {converted.original_unit} is outside the "
@@ -210,7 +220,8 @@ class Extractor:
     def _observation_parts(self, resource: Mapping[str, Any]) -> list[tuple[str, object]]:
         """(concept, valueQuantity) for the Observation itself and each of its components."""
         parts: list[tuple[str, object]] = []
-        own = self._terms.lookup_codings(codings(resource.get("code")), ConceptKind.OBSERVATION)
+        lookup = self._terms.lookup_codings
+        own = lookup(codings(resource.get("code")), ConceptKind.OBSERVATION)
         if own is not None:
             parts.append((own.concept.id, resource.get("valueQuantity")))
         components = resource.get("component")
@@ -218,7 +229,7 @@ class Extractor:
             for component in components:
                 if not isinstance(component, dict):
                     continue
-                match = self._terms.lookup_codings(codings(component.get("code")), ConceptKind.OBSERVATION)
+                match = lookup(codings(component.get("code")), ConceptKind.OBSERVATION)
                 if match is not None and match.concept.id != "blood_pressure_panel":
                     parts.append((match.concept.id, component.get("valueQuantity")))
         return parts
@@ -262,39 +273,38 @@ class Extractor:
             converted = self._convert(concept_id, quantity)
             if isinstance(converted, str):
                 problems.append(f"{concept_id.replace('_', ' ')}: {converted}")
-            else:
-                values.setdefault(concept_id, converted)
+            elif concept_id not in values:
+                values[concept_id] = converted
         for problem in problems:
             self._reject(reference, problem)
         if not values:
             if not problems:
                 self._reject(reference, "no usable value")
             return
-        if "body_temperature" in values:
-            temp = values["body_temperature"]
-            self._record.temperatures.append(
+        record = self._record
+        temp = values.get("body_temperature")
+        if temp is not None:
+            record.temperatures.append(
                 Temperature(
                     time, _round_celsius(temp.value), f"{temp.original_value:g} {temp.original_unit}", reference
                 )
             )
-        pressures = {
-            k: values[k].value
-            for k in ("systolic_blood_pressure", "mean_arterial_pressure", "diastolic_blood_pressure")
-            if k in values
-        }
-        if pressures:
-            self._record.blood_pressures.append(
+        systolic = values.get("systolic_blood_pressure")
+        mean = values.get("mean_arterial_pressure")
+        diastolic = values.get("diastolic_blood_pressure")
+        if systolic is not None or mean is not None or diastolic is not None:
+            record.blood_pressures.append(
                 BloodPressure(
                     time,
                     reference,
-                    systolic_mmhg=pressures.get("systolic_blood_pressure"),
-                    mean_mmhg=pressures.get("mean_arterial_pressure"),
-                    diastolic_mmhg=pressures.get("diastolic_blood_pressure"),
+                    systolic_mmhg=systolic.value if systolic is not None else None,
+                    mean_mmhg=mean.value if mean is not None else None,
+                    diastolic_mmhg=diastolic.value if diastolic is not None else None,
                 )
             )
         for saturation in ("oxygen_saturation", "oxygen_saturation_on_room_air"):
             if saturation in values:
-                self._record.spo2.append(SpO2(time, values[saturation].value, reference))
+                record.spo2.append(SpO2(time, values[saturation].value, reference))
         flow = values["oxygen_flow"].value if "oxygen_flow" in values else None
         fio2 = values["inspired_oxygen"].value if "inspired_oxygen" in values else None
         on_room_air = "oxygen_saturation_on_room_air" in values

@@ -242,14 +242,24 @@ class Terminology:
         return None
 
     def lookup_codings(self, codings: object, kind: ConceptKind) -> CodeMatch | None:
-        """The first coding of ``kind`` in a CodeableConcept's ``coding`` list."""
+        """The first coding of ``kind`` in a CodeableConcept's ``coding`` list.
+
+        Every coding of every resource passes here, so a code seen before is one dict hit in
+        this loop (no call into :meth:`lookup`).
+        """
         if not isinstance(codings, list):
             return None
+        memo = self._memo
         for coding in codings:
-            if isinstance(coding, dict):
-                match = self.lookup(coding.get("system"), coding.get("code"))
-                if match is not None and match.concept.kind is kind:
-                    return match
+            if not isinstance(coding, dict):
+                continue
+            system, code = coding.get("system"), coding.get("code")
+            if not isinstance(system, str) or not isinstance(code, str):
+                continue
+            key = (system, code)
+            match = memo[key] if key in memo else self.lookup(system, code)
+            if match is not None and match.concept.kind is kind:
+                return match
         return None
 
     def lookup_name_in_text(self, text: object, kind: ConceptKind) -> CodeMatch | None:
