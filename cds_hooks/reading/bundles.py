@@ -71,18 +71,30 @@ def flatten(payload: object, seen: set[str] | None = None) -> Flattened:
     if not isinstance(entries, list):
         out.malformed += 1
         return out
+    taken = seen if seen is not None else set()
+    resources = out.resources
     for entry in entries:
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(resource, dict):
             out.malformed += 1
             continue
-        if resource.get("resourceType") == "OperationOutcome":
+        kind = resource.get("resourceType")
+        if kind == "OperationOutcome":
             search = entry.get("search")
             if isinstance(search, dict) and search.get("mode") == "outcome" and not _is_error_outcome(resource):
                 continue  # warnings/information about the search: not a failure
             out.outcome = outcome_text(resource)
             continue
-        _add(out, resource, entry.get("fullUrl"), seen)
+        # _add, inlined: this loop runs once per resource of every call.
+        full_url = entry.get("fullUrl")
+        reference = reference_of(resource, full_url if isinstance(full_url, str) else None)
+        if reference is None or not isinstance(kind, str):
+            out.malformed += 1
+        elif seen is None or reference not in taken:
+            taken.add(reference)
+            resources.append(SourcedResource(resource, reference))
+        else:
+            out.duplicates += 1
     return out
 
 

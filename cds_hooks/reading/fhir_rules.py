@@ -90,12 +90,27 @@ def belongs_to_patient(resource: Mapping[str, Any], patient_id: str | None, *, r
     A resource without a subject came from a search that was already by patient; assessments
     that stand alone (``require_subject``) must name their patient.
     """
-    if patient_id is None:
-        return True
-    ref = subject_reference(resource)
-    if ref is None:
-        return not require_subject
-    return ref == f"Patient/{patient_id}" or ref.endswith(f"/Patient/{patient_id}")
+    return PatientCheck(patient_id)(resource, require_subject=require_subject)
+
+
+class PatientCheck:
+    """:func:`belongs_to_patient` for one patient, its two reference forms built once (the
+    reader asks it for every resource of a call)."""
+
+    __slots__ = ("_local", "_patient_id", "_suffix")
+
+    def __init__(self, patient_id: str | None) -> None:
+        self._patient_id = patient_id
+        self._local = f"Patient/{patient_id}"
+        self._suffix = f"/Patient/{patient_id}"
+
+    def __call__(self, resource: Mapping[str, Any], *, require_subject: bool = False) -> bool:
+        if self._patient_id is None:
+            return True
+        ref = subject_reference(resource)
+        if ref is None:
+            return not require_subject
+        return ref == self._local or ref.endswith(self._suffix)
 
 
 def observation_time(resource: Mapping[str, Any]) -> datetime | str:

@@ -20,19 +20,12 @@ def parse_instant(raw: object) -> datetime | str:
     """A timezone-aware datetime, or the reason the value cannot place an event in time.
 
     FHIR requires a zone when a time is given; a value without one is read as UTC (documented
-    in README) rather than rejected, since some EHR exports drop it.
+    in README) rather than rejected, since some EHR exports drop it. Every resource's time
+    passes here, so the common case is one regex match and one C parse, with no memo: a bulk
+    export holds more distinct timestamps than any bounded memo, and the parse is ~1 us.
     """
     if not isinstance(raw, str):
         return "no time"
-    return _parse_text(raw)
-
-
-def _parse_text(raw: str) -> datetime | str:
-    """Every resource's time passes here, so the common case is one regex match and one C parse.
-
-    No memo: a bulk export holds more distinct timestamps than any bounded memo, and the
-    direct parse is already about a microsecond.
-    """
     text = raw.strip()
     if not _DATETIME.match(text):
         if _PARTIAL_DATE.match(text):

@@ -25,8 +25,8 @@ from cds_hooks.reading.fhir_rules import (
     PROCEDURE_EVIDENCE_STATUSES,
     QUESTIONNAIRE_RESPONSE_EVIDENCE_STATUSES,
     REFUTED_VERIFICATION,
+    PatientCheck,
     SourcedResource,
-    belongs_to_patient,
     codings,
     observation_time,
     reference_of,
@@ -113,6 +113,7 @@ class Extractor:
         self._units = units
         self._patient_id = patient_id
         self._ice_form = ice_form
+        self._owns = PatientCheck(patient_id)
         self._record = PatientRecord(patient_reference=f"Patient/{patient_id}" if patient_id else None)
         self._medications: dict[str, Mapping[str, Any]] = {}
 
@@ -153,7 +154,7 @@ class Extractor:
         self._record.neuro_not_evidence.append(NotEvidence(reference, reason))
 
     def _belongs_to_patient(self, resource: Mapping[str, Any]) -> bool:
-        return belongs_to_patient(resource, self._patient_id)
+        return self._owns(resource)
 
     def _skipped_assessment(self, item: SourcedResource, reason: str) -> None:
         resource = item.resource
@@ -198,11 +199,11 @@ class Extractor:
             elif is_blood_culture(resource, self._terms):
                 self._blood_culture(resource, reference)
             return
-        status = text_field(resource.get("status"))
-        if status not in OBSERVATION_EVIDENCE_STATUSES:
-            self._reject(reference, f"Observation status is {status!r}")
+        status = resource.get("status")
+        if not isinstance(status, str) or status not in OBSERVATION_EVIDENCE_STATUSES:
+            self._reject(reference, f"Observation status is {text_field(status)!r}")
             return
-        if not self._belongs_to_patient(resource):
+        if not self._owns(resource):
             self._reject(reference, "belongs to another patient")
             return
         time = observation_time(resource)
@@ -509,7 +510,7 @@ class Extractor:
         if status not in statuses:
             self._reject_assessment(reference, f"{resource.get('resourceType')} status is {status!r}")
             return None
-        if not belongs_to_patient(resource, self._patient_id, require_subject=True):
+        if not self._owns(resource, require_subject=True):
             no_subject = self._patient_id is not None and "subject" not in resource
             self._reject_assessment(reference, "no subject" if no_subject else "belongs to another patient")
             return None

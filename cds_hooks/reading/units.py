@@ -103,7 +103,8 @@ class UnitTable:
         conversion = self.by_code[quantity].get(ucum)
         if conversion is None:
             return f"unit {ucum!r} is not a {quantity.replace('_', ' ')} unit"
-        return Converted(conversion.apply(value), self.canonical[quantity], float(value), ucum)
+        canonical_value = float(value) if conversion.identity else conversion.apply(value)
+        return Converted(canonical_value, self.canonical[quantity], float(value), ucum)
 
 
 def _conversion(unit: _UnitEntry) -> _Conversion:
