@@ -18,6 +18,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from operator import attrgetter
 
 from cds_hooks.grading.config import GradingConfig
 from cds_hooks.grading.result import Evidence, GradeResult, Status
@@ -83,20 +84,24 @@ class _Assessment:
         return self.grade if self.grade is not None else self.at_least
 
 
+_TIME = attrgetter("time")
+"""Sort key of every timed record (C-level: the tables are rebuilt at every grading)."""
+
+
 class _Timeline:
     """The record indexed for the rules: sorted series and range tables, built once."""
 
     def __init__(self, record: PatientRecord, config: GradingConfig) -> None:
         self.record = record
-        self.temperatures = TimeSeries(record.temperatures, lambda t: t.time)
+        self.temperatures = TimeSeries(record.temperatures, _TIME)
         # Hottest first; among equals the later reading, so the evidence is the most recent.
-        self.hottest = RangeBest(self.temperatures.records, lambda t: (t.celsius, t.time))
+        self.hottest = RangeBest(self.temperatures.records, attrgetter("celsius", "time"))
         self.fevers = TimeSeries(
             [t for t in record.temperatures if t.celsius >= config.fever_threshold_celsius], lambda t: t.time
         )
-        self.systolic = TimeSeries([b for b in record.blood_pressures if b.systolic_mmhg is not None], lambda b: b.time)
+        self.systolic = TimeSeries([b for b in record.blood_pressures if b.systolic_mmhg is not None], _TIME)
         self.lowest_systolic = RangeBest(self.systolic.records, lambda b: _lowness(b.systolic_mmhg))
-        self.mean = TimeSeries([b for b in record.blood_pressures if b.mean_mmhg is not None], lambda b: b.time)
+        self.mean = TimeSeries([b for b in record.blood_pressures if b.mean_mmhg is not None], _TIME)
         self.lowest_mean = RangeBest(self.mean.records, lambda b: _lowness(b.mean_mmhg))
         points = [o for o in record.oxygen if not o.is_period]
         # A support record and a room-air record charted at the same moment: support wins.
@@ -105,11 +110,11 @@ class _Timeline:
             [o for o in points if o.room_air and o.time not in support_instants], lambda o: o.time
         )
         supports = [o for o in points if o.is_support]
-        self.devices = TimeSeries([o for o in supports if o.device is not None], lambda o: o.time)
-        self.flows = TimeSeries([o for o in supports if o.flow_l_min is not None], lambda o: o.time)
-        self.fio2s = TimeSeries([o for o in supports if o.fio2_percent is not None], lambda o: o.time)
+        self.devices = TimeSeries([o for o in supports if o.device is not None], _TIME)
+        self.flows = TimeSeries([o for o in supports if o.flow_l_min is not None], _TIME)
+        self.fio2s = TimeSeries([o for o in supports if o.fio2_percent is not None], _TIME)
         self.period_oxygen = [o for o in record.oxygen if o.is_period]
-        self.spo2 = TimeSeries(record.spo2, lambda s: s.time)
+        self.spo2 = TimeSeries(record.spo2, _TIME)
         self.pressors = record.administrations_with(*PRESSOR_ROLES)
         self.masking_therapies = record.administrations_with(*MASKING_ROLES)
         self.crs_therapy_starts = [a.start for a in record.administrations_with(MedicationRole.CRS_THERAPY)]
