@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from cds_hooks.errors import ConfigurationError, ServiceError
 from cds_hooks.grading import GRADERS
 from cds_hooks.pipeline.evaluate import Evaluation, Grading, evaluate
-from cds_hooks.reading.bundles import flatten
+from cds_hooks.reading.bundles import resources_of
 from cds_hooks.reading.fhir_time import iso, parse_instant
 from cds_hooks.reading.terminology import MappingError, load_terminology
 from cds_hooks.reading.units import load_units
@@ -60,11 +60,7 @@ def read_resources(path: Path) -> list[SourcedResource]:
         payloads = _payloads(raw)
     except orjson.JSONDecodeError as exc:
         raise InputError(f"{path} is neither JSON nor NDJSON: {exc}") from exc
-    resources: list[SourcedResource] = []
-    seen: set[str] = set()  # each reference once, the first copy winning
-    for payload in payloads:
-        resources.extend(flatten(payload, seen).resources)
-    return resources
+    return resources_of(payloads)
 
 
 def _payloads(raw: bytes) -> list[Any]:
@@ -92,7 +88,7 @@ def _is_json(text: bytes) -> bool:
 
 
 def _ndjson(raw: bytes) -> list[Any]:
-    return [orjson.loads(line) for line in raw.splitlines() if line.strip()]
+    return [orjson.loads(line) for line in raw.splitlines() if line and not line.isspace()]
 
 
 @contextmanager

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from cds_hooks.cli import main
+from cds_hooks.reading.bundles import resources_of
 
 from vignette_data import FIXTURES
 
@@ -97,3 +98,34 @@ def test_grading_a_file_loads_no_web_stack(args: list[str], expected: str) -> No
     assert done.returncode == 0, done.stderr
     assert expected in done.stdout
     assert "LOADED []" in done.stderr
+
+
+P1 = {"resourceType": "Patient", "id": "p1"}
+T1 = {"resourceType": "Observation", "id": "t1", "status": "final"}
+T1_LATER = {"resourceType": "Observation", "id": "t1", "status": "amended"}
+
+
+@pytest.mark.parametrize(
+    ("payloads", "references"),
+    [
+        pytest.param([P1, T1], ["Patient/p1", "Observation/t1"], id="plain-lines"),
+        pytest.param([T1, T1_LATER], ["Observation/t1"], id="same-resource-twice->first-kept"),
+        pytest.param(
+            [T1, {"resourceType": "Bundle", "entry": [{"resource": T1_LATER}, {"resource": P1}]}],
+            ["Observation/t1", "Patient/p1"],
+            id="line-then-bundle-copy->first-kept",
+        ),
+        pytest.param(
+            [{"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "x"}]}, P1],
+            ["Patient/p1"],
+            id="operation-outcome-line-skipped",
+        ),
+        pytest.param([[P1], "text", 3, P1], ["Patient/p1"], id="non-objects-skipped"),
+        pytest.param([{"resourceType": "Observation"}, {"id": "x"}, {"resourceType": 7, "id": "y"}], [], id="no-ref"),
+    ],
+)
+def test_bulk_lines_give_each_resource_once(payloads: list[object], references: list[str]) -> None:
+    taken = resources_of(payloads)
+    assert [r.reference for r in taken] == references
+    if references and references[0] == "Observation/t1":
+        assert taken[0].resource["status"] == "final", "the first copy wins"

@@ -111,6 +111,29 @@ def _add(out: Flattened, resource: Mapping[str, Any], full_url: object, seen: se
     out.resources.append(SourcedResource(resource, reference))
 
 
+def resources_of(payloads: Iterable[object]) -> list[SourcedResource]:
+    """Every resource of many payloads (the lines of an NDJSON export, Bundles, single
+    resources), each reference once, the first copy winning; what is not a resource is skipped.
+
+    A bulk export is one resource per line, so a plain resource is taken here directly, with
+    the same rules as :func:`flatten` (a reference and a resource type, or it is not taken), rather
+    than through a :class:`Flattened` per line.
+    """
+    seen: set[str] = set()
+    taken: list[SourcedResource] = []
+    for payload in payloads:
+        kind = payload.get("resourceType") if isinstance(payload, dict) else None
+        if kind in ("Bundle", "OperationOutcome") or not isinstance(payload, dict):
+            taken.extend(flatten(payload, seen).resources)
+            continue
+        reference = reference_of(payload)
+        if reference is None or not isinstance(kind, str) or reference in seen:
+            continue
+        seen.add(reference)
+        taken.append(SourcedResource(payload, reference))
+    return taken
+
+
 def unique(resources: Iterable[SourcedResource]) -> list[SourcedResource]:
     """Each reference once (the first copy wins)."""
     seen: dict[str, SourcedResource] = {}
