@@ -165,6 +165,17 @@ class Server:
                 return int(line.split()[1])
         return None
 
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU the server process has used so far (``/proc/<pid>/stat``), or None off Linux."""
+        if self.proc is None:
+            return None
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        # utime and stime are fields 14 and 15 of stat(5); after the ")" they are at 11 and 12.
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def loaded_modules(self, names: Sequence[str]) -> dict[str, bool] | None:
         """Which of ``names`` (e.g. uvloop, httptools) the process has mapped: proof both servers match."""
         if self.proc is None:
@@ -264,6 +275,18 @@ def run_interleaved(
     return {name: (summarize(lat, sum(lat)), lat) for name, lat in latencies.items()}
 
 
+def cpu_ms_per_call(before: float | None, after: float | None, calls: int) -> float | None:
+    """A server's CPU time per call over a phase (its process's CPU delta / calls), or None.
+
+    Why beside the latency: on a shared machine other processes stretch wall time, and stretch
+    the longer job more; the CPU a call costs is what the design controls. Resolution is the
+    clock tick (10 ms) over the whole phase, so it is meaningful with tens of calls or more.
+    """
+    if before is None or after is None or calls < 1:
+        return None
+    return (after - before) * 1000 / calls
+
+
 async def _run_concurrent(server: str, url: str, body: bytes, n: int, concurrency: int) -> tuple[list[float], float]:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, trust_env=False, timeout=REQUEST_TIMEOUT_S) as client:
@@ -327,6 +350,8 @@ class ServerResult:
     sequential: Stats
     concurrent: Stats
     warmup_ms: list[float] = field(default_factory=list)
+    cpu_ms_per_call: float | None = None
+    """Server CPU per call in the interleaved sequential phase (see :func:`cpu_ms_per_call`)."""
 
 
 @dataclass
@@ -338,6 +363,8 @@ class SizeResult:
     service: ServerResult
     ratio_p50: float
     ratio_goal: float | None
+    ratio_cpu: float | None
+    """Service CPU per call / baseline CPU per call (the same calls, interleaved)."""
     service_grade: int | None
     service_card_summary: str
 
@@ -380,14 +407,23 @@ def measure_size(
             f"{statistics.median(service_warm) * 1000:.1f} ms; {n} interleaved rounds + {n} concurrent calls each"
         )
         targets = [(baseline.name, f"{baseline.url}{SERVICE_PATH}"), (service.name, f"{service.url}{SERVICE_PATH}")]
+        cpu_before = {server.name: server.cpu_seconds() for server in (baseline, service)}
         sequential = run_interleaved(client, targets, body, n)
+        cpu = {s.name: cpu_ms_per_call(cpu_before[s.name], s.cpu_seconds(), n) for s in (baseline, service)}
     concurrent = run_concurrent_interleaved(targets, body, n, plan.concurrency)
     base_result = ServerResult(
-        sequential[baseline.name][0], concurrent[baseline.name], [round(w * 1000, 3) for w in base_warm]
+        sequential[baseline.name][0],
+        concurrent[baseline.name],
+        [round(w * 1000, 3) for w in base_warm],
+        cpu[baseline.name],
     )
     service_result = ServerResult(
-        sequential[service.name][0], concurrent[service.name], [round(w * 1000, 3) for w in service_warm]
+        sequential[service.name][0],
+        concurrent[service.name],
+        [round(w * 1000, 3) for w in service_warm],
+        cpu[service.name],
     )
+    base_cpu, service_cpu = cpu[baseline.name], cpu[service.name]
     return SizeResult(
         size=size,
         resources=resources,
@@ -396,6 +432,7 @@ def measure_size(
         service=service_result,
         ratio_p50=service_result.sequential.p50_ms / base_result.sequential.p50_ms,
         ratio_goal=goal_for(size),
+        ratio_cpu=service_cpu / base_cpu if service_cpu is not None and base_cpu else None,
         service_grade=grade,
         service_card_summary=str(card.get("summary")),
     )
@@ -431,7 +468,12 @@ def time_cli(path: Path, env: dict[str, str], timeout_s: float) -> dict[str, Any
         raise BenchError(f"crs-cds grade {path.name} exited {proc.returncode}: {stderr[-2000:]!r}")
     grading = orjson.loads(stdout).get("grading") or [{}]
     # ru_maxrss is in KiB on Linux.
-    return {"wall_s": wall, "peak_rss_kib": usage.ru_maxrss, "grade": grading[0].get("grade")}
+    return {
+        "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "peak_rss_kib": usage.ru_maxrss,
+        "grade": grading[0].get("grade"),
+    }
 
 
 def measure_cli(
@@ -445,14 +487,17 @@ def measure_cli(
     big, small = workdir / f"patient-{resources}.ndjson", workdir / "patient-small.ndjson"
     count = write_ndjson(big, resources, seed=seed)
     small_count = write_ndjson(small, MIN_RESOURCES, seed=seed)
-    startups: list[float] = []
+    startup_runs: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
     for _ in range(max(1, repeats)):
-        startups.append(time_cli(small, env, timeout_s)["wall_s"])
+        startup_runs.append(time_cli(small, env, timeout_s))
         runs.append(time_cli(big, env, timeout_s))
+    startups = [r["wall_s"] for r in startup_runs]
     startup_s = statistics.median(startups)
     wall_s = statistics.median(r["wall_s"] for r in runs)
     net = wall_s - startup_s
+    startup_cpu_s = statistics.median(r["cpu_s"] for r in startup_runs)
+    net_cpu = statistics.median(r["cpu_s"] for r in runs) - startup_cpu_s
     return {
         "resources": count,
         "file_bytes": big.stat().st_size,
@@ -465,6 +510,8 @@ def measure_cli(
         "startup_wall_s_each": [round(t, 3) for t in startups],
         "startup_resources": small_count,
         "resources_per_s_excluding_startup": count / net if net > 0 else None,
+        "startup_cpu_s": startup_cpu_s,
+        "resources_per_cpu_s_excluding_startup": count / net_cpu if net_cpu > 0 else None,
         "peak_rss_kib": max(r["peak_rss_kib"] for r in runs),
         "grade": runs[-1]["grade"],
     }
@@ -536,6 +583,20 @@ def markdown(results: dict[str, Any]) -> str:
         )
     lines += [
         "",
+        "Server CPU per call in the interleaved phase (ms; robust to other load on the machine):",
+        "",
+        "| size | baseline | service | ratio CPU |",
+        "|---|---|---|---|",
+    ]
+    for s in sizes:
+        base_cpu, service_cpu = s["baseline"].get("cpu_ms_per_call"), s["service"].get("cpu_ms_per_call")
+        ratio = s.get("ratio_cpu")
+        lines.append(
+            f"| ~{s['size']} | {_opt_ms(base_cpu)} | {_opt_ms(service_cpu)} | "
+            f"{'n/a' if ratio is None else f'{ratio:.2f}'} |"
+        )
+    lines += [
+        "",
         f"Concurrency {results['settings']['concurrency']}, latency under load (p50 / p99 ms):",
         "",
         "| size | baseline | service |",
@@ -557,7 +618,9 @@ def markdown(results: dict[str, Any]) -> str:
             f"({cli['format']}, {cli['file_bytes'] / 1e6:.1f} MB; median of {cli['repeats']}): "
             f"{cli['wall_s']:.2f} s wall, {cli['resources_per_s']:,.0f} resources/s "
             f"({excluding:,.0f}/s without the {cli['startup_wall_s']:.2f} s start-up), "
-            f"peak RSS {_mib(cli['peak_rss_kib'])}, grade {cli['grade']}."
+            f"peak RSS {_mib(cli['peak_rss_kib'])}, grade {cli['grade']}. CPU (user + system, robust to other "
+            f"load): start-up {cli['startup_cpu_s']:.2f} s, "
+            f"{_rate(cli.get('resources_per_cpu_s_excluding_startup'))} resources per CPU-second after it."
             if excluding is not None
             else f"CLI `crs-cds grade` on {cli['resources']:,} resources: {cli['wall_s']:.2f} s wall."
         )
@@ -565,7 +628,9 @@ def markdown(results: dict[str, Any]) -> str:
     impl = results["servers"]
     lines += [
         "",
-        f"Machine: {m['nproc']} CPUs ({m['cpu_model']}), Python {m['python']}; client and servers share the CPUs. "
+        f"Machine: {m['nproc']} CPUs ({m['cpu_model']}), Python {m['python']}; client and servers share the CPUs; "
+        f"load average (1 min) {results['load_average_1min']['start']} at the start, "
+        f"{results['load_average_1min']['end']} at the end. "
         f"uvicorn {m['packages'].get('uvicorn')}, single worker; loaded: service {impl['service']}, "
         f"baseline {impl['baseline']}.",
         f"Commit {results['git']['commit']}"
@@ -600,6 +665,14 @@ def goal_lines(results: dict[str, Any]) -> list[str]:
             f"{cli['startup_wall_s']:.2f} s | {'met' if met else 'NOT met'} |"
         )
     return rows if len(rows) > 2 else []
+
+
+def _rate(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"
+
+
+def _opt_ms(value: float | None) -> str:
+    return "n/a" if value is None else _ms(value)
 
 
 def _mib(kib: int | None) -> str:
@@ -668,6 +741,7 @@ def run(args: argparse.Namespace, workdir: Path, progress: Callable[[str], None]
         concurrency=args.concurrency,
     )
     git_at_start = git_state()  # what the servers load; the tree may change while the run goes on
+    load_at_start = _load_average()
     env = server_env(workdir)
     py = sys.executable
     service = Server("service", [py, "-m", "cds_hooks.cli", "serve", "--host", LOOPBACK, "--port"], env, workdir)
@@ -697,6 +771,7 @@ def run(args: argparse.Namespace, workdir: Path, progress: Callable[[str], None]
         "smoke": args.smoke,
         "machine": machine(),
         "git": git_at_start | {"changed_during_run": git_state() != git_at_start},
+        "load_average_1min": {"start": load_at_start, "end": _load_average()},
         "settings": {
             "concurrency": plan.concurrency,
             "max_requests": plan.max_requests,
@@ -719,6 +794,14 @@ def run(args: argparse.Namespace, workdir: Path, progress: Callable[[str], None]
         },
         "cli": cli,
     }
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average: other work on a shared machine, recorded beside the numbers."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def _exit_on_sigterm(signum: int, _frame: object) -> None:
