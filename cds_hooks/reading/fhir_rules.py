@@ -8,9 +8,8 @@ applies them; nothing downstream of the record sees a raw resource again.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from cds_hooks.reading.fhir_time import parse_instant
 
@@ -29,9 +28,12 @@ ACTIVE_CONDITION_STATUSES = frozenset({"active", "recurrence", "relapse"})
 REFUTED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
 
 
-@dataclass(frozen=True, slots=True)
-class SourcedResource:
-    """A resource with the reference evidence will cite (``Type/id``, or its fullUrl)."""
+class SourcedResource(NamedTuple):
+    """A resource with the reference evidence will cite (``Type/id``, or its fullUrl).
+
+    A named tuple (immutable like the frozen dataclass it was): one is made for every resource
+    of every call, and a frozen dataclass's ``__init__`` costs several times more (issue 11).
+    """
 
     resource: Mapping[str, Any]
     reference: str
