@@ -221,9 +221,12 @@ class Extractor:
 
     def _observation_parts(self, resource: Mapping[str, Any]) -> list[tuple[str, object]]:
         """(concept, valueQuantity) for the Observation itself and each of its components."""
+        # ``lookup_codings`` takes the raw ``coding`` value (anything but a list finds nothing),
+        # so a CodeableConcept is read without building its list first: this runs per component.
         parts: list[tuple[str, object]] = []
         lookup = self._terms.lookup_codings
-        own = lookup(codings(resource.get("code")), ConceptKind.OBSERVATION)
+        code = resource.get("code")
+        own = lookup(code.get("coding") if isinstance(code, dict) else None, ConceptKind.OBSERVATION)
         if own is not None:
             parts.append((own.concept.id, resource.get("valueQuantity")))
         components = resource.get("component")
@@ -231,7 +234,8 @@ class Extractor:
             for component in components:
                 if not isinstance(component, dict):
                     continue
-                match = lookup(codings(component.get("code")), ConceptKind.OBSERVATION)
+                code = component.get("code")
+                match = lookup(code.get("coding") if isinstance(code, dict) else None, ConceptKind.OBSERVATION)
                 if match is not None and match.concept.id != "blood_pressure_panel":
                     parts.append((match.concept.id, component.get("valueQuantity")))
         return parts
