@@ -192,6 +192,8 @@ class Extractor:
 
     def _observation(self, resource: Mapping[str, Any], reference: str) -> None:
         parts = self._observation_parts(resource)
+        if not parts and self._unread(resource):
+            return
         device = self._device_value(resource) if not parts else None
         if not parts and device is None:
             domain = neuro_domain(resource, self._terms)
@@ -218,6 +220,19 @@ class Extractor:
             self._reject(reference, "no value (dataAbsentReason)")
             return
         self._observation_values(parts, time, reference)
+
+    def _unread(self, resource: Mapping[str, Any]) -> bool:
+        """True for an Observation no rule reads, decided before anything else is looked at.
+
+        Charts send many (heart rate, respiratory rate, height under the vital-signs category):
+        with no mapped code of any kind and no coded or text value, it can be neither a vital
+        sign, an oxygen device, a neurologic assessment nor a blood culture, so its status, time
+        and value are never read and it is not "not evidence" either.
+        """
+        if "valueCodeableConcept" in resource or "valueString" in resource:
+            return False
+        code = resource.get("code")
+        return not self._terms.maps_any(code.get("coding") if isinstance(code, dict) else None)
 
     def _observation_parts(self, resource: Mapping[str, Any]) -> list[tuple[str, object]]:
         """(concept, valueQuantity) for the Observation itself and each of its components."""

@@ -267,6 +267,16 @@ class Terminology:
                 return match
         return None
 
+    def maps_any(self, codings: object) -> bool:
+        """Whether any coding of a ``coding`` list maps to a concept of any kind (memoised like
+        :meth:`lookup_codings`): the reader's cheap test for resources no rule reads."""
+        if not isinstance(codings, list):
+            return False
+        for coding in codings:
+            if isinstance(coding, dict) and self.lookup(coding.get("system"), coding.get("code")) is not None:
+                return True
+        return False
+
     def lookup_name_in_text(self, text: object, kind: ConceptKind) -> CodeMatch | None:
         """Last resort: a concept name as a whole word in free text (reported as text-based)."""
         if not isinstance(text, str) or not text.strip():
