@@ -51,7 +51,7 @@ _SUPPORT_LABEL = {
 }
 
 
-@dataclass
+@dataclass(slots=True)
 class _Assessment:
     """The rules evaluated at one moment; evidence is collected as the rules run."""
 
