@@ -45,11 +45,13 @@ def parse_when(raw: object, site_zone: tzinfo | None = None) -> When | str:
     """
     if not isinstance(raw, str):
         return "no time"
+    moment = _parse_text(raw)  # the common case first: a full dateTime (a date never parses here)
+    if not isinstance(moment, str):
+        return When(moment, moment)
     text = raw.strip()
     partial = _PARTIAL_DATE.match(text)
     if partial is None:
-        moment = _parse_text(text)
-        return moment if isinstance(moment, str) else When(moment, moment)
+        return moment
     return _date_interval(text, partial, site_zone)
 
 
