@@ -16,8 +16,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from cds_hooks.grading import GRADERS, GradingConfig
+from cds_hooks.grading import KNOWN_SYSTEMS, GradingConfig
 from cds_hooks.grading.config import DEFAULT_MASKING_WINDOWS_HOURS
+from cds_hooks.stores.database import missing_driver
 
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -51,7 +52,8 @@ class Settings(BaseSettings):
     """Extra (site) mapping files, comma-separated, loaded after the built-in ones."""
 
     systems: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["ASTCT-2019"])
-    """Grading systems shown on the card; ASTCT is always first."""
+    """Grading systems: CRS systems shown on the CRS card (ASTCT always first) and ICANS systems shown
+    on the ICANS card beside ASTCT's (``ASTCT-2019-ICANS``, ``CTCAE-6.0-ICANS``)."""
 
     fever_window_hours: float = Field(default=24.0, gt=0, le=168)
     prior_crs_lookback_days: float = Field(default=14.0, ge=0, le=90)
@@ -187,9 +189,9 @@ class Settings(BaseSettings):
     @field_validator("systems")
     @classmethod
     def _known_systems(cls, value: list[str]) -> list[str]:
-        unknown = [s for s in value if s not in GRADERS]
+        unknown = [s for s in value if s not in KNOWN_SYSTEMS]
         if unknown:
-            raise ValueError(f"unknown grading systems {unknown}; known: {sorted(GRADERS)}")
+            raise ValueError(f"unknown grading systems {unknown}; known: {list(KNOWN_SYSTEMS)}")
         return value
 
     @field_validator("ice_questionnaire_file")
@@ -290,6 +292,9 @@ class Settings(BaseSettings):
     def _known_database(cls, value: str) -> str:
         if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError("database_url must be sqlite:///<path> or postgresql://...")
+        problem = missing_driver(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("masking_windows_hours", mode="before")

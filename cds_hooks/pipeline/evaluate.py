@@ -15,7 +15,8 @@ from cds_hooks.advice.dosing import TocilizumabAdvice, tocilizumab_advice
 from cds_hooks.grading import GRADERS, GradeResult, GradingConfig
 from cds_hooks.grading.astct import SYSTEM as ASTCT
 from cds_hooks.grading.icans import DEFAULT_WINDOW as ICANS_WINDOW
-from cds_hooks.grading.icans import FOLLOWED_FOR, OVERDUE_AFTER, grade_icans
+from cds_hooks.grading.icans import FOLLOWED_FOR, ICANS_RULES, OVERDUE_AFTER, grade_icans
+from cds_hooks.grading.icans import SYSTEM as ASTCT_ICANS
 from cds_hooks.reading.evidence_check import invalid_references
 from cds_hooks.reading.fhir_time import age_in_years
 from cds_hooks.reading.neuro import IceQuestionnaire
@@ -33,6 +34,7 @@ class Grading:
     units: UnitTable
     config: GradingConfig = field(default_factory=GradingConfig)
     systems: Sequence[str] = (ASTCT,)
+    """CRS systems (ASTCT always first) and, when ICANS is graded, ICANS systems beside ASTCT's."""
     icans: IcansOptions | None = None
     """ICANS grading (``CRS_CDS_ICANS``); None leaves it out of the evaluation."""
 
@@ -58,6 +60,8 @@ class Evaluation:
     tocilizumab: TocilizumabAdvice
     icans: GradeResult | None = None
     """ASTCT ICANS, graded beside CRS when enabled; drives its own card."""
+    icans_results: tuple[GradeResult, ...] = ()
+    """Every ICANS result: ASTCT's first, then the other ICANS systems chosen (e.g. CTCAE v6.0)."""
 
     @property
     def primary(self) -> GradeResult:
@@ -100,10 +104,10 @@ def evaluate(
         record.not_evidence.extend(NotEvidence(ref, reason) for ref, reason in skip.items())
         results = tuple(GRADERS[system](record, at, grading.config) for system in _ordered(grading.systems))
         advice = tocilizumab_advice(record, at, grading.config)
-        icans = _icans(grading, record=record, at=at, unavailable=unavailable)
+        icans_results = _icans(grading, record=record, at=at, unavailable=unavailable)
         cited = [ref for result in results for ref in (*result.references, *result.worst_grade_references)]
-        if icans is not None:
-            cited.extend(icans.references)
+        for icans_result in icans_results:
+            cited.extend(icans_result.references)
         if advice.weight is not None:
             cited.append(advice.weight.reference)
         if record.patient_reference is not None:
@@ -112,24 +116,38 @@ def evaluate(
         if not bad:
             break
         skip.update(bad)
-    return Evaluation(record.patient_reference, at, results, record, advice, icans)
+    icans = icans_results[0] if icans_results else None
+    return Evaluation(record.patient_reference, at, results, record, advice, icans, icans_results)
 
 
 def _icans(
     grading: Grading, *, record: PatientRecord, at: datetime, unavailable: Mapping[DataSource, str] | None
-) -> GradeResult | None:
+) -> tuple[GradeResult, ...]:
+    """ASTCT ICANS, then each other ICANS system named in ``systems``; nothing when ICANS is off."""
     if grading.icans is None:
-        return None
-    findings = record.icans_view()
+        return ()
     reason = (unavailable or {}).get(DataSource.ICANS)
-    if reason is not None:
-        findings.unavailable[DataSource.ICANS.value] = reason
     options = grading.icans
-    return grade_icans(
-        findings, at, options.window, overdue_after=options.overdue_after, followed_for=options.followed_for
-    )
+    chosen = [ASTCT_ICANS, *(s for s in dict.fromkeys(grading.systems) if s in ICANS_RULES and s != ASTCT_ICANS)]
+    results = []
+    for system in chosen:
+        findings = record.icans_view()
+        if reason is not None:
+            findings.unavailable[DataSource.ICANS.value] = reason
+        results.append(
+            grade_icans(
+                findings,
+                at,
+                options.window,
+                overdue_after=options.overdue_after,
+                followed_for=options.followed_for,
+                rules=ICANS_RULES[system],
+            )
+        )
+    return tuple(results)
 
 
 def _ordered(systems: Sequence[str]) -> list[str]:
-    rest = [s for s in dict.fromkeys(systems) if s != ASTCT]
+    """The CRS systems, ASTCT first; ICANS systems are graded by :func:`_icans`."""
+    rest = [s for s in dict.fromkeys(systems) if s != ASTCT and s in GRADERS]
     return [ASTCT, *rest]
