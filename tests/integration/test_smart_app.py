@@ -20,7 +20,7 @@ import httpx
 import pytest
 from cds_hooks.settings import Settings
 from cds_hooks.web.app import create_app
-from cds_hooks.web.smart_app import COOKIE, SessionStore, SmartSession, pkce_pair
+from cds_hooks.web.smart.sessions import COOKIE, SessionStore, SmartSession, pkce_pair
 from fastapi.testclient import TestClient
 
 from fhir_server import RunningFhirServer
