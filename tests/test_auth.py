@@ -136,6 +136,14 @@ def _hs256_with_public_key() -> str:
     return signing.encode(json.dumps(claims()).encode(), pem, algorithm="HS256", headers=header)
 
 
+def _forged(header: dict[str, Any], signature: bytes = b"\x01" * 96, payload: object = None) -> str:
+    """A token with any header and signature bytes: what an attacker can send without a key."""
+    encode = jwt.utils.base64url_encode
+    body = claims() if payload is None else payload
+    parts = (encode(json.dumps(header).encode()), encode(json.dumps(body).encode()), encode(signature))
+    return b".".join(parts).decode()
+
+
 ATTACKS: list[Any] = [
     pytest.param(lambda: None, id="no-token"),
     pytest.param(lambda: "not-a-jwt", id="garbage-token"),
@@ -151,6 +159,30 @@ ATTACKS: list[Any] = [
     pytest.param(lambda: sign(claims(), key=ROGUE_KEY), id="signed-by-another-key"),
     pytest.param(lambda: sign(claims(), key=ROGUE_KEY, jku=OTHER_JKU), id="jku-not-allowed"),
     pytest.param(lambda: sign(claims(), key=RSA_KEY, alg="RS384", kid="ec-1"), id="kid-of-another-key-type"),
+    pytest.param(lambda: _forged({"alg": "ES256", "typ": "JWT", "kid": "ec-1"}), id="es256-header-on-the-es384-key"),
+    pytest.param(
+        lambda: _forged({"alg": "ES512", "typ": "JWT", "kid": "ec-1"}, b"\x02" * 132),
+        id="es512-header-on-the-es384-key",
+    ),
+    pytest.param(
+        lambda: _forged({"alg": "ES384", "typ": "JWT", "kid": "ec-1"}, b"\x03" * 7),
+        id="es384-signature-of-wrong-length",
+    ),
+    pytest.param(
+        lambda: _forged({"alg": "PS384", "typ": "JWT", "kid": "rsa-1"}, b"\x04" * 256),
+        id="ps384-header-on-the-rs384-key",
+    ),
+    pytest.param(
+        lambda: _forged({"alg": "ES384", "typ": "JWT", "kid": "ec-1"}, payload=["not", "an", "object"]),
+        id="payload-not-an-object",
+    ),
+    pytest.param(
+        lambda: _forged({"alg": "ES384", "typ": "JWT", "kid": "ec-1", "crit": ["unknown-ext"]}),
+        id="unknown-critical-header",
+    ),
+    pytest.param(
+        lambda: _forged({"alg": "ES384", "typ": "JWT", "kid": "ec-1", "jku": ["a", "b"]}), id="jku-not-a-string"
+    ),
 ]
 
 

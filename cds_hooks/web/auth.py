@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import httpx
 import jwt
 from jwt import PyJWK, PyJWKSet
-from jwt.exceptions import InvalidTokenError, PyJWKError, PyJWKSetError
+from jwt.exceptions import PyJWKError, PyJWKSetError, PyJWTError
 
 log = logging.getLogger("crs_cds.auth")
 
@@ -180,7 +180,7 @@ class ClientAuthenticator:
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
-        except InvalidTokenError:
+        except PyJWTError:
             raise Unauthorized("malformed token") from None
         alg = header.get("alg")
         if alg not in ALLOWED_ALGORITHMS:
@@ -194,7 +194,7 @@ class ClientAuthenticator:
         if issuer is None:
             raise Unauthorized("untrusted issuer")
         key = await self._key(issuer, kid, header.get("jku"))
-        if key.algorithm_name is not None and key.algorithm_name != alg and _family(key.algorithm_name) != _family(alg):
+        if not _key_fits(key, alg):
             raise Unauthorized("key does not match algorithm")
         try:
             claims: dict[str, Any] = jwt.decode(
@@ -206,7 +206,9 @@ class ClientAuthenticator:
                 leeway=self.leeway_seconds,
                 options={"require": ["iss", "aud", "exp", "iat", "jti"]},
             )
-        except InvalidTokenError as exc:
+        except PyJWTError as exc:
+            # Every PyJWT failure, not only InvalidTokenError: a header naming another curve than
+            # the key's raises InvalidKeyError, and a forged header must never be a 500.
             raise Unauthorized(f"token rejected: {type(exc).__name__}") from None
         self._check_age_and_replay(claims, issuer)
         return claims
@@ -243,8 +245,17 @@ class ClientAuthenticator:
         raise Unauthorized("issuer has no keys")
 
 
-def _family(alg: str) -> str:
-    return alg[:2]
+def _key_fits(key: PyJWK, alg: str) -> bool:
+    """Whether ``alg`` may be verified with ``key``.
+
+    An EC key's curve fixes its algorithm (P-256 ES256, P-384 ES384, P-521 ES512), so ES needs an
+    exact match; an RSA key serves every hash size of its own padding family (RS or PS).
+    """
+    if key.algorithm_name is None:
+        return True
+    if alg.startswith("ES") or key.algorithm_name.startswith("ES"):
+        return key.algorithm_name == alg
+    return key.algorithm_name[:2] == alg[:2]
 
 
 def _bearer(authorization: str | None) -> str:
