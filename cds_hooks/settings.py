@@ -6,14 +6,49 @@ with a half-read configuration would grade with windows nobody chose.
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cds_hooks.grading import GRADERS, GradingConfig
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1), compared as parsed, never as a prefix."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_https_or_loopback_http(url: str) -> bool:
+    """https with a host, or plain http to this machine only (local development and tests).
+
+    Why parsed: a prefix test accepted ``http://127.0.0.1.attacker.example`` (a public host whose
+    name begins with the loopback address) and ``http://127.0.0.1@attacker.example`` (userinfo).
+    """
+    try:
+        parts = urlsplit(url.strip())
+        _ = parts.port  # a malformed port raises here
+    except ValueError:
+        return False
+    if not parts.hostname or parts.username is not None or parts.password is not None:
+        return False
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    if parts.netloc.lower() not in (host, f"{host}:{parts.port}"):
+        return False  # e.g. "[::1].attacker.example", which urlsplit reads as host "::1"
+    if parts.scheme == "https":
+        return True
+    return parts.scheme == "http" and is_loopback_host(parts.hostname)
 
 
 def _split(value: object) -> object:
@@ -144,8 +179,7 @@ class Settings(BaseSettings):
     def _redirect_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        loopback = value.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]"))
-        if not value.startswith("https://") and not loopback:
+        if not is_https_or_loopback_http(value):
             raise ValueError("smart_redirect_url must be https (or http on a loopback address for local use)")
         return value
 
@@ -154,8 +188,7 @@ class Settings(BaseSettings):
     def _public_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        loopback = value.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]"))
-        if not value.startswith("https://") and not loopback:
+        if not is_https_or_loopback_http(value):
             raise ValueError("public_base_url must be https (or http on a loopback address for local use)")
         return value.rstrip("/")
 

@@ -26,6 +26,8 @@ import jwt
 from jwt import PyJWK, PyJWKSet
 from jwt.exceptions import PyJWKError, PyJWKSetError, PyJWTError
 
+from cds_hooks.settings import is_https_or_loopback_http
+
 log = logging.getLogger("crs_cds.auth")
 
 ALLOWED_ALGORITHMS = frozenset({"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
@@ -59,23 +61,23 @@ def parse_trusted_issuers(raw: Mapping[str, Any]) -> dict[str, TrustedIssuer]:
         jwks_file = spec.get("jwks_file")
         if (jwks_url is None) == (jwks_file is None):
             raise ValueError(f"trusted issuer {iss!r}: give exactly one of jwks_url or jwks_file")
-        if jwks_url is not None and not str(jwks_url).startswith("https://") and not _is_loopback_http(str(jwks_url)):
+        if jwks_url is not None and not is_https_or_loopback_http(str(jwks_url)):
             raise ValueError(f"trusted issuer {iss!r}: jwks_url must be https")
         if jwks_file is not None and not Path(jwks_file).is_file():
             raise ValueError(f"trusted issuer {iss!r}: jwks_file {jwks_file} not found")
+        jku_allowlist = tuple(str(u) for u in spec.get("jku_allowlist", ()))
+        insecure_jku = [u for u in jku_allowlist if not is_https_or_loopback_http(u)]
+        if insecure_jku:
+            raise ValueError(f"trusted issuer {iss!r}: jku_allowlist entries must be https: {insecure_jku}")
         tenants = spec.get("tenants")
         issuers[iss] = TrustedIssuer(
             iss=iss,
             jwks_url=str(jwks_url) if jwks_url is not None else None,
             jwks_file=Path(jwks_file) if jwks_file is not None else None,
-            jku_allowlist=tuple(str(u) for u in spec.get("jku_allowlist", ())),
+            jku_allowlist=jku_allowlist,
             tenants=tuple(str(t) for t in tenants) if tenants is not None else None,
         )
     return issuers
-
-
-def _is_loopback_http(url: str) -> bool:
-    return url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]"))
 
 
 class ReplayCache(Protocol):

@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse, Response
 from cds_hooks.cds import FHIR_ID
 from cds_hooks.reading.fhir_client import FhirServerRejected
 from cds_hooks.reading.fhir_time import parse_instant
+from cds_hooks.settings import is_loopback_host
 from cds_hooks.web.smart.page import error_page
 from cds_hooks.web.smart.sessions import COOKIE, COOKIE_PATH, SessionStore, SmartSession
 from cds_hooks.web.state import WebState
@@ -58,7 +59,7 @@ def short(value: object) -> str:
 def insecure_cookie_ok(redirect_url: str) -> bool:
     """Only a plain-http loopback redirect URL (local development and tests) drops ``Secure``."""
     parts = urlsplit(redirect_url)
-    return parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
+    return parts.scheme == "http" and is_loopback_host(parts.hostname)
 
 
 def page(status: int, body: str) -> HTMLResponse:
