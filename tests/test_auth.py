@@ -4,6 +4,7 @@ JWKS endpoint is mocked with respx."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -18,6 +19,7 @@ import pytest
 import respx
 from cds_hooks.settings import Settings
 from cds_hooks.web.app import ConfigurationError, create_app
+from cds_hooks.web.auth import JwksCache, Unauthorized
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi.testclient import TestClient
@@ -317,3 +319,72 @@ def test_no_cors_by_default(client: TestClient) -> None:
         SERVICE_PATH, headers={"Origin": "https://sandbox.cds-hooks.org", "Access-Control-Request-Method": "POST"}
     )
     assert "access-control-allow-origin" not in response.headers
+
+
+def test_failing_jwks_url_is_not_fetched_on_every_request(tmp_path: Path) -> None:
+    """Issue 12: while the issuer's JWKS fails, each request answered 401 after fetching it again."""
+    with respx.mock() as router:
+        route = router.get(JWKS_URL).mock(side_effect=httpx.ConnectError("down"))
+        with TestClient(create_app(_settings(tmp_path))) as client:
+            statuses = [_call(client, sign(claims())).status_code for _ in range(5)]
+    assert statuses == [401] * 5
+    assert route.call_count == 1, "the backoff (1 s first) holds later requests off the failing URL"
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# Seconds after the first failure -> fetches made so far (backoff 1, 2, 4, 8 ... s).
+BACKOFF: list[Any] = [
+    pytest.param([0.0, 0.5, 0.99], 1, id="within-first-second->no-refetch"),
+    pytest.param([0.0, 1.0], 2, id="after-1s->one-retry"),
+    pytest.param([0.0, 1.0, 2.5], 2, id="second-retry-waits-2s"),
+    pytest.param([0.0, 1.0, 3.0], 3, id="after-1s+2s->second-retry"),
+    pytest.param([0.0, 1.0, 3.0, 7.0, 15.0, 31.0, 63.0, 123.0], 8, id="doubling-up-to-the-cap"),
+    pytest.param([0.0, 1.0, 3.0, 7.0, 15.0, 31.0, 63.0, 122.0], 7, id="capped-at-60s"),
+]
+
+
+@pytest.mark.parametrize(("times", "fetches"), BACKOFF)
+def test_jwks_backoff_schedule(times: list[float], fetches: int) -> None:
+    clock = _Clock()
+    start = clock.now
+
+    async def run() -> int:
+        with respx.mock() as router:
+            route = router.get(JWKS_URL).mock(side_effect=httpx.ConnectError("down"))
+            async with httpx.AsyncClient() as http:
+                cache = JwksCache(http, clock=clock)
+                for offset in times:
+                    clock.now = start + offset
+                    with pytest.raises(Unauthorized):
+                        await cache.key(JWKS_URL, "ec-1")
+            return route.call_count
+
+    assert asyncio.run(run()) == fetches
+
+
+def test_jwks_recovers_after_the_backoff() -> None:
+    clock = _Clock()
+
+    async def run() -> tuple[str, int]:
+        with respx.mock() as router:
+            route = router.get(JWKS_URL).mock(
+                side_effect=[httpx.ConnectError("down"), httpx.Response(200, json=JWKS), httpx.Response(500)]
+            )
+            async with httpx.AsyncClient() as http:
+                cache = JwksCache(http, clock=clock)
+                with pytest.raises(Unauthorized):
+                    await cache.key(JWKS_URL, "ec-1")
+                clock.now += 1.0
+                key = await cache.key(JWKS_URL, "ec-1")
+                clock.now += 0.1
+                await cache.key(JWKS_URL, "ec-1")  # cached: no fetch
+            return str(key.key_id), route.call_count
+
+    assert asyncio.run(run()) == ("ec-1", 2)

@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -114,29 +114,80 @@ class _CachedJwks:
 
 
 @dataclass
+class _Failing:
+    """An issuer's JWKS URL that failed: how often in a row, and when it may be tried again."""
+
+    failures: int
+    retry_at: float
+
+
+JWKS_BACKOFF_FIRST_SECONDS = 1.0
+JWKS_BACKOFF_MAX_SECONDS = 60.0
+"""While a JWKS URL fails, it is tried again after 1 s, 2 s, 4 s ... at most every 60 s."""
+
+
+@dataclass
 class JwksCache:
-    """JWKS per URL, cached; an unknown ``kid`` re-fetches at most once per ``min_refetch_seconds``."""
+    """JWKS per URL, cached; an unknown ``kid`` re-fetches at most once per ``min_refetch_seconds``.
+
+    While a URL fails (unreachable, not 200, malformed), requests naming it answer 401 without
+    fetching it again until its backoff ends (exponential, ``backoff_first_seconds`` doubling up to
+    ``backoff_max_seconds``): a flood of tokens naming a dead issuer must not become a flood of
+    outbound requests. One lock per URL, so a slow issuer does not hold up the others.
+    """
 
     client: httpx.AsyncClient
     ttl_seconds: float = 3600.0
     min_refetch_seconds: float = 30.0
     timeout_seconds: float = 3.0
+    backoff_first_seconds: float = JWKS_BACKOFF_FIRST_SECONDS
+    backoff_max_seconds: float = JWKS_BACKOFF_MAX_SECONDS
+    clock: Callable[[], float] = time.monotonic
     _cache: dict[str, _CachedJwks] = field(default_factory=dict)
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _failing: dict[str, _Failing] = field(default_factory=dict)
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     async def key(self, url: str, kid: str) -> PyJWK:
+        found = self._usable(url, kid)
+        if found is not None:
+            return found
+        if self._may_refetch(url):
+            async with self._locks.setdefault(url, asyncio.Lock()):
+                # Another request may have fetched (or failed) while this one waited.
+                found = self._usable(url, kid)
+                if found is not None:
+                    return found
+                if self._may_refetch(url):
+                    await self._fetch_or_back_off(url)
         cached = self._cache.get(url)
-        now = time.monotonic()
-        fresh = cached is not None and now - cached.fetched_at < self.ttl_seconds
-        if cached is not None and fresh and kid in cached.keys:
-            return cached.keys[kid]
-        may_refetch = cached is None or not fresh or now - cached.fetched_at >= self.min_refetch_seconds
-        if may_refetch:
-            async with self._lock:
-                cached = await self._fetch(url)
         if cached is None or kid not in cached.keys:
             raise Unauthorized("unknown kid")
         return cached.keys[kid]
+
+    def _usable(self, url: str, kid: str) -> PyJWK | None:
+        cached = self._cache.get(url)
+        if cached is not None and self.clock() - cached.fetched_at < self.ttl_seconds:
+            return cached.keys.get(kid)
+        return None
+
+    def _may_refetch(self, url: str) -> bool:
+        now = self.clock()
+        failing = self._failing.get(url)
+        if failing is not None and now < failing.retry_at:
+            raise Unauthorized("jwks failing, backing off")
+        cached = self._cache.get(url)
+        return cached is None or now - cached.fetched_at >= min(self.min_refetch_seconds, self.ttl_seconds)
+
+    async def _fetch_or_back_off(self, url: str) -> None:
+        try:
+            await self._fetch(url)
+        except Unauthorized:
+            failures = self._failing[url].failures + 1 if url in self._failing else 1
+            wait = min(self.backoff_max_seconds, self.backoff_first_seconds * 2 ** (failures - 1))
+            self._failing[url] = _Failing(failures, self.clock() + wait)
+            log.warning("jwks fetch failed", extra={"failures": failures, "retry_in_s": wait})
+            raise
+        self._failing.pop(url, None)
 
     async def _fetch(self, url: str) -> _CachedJwks:
         try:
@@ -149,7 +200,7 @@ class JwksCache:
             keys = _keys_from_jwks(response.json())
         except (ValueError, PyJWKSetError, PyJWKError):
             raise Unauthorized("jwks malformed") from None
-        entry = _CachedJwks(keys, time.monotonic())
+        entry = _CachedJwks(keys, self.clock())
         self._cache[url] = entry
         return entry
 
