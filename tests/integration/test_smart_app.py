@@ -149,7 +149,10 @@ def test_wrong_state_is_refused_and_no_token_is_requested(app_client: TestClient
     assert refused.status_code == 400
     assert "state does not match" in refused.text
     assert len(auth.state.token_requests) == before
-    # The pending launch is spent: the right state cannot be replayed afterwards either.
+    # Issue 12: no state change on a GET that failed the state check (any page can send one), so
+    # the pending launch is kept and the real callback still completes, once.
+    assert "set-cookie" not in refused.headers
+    assert app_client.get("/smart/callback", params=back).status_code == 303
     again = app_client.get("/smart/callback", params=back)
     assert again.status_code == 400 and "No launch is pending" in again.text
 
@@ -281,13 +284,72 @@ def test_session_store_expires_and_bounds_sessions() -> None:
     now = [0.0]
     store = SessionStore(limit=2, clock=lambda: now[0])
     first = store.create(SmartSession(iss="https://f/fhir", expires=10))
-    store.create(SmartSession(iss="https://f/fhir", expires=10))
-    store.create(SmartSession(iss="https://f/fhir", expires=10))
+    second = store.create(SmartSession(iss="https://f/fhir", expires=10))
+    third = store.create(SmartSession(iss="https://f/fhir", expires=10))
     assert len(store) == 2 and store.get(first) is None  # the oldest was dropped
     now[0] = 11
-    assert all(store.get(k) is None for k in list(store._sessions))
+    assert store.get(second) is None and store.get(third) is None
 
 
 def test_pkce_pair_is_s256() -> None:
     verifier, challenge = pkce_pair()
     assert 43 <= len(verifier) <= 128 and s256(verifier) == challenge
+
+
+def _sign_in(client: TestClient, auth: RunningAuthServer) -> None:
+    launched = _launch(client, auth, launch="x", at=AT)
+    done = client.get("/smart/callback", params=_authorize(launched.headers["location"]))
+    assert done.status_code == 303, done.text
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        pytest.param({}, id="no-parameters"),
+        pytest.param({"state": "forged", "code": "forged"}, id="wrong-state-and-code"),
+        pytest.param({"error": "access_denied"}, id="error-without-state"),
+    ],
+)
+def test_stray_callback_keeps_the_signed_in_session(
+    app_client: TestClient, auth: RunningAuthServer, params: dict[str, str]
+) -> None:
+    """Issue 12: a GET any page can trigger must not sign the clinician out."""
+    _sign_in(app_client, auth)
+    stray = app_client.get("/smart/callback", params=params)
+    assert stray.status_code == 400
+    assert "set-cookie" not in stray.headers
+    assert app_client.get("/smart/app", params={"at": AT}).status_code == 200
+
+
+def test_launch_flood_does_not_evict_signed_in_sessions(
+    auth: RunningAuthServer, tmp_path: Path, app_client: TestClient
+) -> None:
+    """Issue 12: unauthenticated launches may evict only other pending launches."""
+    app_client.app.state.smart.sessions = SessionStore(limit=100, pending_limit=10)  # type: ignore[attr-defined]
+    _sign_in(app_client, auth)
+    attacker = TestClient(app_client.app, follow_redirects=False)  # no cookies; shares the running app
+    for _ in range(30):
+        assert _launch(attacker, auth).status_code == 302
+    assert app_client.app.state.smart.sessions.counts() == (10, 1)  # type: ignore[attr-defined]
+    assert app_client.get("/smart/app", params={"at": AT}).status_code == 200
+
+
+def test_ten_thousand_pending_launches_leave_signed_in_sessions_alone() -> None:
+    store = SessionStore()
+    signed_in = store.create(
+        SmartSession(iss="https://f/fhir", expires=store.now() + 600, access_token="t", patient="p")
+    )
+    for _ in range(10_000):
+        store.create(SmartSession(iss="https://f/fhir", expires=store.now() + 600, state="s", verifier="v"))
+    store.create(SmartSession(iss="https://f/fhir", expires=store.now() + 600, state="s", verifier="v"))
+    assert store.get(signed_in) is not None
+    assert store.counts() == (10_000, 1)
+
+
+def test_smart_configuration_is_read_once_for_many_launches(auth: RunningAuthServer, tmp_path: Path) -> None:
+    """Issue 12: each unauthenticated launch made an outbound request to the issuer."""
+    with TestClient(create_app(_settings(auth, tmp_path)), follow_redirects=False) as client:
+        before = auth.state.configuration_requests
+        for _ in range(5):
+            assert _launch(client, auth, launch="x").status_code == 302
+    assert auth.state.configuration_requests - before == 1

@@ -14,6 +14,10 @@ Why these checks, in this order:
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -70,10 +74,31 @@ def failure(exc: SmartError) -> HTMLResponse:
     return page(exc.status, error_page(exc.title, exc.detail))
 
 
+SMART_CONFIG_TTL_SECONDS = 300.0
+"""How long an issuer's SMART configuration is reused before it is read again [choice]."""
+SMART_CONFIG_FAILURE_TTL_SECONDS = 10.0
+"""How long a failed read is answered from memory before the issuer is asked again [choice]."""
+
+
+@dataclass
+class _CachedConfig:
+    expires: float
+    config: dict[str, Any] | None = None
+    error: SmartError | None = None
+
+    def result(self) -> dict[str, Any]:
+        if self.error is not None:
+            raise SmartError(self.error.status, self.error.title, self.error.detail)
+        assert self.config is not None
+        return dict(self.config)
+
+
 class SmartApp:
     """The SMART app's configuration and steps; one per ``create_app``, on ``app.state.smart``."""
 
-    def __init__(self, state: WebState, sessions: SessionStore | None = None) -> None:
+    def __init__(
+        self, state: WebState, sessions: SessionStore | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         settings = state.settings
         assert settings.smart_client_id is not None and settings.smart_redirect_url is not None
         self.state = state
@@ -84,6 +109,9 @@ class SmartApp:
         self.issuers = frozenset(settings.smart_issuer_allowlist or settings.fhir_server_allowlist)
         self.secure_cookie = not insecure_cookie_ok(self.redirect_url)
         self.timeout = httpx.Timeout(settings.fhir_request_timeout_seconds)
+        self.clock = clock
+        self._configs: dict[str, _CachedConfig] = {}
+        self._config_locks: dict[str, asyncio.Lock] = {}
 
     def http(self) -> httpx.AsyncClient:
         """The lifespan's shared client; 503 before start-up finished."""
@@ -125,6 +153,30 @@ class SmartApp:
         return url
 
     async def discover(self, iss: str) -> dict[str, Any]:
+        """The issuer's SMART configuration, from the cache while it is fresh.
+
+        Why cached: a launch needs no authentication, so fetching on every launch let anyone make
+        the service send requests to the issuer at will. A good configuration is kept for
+        ``SMART_CONFIG_TTL_SECONDS``, a failure for ``SMART_CONFIG_FAILURE_TTL_SECONDS`` (the page
+        says the same thing again without asking); the issuers are the configured few, so the
+        cache is bounded by the allow-list.
+        """
+        cached = self._configs.get(iss)
+        if cached is not None and self.clock() < cached.expires:
+            return cached.result()
+        async with self._config_locks.setdefault(iss, asyncio.Lock()):
+            cached = self._configs.get(iss)
+            if cached is not None and self.clock() < cached.expires:
+                return cached.result()
+            try:
+                config = await self._fetch_configuration(iss)
+            except SmartError as exc:
+                self._configs[iss] = _CachedConfig(self.clock() + SMART_CONFIG_FAILURE_TTL_SECONDS, error=exc)
+                raise
+            self._configs[iss] = _CachedConfig(self.clock() + SMART_CONFIG_TTL_SECONDS, config=config)
+            return config
+
+    async def _fetch_configuration(self, iss: str) -> dict[str, Any]:
         """The issuer's ``.well-known/smart-configuration``, checked for PKCE S256."""
         url = f"{iss}/.well-known/smart-configuration"
         try:

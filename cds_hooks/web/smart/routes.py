@@ -89,14 +89,21 @@ async def callback(request: Request, smart: SmartDep) -> Response:
     """Back from authorize: check ``state``, exchange the code with the PKCE verifier."""
     query = request.query_params
     sessions = smart.sessions
-    # One use: whatever happens next, this pending launch is spent.
-    session = sessions.pop(request.cookies.get(COOKIE))
+    session_id = request.cookies.get(COOKIE)
+    session = sessions.get(session_id)
+    spent = False
     try:
         if session is None or session.state is None or session.verifier is None:
+            # Nothing pending (or a signed-in session): change nothing, a GET any page can trigger
+            # must not sign the clinician out.
             raise SmartError(400, "Launch expired or unknown", "No launch is pending in this browser; start it again.")
         given_state = query.get("state") or ""
         if not hmac.compare_digest(given_state.encode(), session.state.encode()):
+            # Without the state check passed, nothing changes: the real callback can still come.
             raise SmartError(400, "Launch refused", "The state does not match this browser's launch.")
+        # One use: from here on, whatever happens next, this pending launch is spent.
+        sessions.pop(session_id)
+        spent = True
         if "error" in query:
             description = short(query.get("error_description"))
             raise SmartError(
@@ -112,7 +119,8 @@ async def callback(request: Request, smart: SmartDep) -> Response:
     except SmartError as exc:
         log.warning("smart callback refused", extra={"reason": exc.title})
         refused = failure(exc)
-        refused.delete_cookie(COOKIE, path=COOKIE_PATH)
+        if spent:
+            refused.delete_cookie(COOKIE, path=COOKIE_PATH)
         return refused
     lifetime = smart.settings.smart_session_minutes * 60
     expires_in = token.get("expires_in")

@@ -19,7 +19,8 @@ COOKIE_PATH = "/smart"
 PENDING_SECONDS = 600.0
 """A launch must come back from the authorization server within this time."""
 MAX_SESSIONS = 10_000
-"""Oldest sessions are dropped beyond this: launches cannot grow memory without bound."""
+"""Oldest sessions of each kind (pending launches, signed-in sessions) are dropped beyond this:
+launches cannot grow memory without bound."""
 
 
 @dataclass
@@ -40,50 +41,74 @@ class SmartSession:
 class SessionStore:
     """In-memory sessions keyed by a random id (``secrets.token_urlsafe``); one process only.
 
+    Pending launches (state + verifier, no token) and signed-in sessions are kept and bounded
+    apart: a launch needs no authentication, so a flood of ``/smart/launch`` calls may only evict
+    other pending launches, never a clinician's signed-in session. Each kind drops its oldest
+    beyond its own limit.
+
     Several replicas would need sticky sessions or a shared store; the page is a convenience for
     one ward, and keeping tokens out of any database is the safer default.
     """
 
-    def __init__(self, limit: int = MAX_SESSIONS, clock: Callable[[], float] = time.monotonic) -> None:
-        self._sessions: OrderedDict[str, SmartSession] = OrderedDict()
+    def __init__(
+        self,
+        limit: int = MAX_SESSIONS,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        pending_limit: int | None = None,
+    ) -> None:
+        self._signed_in: OrderedDict[str, SmartSession] = OrderedDict()
+        self._pending: OrderedDict[str, SmartSession] = OrderedDict()
         self._limit = limit
+        self._pending_limit = limit if pending_limit is None else pending_limit
         self._clock = clock
 
     def now(self) -> float:
         return self._clock()
 
     def create(self, session: SmartSession) -> str:
-        self._purge()
+        """Store ``session`` under a new random id: signed in when it holds a token, else pending."""
+        signed_in = session.access_token is not None
+        sessions = self._signed_in if signed_in else self._pending
+        limit = self._limit if signed_in else self._pending_limit
+        _purge(sessions, self._clock())
         session_id = secrets.token_urlsafe(32)
-        self._sessions[session_id] = session
-        while len(self._sessions) > self._limit:
-            self._sessions.popitem(last=False)
+        sessions[session_id] = session
+        while len(sessions) > limit:
+            sessions.popitem(last=False)
         return session_id
 
     def get(self, session_id: str | None) -> SmartSession | None:
         if not session_id:
             return None
-        session = self._sessions.get(session_id)
-        if session is None:
-            return None
-        if session.expires <= self._clock():
-            del self._sessions[session_id]
-            return None
-        return session
+        for sessions in (self._signed_in, self._pending):
+            session = sessions.get(session_id)
+            if session is None:
+                continue
+            if session.expires <= self._clock():
+                del sessions[session_id]
+                return None
+            return session
+        return None
 
     def pop(self, session_id: str | None) -> SmartSession | None:
         session = self.get(session_id)
         if session is not None and session_id is not None:
-            del self._sessions[session_id]
+            self._signed_in.pop(session_id, None)
+            self._pending.pop(session_id, None)
         return session
 
-    def __len__(self) -> int:
-        return len(self._sessions)
+    def counts(self) -> tuple[int, int]:
+        """(pending launches, signed-in sessions) currently held."""
+        return len(self._pending), len(self._signed_in)
 
-    def _purge(self) -> None:
-        now = self._clock()
-        for key in [k for k, s in self._sessions.items() if s.expires <= now]:
-            del self._sessions[key]
+    def __len__(self) -> int:
+        return len(self._pending) + len(self._signed_in)
+
+
+def _purge(sessions: OrderedDict[str, SmartSession], now: float) -> None:
+    for key in [k for k, s in sessions.items() if s.expires <= now]:
+        del sessions[key]
 
 
 def pkce_pair() -> tuple[str, str]:
