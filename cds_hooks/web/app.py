@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cds_hooks.advice.cards import CardOptions
 from cds_hooks.errors import ServiceError
+from cds_hooks.logging_setup import protect_library_loggers
 from cds_hooks.pipeline.evaluate import Grading, IcansOptions
 from cds_hooks.pipeline.hook import CrsService
 from cds_hooks.reading.fhir_client import FetchPolicy, FhirFetcher
@@ -168,6 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The service as configured; raises :class:`ConfigurationError` on unsafe settings."""
     settings = settings or Settings()
     check_security(settings)
+    protect_library_loggers()  # also when embedded without configure_logging: no ids from httpx
     state = WebState(settings=settings, service=build_service(settings), policy=fetch_policy(settings))
     app = FastAPI(
         title="CRS grading CDS Hooks service",
