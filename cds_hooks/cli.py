@@ -40,6 +40,7 @@ from cds_hooks.reading.units import load_units
 from cds_hooks.settings import Settings
 from cds_hooks.stores.feedback_store import FeedbackStore, sqlite_path
 from cds_hooks.web.app import ConfigurationError, create_app
+from cds_hooks.web.server import uvicorn_options
 
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
@@ -232,9 +233,7 @@ def _cmd_grade(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     configure_logging(settings.log_level)
     app = create_app(settings)
-    uvicorn.run(
-        app, host=args.host or settings.host, port=args.port or settings.port, log_config=None, access_log=False
-    )
+    uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port, **uvicorn_options())
     return 0
 
 

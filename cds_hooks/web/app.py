@@ -37,8 +37,10 @@ from cds_hooks.reading.units import load_units
 from cds_hooks.settings import Settings
 from cds_hooks.stores.feedback_store import FeedbackStore
 from cds_hooks.web.auth import ClientAuthenticator, JwksCache, parse_trusted_issuers
+from cds_hooks.web.middleware import RequestHeaderLimit
 from cds_hooks.web.responses import OrjsonResponse, error_body
 from cds_hooks.web.routes import cds_services, course, feedback, health
+from cds_hooks.web.server import MAX_REQUEST_HEADER_BYTES
 from cds_hooks.web.smart import routes as smart_routes
 from cds_hooks.web.smart import smart_enabled
 from cds_hooks.web.smart.context import SmartApp
@@ -180,6 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url=None,
     )
     app.state.web = state
+    app.add_middleware(RequestHeaderLimit, max_bytes=MAX_REQUEST_HEADER_BYTES)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -8,7 +8,15 @@ from typing import Any
 import orjson
 from fastapi.responses import JSONResponse
 
-_ISSUE_CODE = {400: "invalid", 401: "login", 404: "not-found", 412: "incomplete", 413: "too-long", 422: "required"}
+_ISSUE_CODE = {
+    400: "invalid",
+    401: "login",
+    404: "not-found",
+    412: "incomplete",
+    413: "too-long",
+    422: "required",
+    431: "too-long",
+}
 
 
 def error_body(status: int, reason: str) -> dict[str, Any]:
