@@ -16,6 +16,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cds_hooks.grading import GRADERS, GradingConfig
+from cds_hooks.reading.fhir_time import parse_instant
 
 
 def is_loopback_host(host: str | None) -> bool:
@@ -204,6 +205,10 @@ class Settings(BaseSettings):
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("evaluation_time needs a timezone (e.g. 2025-03-04T08:00:00Z)")
+        if value is not None:
+            checked = parse_instant(value.isoformat())
+            if isinstance(checked, str):
+                raise ValueError(f"evaluation_time: {checked}")
         return value
 
     def grading_config(self) -> GradingConfig:

@@ -1,7 +1,9 @@
-"""FHIR date and dateTime parsing, strict about precision.
+"""FHIR date and dateTime parsing, strict about precision and range.
 
 A vital sign needs a time to the minute to fall in a 24 h window; a bare date cannot say whether
-a fever was inside it, so such values are rejected with a reason rather than guessed.
+a fever was inside it, so such values are rejected with a reason rather than guessed. A valid but
+extreme dateTime (year 1 or 9999 with an offset) is rejected the same way: its UTC value or the
+window arithmetic on it would not be representable.
 """
 
 from __future__ import annotations
@@ -9,6 +11,14 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime
 from functools import lru_cache
+
+EARLIEST_SUPPORTED = datetime(2, 1, 1, tzinfo=UTC)
+LATEST_SUPPORTED = datetime(9998, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+"""Instants outside this range are not evidence, and not an evaluation time: FHIR allows years 1 to
+9999 with any offset, but some of those are not representable in UTC (0001-01-01T00:30+01:00), and
+every window the graders subtract or add (at most 90 days of look-back, hours of look-ahead) must
+stay representable. A year of margin on each side covers every window, with no clinical loss."""
+_RANGE_TEXT = "years 0002 to 9998 UTC"
 
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})?$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -39,7 +49,13 @@ def _parse_text(raw: str) -> datetime | str:
         return f"time {text!r} is not a valid dateTime"
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        moment = parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:30:00+01:00 is in year 0 in UTC
+        return f"time {text!r} is outside the supported range ({_RANGE_TEXT})"
+    if not EARLIEST_SUPPORTED <= moment <= LATEST_SUPPORTED:
+        return f"time {text!r} is outside the supported range ({_RANGE_TEXT})"
+    return moment
 
 
 def _trim_fraction(text: str) -> str:

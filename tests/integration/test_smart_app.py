@@ -353,3 +353,53 @@ def test_smart_configuration_is_read_once_for_many_launches(auth: RunningAuthSer
         for _ in range(5):
             assert _launch(client, auth, launch="x").status_code == 302
     assert auth.state.configuration_requests - before == 1
+
+
+EXTREME_TIMES = [
+    pytest.param("0001-01-01T00:30:00+01:00", id="year-0-in-utc"),
+    pytest.param("9999-12-31T23:30:00-01:00", id="year-10000-in-utc"),
+]
+
+
+@pytest.mark.parametrize("at", EXTREME_TIMES)
+def test_extreme_evaluation_time_is_refused_on_every_smart_page(
+    app_client: TestClient, auth: RunningAuthServer, at: str
+) -> None:
+    """Issue 12: an evaluation time near year 1 or 9999 gave a 500; it is refused with a reason."""
+    refused = _launch(app_client, auth, launch="x", at=at)
+    assert refused.status_code == 400 and "Evaluation time refused" in refused.text
+    _sign_in(app_client, auth)
+    page = app_client.get("/smart/app", params={"at": at})
+    assert page.status_code == 400 and "Evaluation time refused" in page.text
+    course = app_client.get("/smart/course", params={"at": at})
+    assert course.status_code == 400 and course.json()["error"] == "Evaluation time refused"
+
+
+def test_extreme_charted_times_leave_the_smart_page_drawable(
+    app_client: TestClient, auth: RunningAuthServer, fhir_server: RunningFhirServer
+) -> None:
+    """Issue 12: a chart with dateTimes outside what UTC can hold still gives the page."""
+    text = VIGNETTE.read_text().replace("Patient/v31", "Patient/xdates").replace('"id": "v31"', '"id": "xdates"')
+    resources = [entry["resource"] for entry in json.loads(text)["entry"]]
+    for resource in resources:
+        if resource["resourceType"] != "Patient":
+            resource["id"] = f"xd-{resource['id']}"
+    extremes = []
+    for number, effective in enumerate(("0001-01-01T00:30:00+01:00", "9999-12-31T23:30:00-01:00")):
+        fever = next(r for r in resources if r["resourceType"] == "Observation" and "valueQuantity" in r)
+        extreme = json.loads(json.dumps(fever))
+        extreme["id"] = f"xd-extreme-{number}"
+        extreme["effectiveDateTime"] = effective
+        extremes.append(extreme)
+    fhir_server.load([*resources, *extremes])
+    auth.state.patient = "xdates"
+    try:
+        _sign_in(app_client, auth)
+    finally:
+        auth.state.patient = "v31"
+    page = app_client.get("/smart/app", params={"at": AT})
+    assert page.status_code == 200, page.text
+    assert 'id="worst-grade">Grade 3<' in page.text, "the rest of the chart is graded as before"
+    course = app_client.get("/smart/course", params={"at": AT})
+    assert course.status_code == 200
+    assert "xd-extreme" not in course.text
