@@ -15,7 +15,6 @@ later time is checked as if given now, which is the stricter reading.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -30,8 +29,8 @@ from cds_hooks.advice.dosing import (
     dose_history,
     weight_basis,
 )
-from cds_hooks.reading.fhir_time import iso, parse_instant
-from cds_hooks.reading.reader import OBSERVATION_EVIDENCE_STATUSES, REFUTED_VERIFICATION, SourcedResource, reference_of
+from cds_hooks.reading.fhir_rules import codings, reference_of, text_candidates
+from cds_hooks.reading.fhir_time import iso
 from cds_hooks.reading.record import Administration, DataSource, PatientRecord, Weight
 from cds_hooks.reading.terminology import CodeMatch, ConceptKind, MedicationRole, Terminology
 from cds_hooks.reading.units import Converted, UnitTable
@@ -51,10 +50,6 @@ PREMEDICATION_WINDOW = timedelta(hours=3)
 """[choice] Premedication given in [at - 3 h, at] counts, or ordered in the same draft orders.
 Teclistamab and epcoritamab labels: premedicate 1-3 h before each step-up dose."""
 
-POSITIVE_INTERPRETATIONS = frozenset({"POS", "DET"})
-POSITIVE_TEXT = re.compile(r"\b(positive|detected|growth)\b", re.IGNORECASE)
-NEGATIVE_TEXT = re.compile(r"\b(negative|not detected|no growth)\b", re.IGNORECASE)
-ACTIVE_CONDITION_STATUSES = frozenset({"active", "recurrence", "relapse"})
 SKIPPED_REQUEST_STATUSES = frozenset({"entered-in-error", "cancelled", "stopped", "completed", "revoked"})
 
 ProductClass = Literal["car-t", "t-cell-engager"]
@@ -96,21 +91,6 @@ class DraftMedication:
         return rid if isinstance(rid, str) and rid else None
 
 
-def _codings(concept: object) -> list[Any]:
-    if isinstance(concept, dict) and isinstance(concept.get("coding"), list):
-        return list(concept["coding"])
-    return []
-
-
-def _texts(concept: object) -> list[str]:
-    out: list[str] = []
-    if isinstance(concept, dict):
-        if isinstance(concept.get("text"), str):
-            out.append(concept["text"])
-        out.extend(c["display"] for c in _codings(concept) if isinstance(c, dict) and isinstance(c.get("display"), str))
-    return out
-
-
 def _medication_match(
     request: Mapping[str, Any], medications: Mapping[str, Mapping[str, Any]], terminology: Terminology
 ) -> tuple[CodeMatch | None, str]:
@@ -131,8 +111,8 @@ def _medication_match(
             concept = found.get("code") if found is not None else None
         if isinstance(ref.get("display"), str):
             extra_texts.append(ref["display"])
-    texts = [*_texts(concept), *extra_texts]
-    match = terminology.lookup_codings(_codings(concept), ConceptKind.MEDICATION)
+    texts = [*text_candidates(concept), *extra_texts]
+    match = terminology.lookup_codings(codings(concept), ConceptKind.MEDICATION)
     if match is None:
         for text in texts:
             match = terminology.lookup_name_in_text(text, ConceptKind.MEDICATION)
@@ -376,14 +356,7 @@ def product_class(agent: str, terminology: Terminology) -> ProductClass:
     return "t-cell-engager"
 
 
-def infection_signals(
-    resources: Sequence[SourcedResource],
-    record: PatientRecord,
-    terminology: Terminology,
-    at: datetime,
-    *,
-    patient_id: str | None,
-) -> list[InfectionSignal]:
+def infection_signals(record: PatientRecord, at: datetime) -> list[InfectionSignal]:
     """Fever without a CRS explanation, positive blood cultures, active infection Conditions."""
     signals: list[InfectionSignal] = []
     fevers = [t for t in record.temperatures if at - FEVER_WINDOW < t.time <= at and t.celsius >= FEVER_CELSIUS]
@@ -404,85 +377,15 @@ def infection_signals(
                     hottest.time,
                 )
             )
-    for item in resources:
-        resource = item.resource
-        if not _belongs(resource, patient_id):
-            continue
-        kind = resource.get("resourceType")
-        if kind == "Observation":
-            signal = _blood_culture(resource, item.reference, terminology, at)
-        elif kind == "Condition":
-            signal = _infection_condition(resource, item.reference, terminology)
-        else:
-            continue
-        if signal is not None:
-            signals.append(signal)
+    for culture in record.blood_cultures:
+        if culture.positive and at - BLOOD_CULTURE_LOOKBACK <= culture.time <= at:
+            organism = f": {culture.organism}" if culture.organism else ""
+            text = f"positive blood culture at {iso(culture.time)}{organism}"
+            signals.append(InfectionSignal("blood-culture", text, culture.reference, culture.time))
+    for condition in record.infections:
+        how = " (recognised by its text)" if condition.by_text else ""
+        signals.append(InfectionSignal("condition", f"active Condition {condition.name!r}{how}", condition.reference))
     return signals
-
-
-def _belongs(resource: Mapping[str, Any], patient_id: str | None) -> bool:
-    subject = resource.get("subject")
-    if patient_id is None or not isinstance(subject, dict) or not isinstance(subject.get("reference"), str):
-        return True
-    ref = str(subject["reference"]).rstrip("/")
-    return ref == f"Patient/{patient_id}" or ref.endswith(f"/Patient/{patient_id}")
-
-
-def _blood_culture(
-    resource: Mapping[str, Any], reference: str, terminology: Terminology, at: datetime
-) -> InfectionSignal | None:
-    match = terminology.lookup_codings(_codings(resource.get("code")), ConceptKind.LABORATORY)
-    if match is None or match.concept.id != "blood_culture":
-        return None
-    if resource.get("status") not in OBSERVATION_EVIDENCE_STATUSES:
-        return None
-    raw_time = resource.get("effectiveDateTime") or resource.get("issued")
-    period = resource.get("effectivePeriod")
-    if raw_time is None and isinstance(period, dict):
-        raw_time = period.get("start")
-    time = parse_instant(raw_time) if raw_time is not None else None
-    if not isinstance(time, datetime) or not at - BLOOD_CULTURE_LOOKBACK <= time <= at:
-        return None
-    interpretations = resource.get("interpretation")
-    codes = {
-        str(c.get("code")).upper()
-        for concept in (interpretations if isinstance(interpretations, list) else [])
-        for c in _codings(concept)
-        if isinstance(c, dict)
-    }
-    texts = [t for concept in (interpretations if isinstance(interpretations, list) else []) for t in _texts(concept)]
-    value_texts = _texts(resource.get("valueCodeableConcept"))
-    if isinstance(resource.get("valueString"), str):
-        value_texts.append(resource["valueString"])
-    positive = bool(POSITIVE_INTERPRETATIONS & codes) or any(
-        POSITIVE_TEXT.search(t) and not NEGATIVE_TEXT.search(t) for t in (*texts, *value_texts)
-    )
-    if not positive:
-        return None
-    organism = f": {value_texts[0]}" if value_texts and not POSITIVE_TEXT.search(value_texts[0]) else ""
-    return InfectionSignal("blood-culture", f"positive blood culture at {iso(time)}{organism}", reference, time)
-
-
-def _infection_condition(
-    resource: Mapping[str, Any], reference: str, terminology: Terminology
-) -> InfectionSignal | None:
-    clinical = {c.get("code") for c in _codings(resource.get("clinicalStatus")) if isinstance(c, dict)}
-    verification = {c.get("code") for c in _codings(resource.get("verificationStatus")) if isinstance(c, dict)}
-    if not ACTIVE_CONDITION_STATUSES & clinical or REFUTED_VERIFICATION & verification:
-        return None
-    code = resource.get("code")
-    match = terminology.lookup_codings(_codings(code), ConceptKind.INFECTION)
-    texts = _texts(code)
-    if match is None:
-        for text in texts:
-            match = terminology.lookup_name_in_text(text, ConceptKind.INFECTION)
-            if match is not None:
-                break
-    if match is None:
-        return None
-    how = " (recognised by its text)" if match.by_text else ""
-    name = texts[0] if texts else match.code
-    return InfectionSignal("condition", f"active Condition {name!r}{how}", reference)
 
 
 def check_engager(
@@ -530,11 +433,9 @@ class OrderFindings:
 def check_orders(
     drafts: Sequence[DraftMedication],
     record: PatientRecord,
-    resources: Sequence[SourcedResource],
     terminology: Terminology,
     at: datetime,
     *,
-    patient_id: str | None,
     unavailable: Mapping[DataSource, str],
 ) -> OrderFindings:
     """Every check for the selected drafts (all drafts for order-sign)."""
@@ -552,7 +453,7 @@ def check_orders(
             if not draft.selected:
                 continue
             if signals is None:
-                signals = infection_signals(resources, record, terminology, at, patient_id=patient_id)
+                signals = infection_signals(record, at)
             engagers.append(
                 check_engager(draft, record, drafts, terminology, at, signals=signals, unavailable=unavailable)
             )

@@ -1,4 +1,4 @@
-"""ASTCT 2019 ICANS grade: pure, from :class:`~cds_hooks.reading.neuro.IcansFindings` at a time ``at``.
+"""ASTCT 2019 ICANS grade: pure, from :class:`~cds_hooks.reading.record.IcansFindings` at a time ``at``.
 
 Source: Lee DW et al., ASTCT consensus grading for CRS and neurologic toxicity associated with
 immune effector cells, Biol Blood Marrow Transplant 2019;25:625-638 (ICANS grading for adults and
@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 
 from cds_hooks.grading.result import Evidence, GradeResult, Status
 from cds_hooks.reading.fhir_time import age_in_years
-from cds_hooks.reading.neuro import Domain, IcansFindings, NeuroFinding
+from cds_hooks.reading.record import Domain, IcansFindings, NeuroFinding
 
 SYSTEM = "ASTCT-2019-ICANS"
 CITATION = (

@@ -1,4 +1,4 @@
-"""From one patient's resources to graded results: extract, grade, validate the evidence, repeat.
+"""From one patient's resources to graded results: read once, grade, validate the evidence, repeat.
 
 The one place the stages meet, used by the hook service and the CLI alike, so both grade the
 same way. Pure apart from model validation: no I/O, no clock (the caller passes ``at``).
@@ -17,7 +17,7 @@ from cds_hooks.grading.icans import DEFAULT_WINDOW as ICANS_WINDOW
 from cds_hooks.grading.icans import grade_icans
 from cds_hooks.reading.evidence_check import invalid_references
 from cds_hooks.reading.fhir_time import age_in_years
-from cds_hooks.reading.neuro import IceQuestionnaire, extract_icans
+from cds_hooks.reading.neuro import IceQuestionnaire
 from cds_hooks.reading.reader import SourcedResource, extract_record
 from cds_hooks.reading.record import DataSource, NotEvidence, PatientRecord
 from cds_hooks.reading.terminology import Terminology
@@ -72,21 +72,23 @@ def evaluate(
     grading: Grading,
     unavailable: Mapping[DataSource, str] | None = None,
 ) -> Evaluation:
-    """Grade one patient at ``at``; evidence that fails FHIR R4 validation is dropped and said."""
+    """Grade one patient at ``at``; evidence that fails FHIR R4 validation is dropped and said.
+
+    The chart is read once into one record; every system, ICANS and the advice read that record.
+    """
     by_reference = {r.reference: r for r in resources}
+    ice_form = grading.icans.questionnaire if grading.icans is not None else None
     skip: dict[str, str] = {}
     for _ in range(len(resources) + 1):  # each round drops at least one resource
         record = extract_record(
-            resources, grading.terminology, grading.units, patient_id=patient_id, skip=frozenset(skip)
+            resources, grading.terminology, grading.units, patient_id=patient_id, ice_form=ice_form, skip=skip
         )
         # ICANS data never change the CRS grade: their absence is said on the ICANS result only.
         record.unavailable.update({k: v for k, v in (unavailable or {}).items() if k is not DataSource.ICANS})
         record.not_evidence.extend(NotEvidence(ref, reason) for ref, reason in skip.items())
         results = tuple(GRADERS[system](record, at, grading.config) for system in _ordered(grading.systems))
         advice = tocilizumab_advice(record, at)
-        icans = _icans(
-            resources, grading, patient_id=patient_id, record=record, at=at, skip=skip, unavailable=unavailable
-        )
+        icans = _icans(grading, record=record, at=at, unavailable=unavailable)
         cited = [ref for result in results for ref in (*result.references, *result.worst_grade_references)]
         if icans is not None:
             cited.extend(icans.references)
@@ -102,25 +104,11 @@ def evaluate(
 
 
 def _icans(
-    resources: Sequence[SourcedResource],
-    grading: Grading,
-    *,
-    patient_id: str | None,
-    record: PatientRecord,
-    at: datetime,
-    skip: Mapping[str, str],
-    unavailable: Mapping[DataSource, str] | None,
+    grading: Grading, *, record: PatientRecord, at: datetime, unavailable: Mapping[DataSource, str] | None
 ) -> GradeResult | None:
     if grading.icans is None:
         return None
-    findings = extract_icans(
-        resources,
-        grading.terminology,
-        grading.icans.questionnaire,
-        patient_id=patient_id,
-        birth_date=record.birth_date,
-        skip=skip,
-    )
+    findings = record.icans_view()
     reason = (unavailable or {}).get(DataSource.ICANS)
     if reason is not None:
         findings.unavailable[DataSource.ICANS.value] = reason

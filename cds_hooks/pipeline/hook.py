@@ -180,15 +180,7 @@ class CrsService:
         )
         if malformed:
             log.info("prefetch entries skipped", extra={"malformed_entries": malformed})
-        findings = check_orders(
-            drafts,
-            evaluation.record,
-            resources,
-            terminology,
-            at,
-            patient_id=patient_id,
-            unavailable=unavailable,
-        )
+        findings = check_orders(drafts, evaluation.record, terminology, at, unavailable=unavailable)
         cards = build_order_cards(evaluation, findings, ORDER_CARD_SOURCE)
         return HookOutcome(CdsResponse(cards=cards), evaluation)
 

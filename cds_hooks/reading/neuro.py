@@ -1,31 +1,25 @@
-"""ICANS findings: FHIR Observations and ICE QuestionnaireResponses -> typed neurologic findings.
+"""The values of neurologic assessments: ICANS Observations and ICE QuestionnaireResponses.
 
-Kept apart from ``extract.py`` (CRS) because ICANS reads other resources and other codes, and a
-site maps them on its own schedule: no LOINC code exists for the ICE or CAPD score, so every
-assessment code comes from ``mappings/icans.yaml`` (kind ``neurologic``) and the ICE form's item
-linkIds from ``mappings/ice-questionnaire.yaml``. The status rules mirror the CRS extractor: an
-entered-in-error, cancelled or unfinished record is reported as not evidence, never dropped.
+The reader (``reader.py``) applies the shared FHIR rules (status, patient, time) and calls these
+to turn a value into a :class:`NeuroFinding`, or into the reason it cannot be one. No LOINC code
+exists for the ICE or CAPD score, so every assessment code comes from ``mappings/icans.yaml``
+(kind ``neurologic``) and the ICE form's item linkIds from ``mappings/ice-questionnaire.yaml``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import date, datetime
-from enum import StrEnum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from cds_hooks.reading.fhir_time import parse_instant
-from cds_hooks.reading.reader import OBSERVATION_EVIDENCE_STATUSES, SourcedResource
-from cds_hooks.reading.record import NotEvidence
+from cds_hooks.reading.fhir_rules import codings
+from cds_hooks.reading.record import Domain, NeuroFinding
 from cds_hooks.reading.terminology import BUILTIN_MAPPINGS_DIR, ConceptKind, MappingError, Terminology
-
-QUESTIONNAIRE_RESPONSE_EVIDENCE_STATUSES = frozenset({"completed", "amended"})
-"""An ``in-progress`` or ``stopped`` form is not a score; ``entered-in-error`` is not evidence."""
 
 ICE_QUESTIONNAIRE_FILE = BUILTIN_MAPPINGS_DIR / "ice-questionnaire.yaml"
 
@@ -33,18 +27,6 @@ ICE_MAX_POINTS = 10
 """ICE: orientation 4, naming 3, commands 1, writing 1, attention 1 (Lee 2019)."""
 CAPD_MAX_POINTS = 32
 """CAPD: 8 items scored 0-4."""
-
-
-class Domain(StrEnum):
-    """The ASTCT ICANS domains, plus the Glasgow coma score shown as support only."""
-
-    ICE = "ice_score"
-    CAPD = "capd_score"
-    CONSCIOUSNESS = "level_of_consciousness"
-    SEIZURE = "seizure"
-    MOTOR = "motor_weakness"
-    EDEMA = "cerebral_edema"
-    GCS = "glasgow_coma_score"
 
 
 ANSWER_DOMAIN: Mapping[str, Domain] = {
@@ -89,32 +71,6 @@ SCORE_RANGES: Mapping[Domain, tuple[float, float]] = {
     Domain.CAPD: (0, CAPD_MAX_POINTS),
     Domain.GCS: (3, 15),
 }
-
-
-@dataclass(frozen=True, slots=True)
-class NeuroFinding:
-    """One charted ICANS fact: a score, a coded answer, or a yes/no for a domain."""
-
-    domain: Domain
-    time: datetime
-    reference: str
-    score: float | None = None
-    answer: str | None = None
-    """The answer concept id (``loc_awakens_to_voice``), for coded values."""
-    present: bool | None = None
-    """valueBoolean: the finding is present (type unknown) or absent."""
-    display: str | None = None
-
-
-@dataclass
-class IcansFindings:
-    """Everything ICANS grading reads for one patient, sorted by time."""
-
-    birth_date: date | None = None
-    findings: list[NeuroFinding] = field(default_factory=list)
-    not_evidence: list[NotEvidence] = field(default_factory=list)
-    unavailable: dict[str, str] = field(default_factory=dict)
-    """Data the EHR could not supply (prefetch key -> reason)."""
 
 
 # -- the ICE questionnaire configuration -------------------------------------------------------
@@ -184,126 +140,82 @@ def _canonical(url: str) -> str:
     return url.split("|", 1)[0].strip().rstrip("/")
 
 
-# -- extraction ---------------------------------------------------------------------------
+# -- values ---------------------------------------------------------------------------------
 
 
-def _codings(concept: object) -> list[Any]:
-    if isinstance(concept, dict) and isinstance(concept.get("coding"), list):
-        return list(concept["coding"])
-    return []
+def neuro_domain(resource: Mapping[str, Any], terminology: Terminology) -> Domain | None:
+    """The ICANS domain an Observation assesses, or None when it is not an ICANS assessment."""
+    match = terminology.lookup_codings(codings(resource.get("code")), ConceptKind.NEUROLOGIC)
+    if match is None or match.concept.id not in Domain._value2member_map_:
+        return None
+    return Domain(match.concept.id)
 
 
-def _subject_id(resource: Mapping[str, Any]) -> str | None:
-    subject = resource.get("subject")
-    reference = subject.get("reference") if isinstance(subject, dict) else None
-    return reference.rsplit("/", 1)[-1] if isinstance(reference, str) else None
+def neuro_observation(
+    resource: Mapping[str, Any], reference: str, domain: Domain, time: datetime, terminology: Terminology
+) -> NeuroFinding | str:
+    """The finding an ICANS Observation charts, or why its value cannot be used."""
+    if domain in SCORE_RANGES:
+        return _score(resource, reference, domain, time)
+    return _coded(resource, reference, domain, time, terminology)
 
 
-class _Reader:
-    def __init__(
-        self, terminology: Terminology, questionnaire: IceQuestionnaire, patient_id: str | None, skip: Mapping[str, str]
-    ) -> None:
-        self._skip = skip
-        self._terms = terminology
-        self._form = questionnaire
-        self._patient_id = patient_id
-        self.out = IcansFindings()
+def _score(resource: Mapping[str, Any], reference: str, domain: Domain, time: datetime) -> NeuroFinding | str:
+    value: object = resource.get("valueInteger")
+    quantity = resource.get("valueQuantity")
+    if value is None and isinstance(quantity, dict):
+        value = quantity.get("value")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{domain.value}: no numeric value"
+    low, high = SCORE_RANGES[domain]
+    if not low <= value <= high or value != int(value):
+        return f"{domain.value} {value:g} is outside {low:g}-{high:g}"
+    return NeuroFinding(domain, time, reference, score=float(value))
 
-    def _reject(self, reference: str, reason: str) -> None:
-        self.out.not_evidence.append(NotEvidence(reference, reason))
 
-    def _common(
-        self, resource: Mapping[str, Any], reference: str, statuses: frozenset[str], time_field: str
-    ) -> datetime | None:
-        """Status, patient and time checks shared by both resource types (as the CRS extractor)."""
-        if reference in self._skip:
-            self._reject(reference, self._skip[reference])
-            return None
-        status = resource.get("status")
-        if status not in statuses:
-            self._reject(reference, f"{resource.get('resourceType')} status is {status!r}")
-            return None
-        if self._patient_id is not None and _subject_id(resource) not in (None, self._patient_id):
-            self._reject(reference, "belongs to another patient")
-            return None
-        if self._patient_id is not None and _subject_id(resource) is None:
-            self._reject(reference, "no subject")
-            return None
-        time = parse_instant(resource.get(time_field))
-        if isinstance(time, str):
-            self._reject(reference, time)
-            return None
-        return time
+def _coded(
+    resource: Mapping[str, Any], reference: str, domain: Domain, time: datetime, terminology: Terminology
+) -> NeuroFinding | str:
+    present = resource.get("valueBoolean")
+    if isinstance(present, bool):
+        if domain is Domain.CONSCIOUSNESS:
+            return "level of consciousness needs a coded answer, not yes/no"
+        return NeuroFinding(domain, time, reference, present=present)
+    value = resource.get("valueCodeableConcept")
+    answer = terminology.lookup_codings(codings(value), ConceptKind.NEUROLOGIC)
+    if answer is None or ANSWER_DOMAIN.get(answer.concept.id) is not domain:
+        return f"{domain.value}: answer not mapped to an ICANS {domain.value} answer"
+    display = next(
+        (c.get("display") for c in codings(value) if isinstance(c, dict) and isinstance(c.get("display"), str)),
+        None,
+    )
+    return NeuroFinding(domain, time, reference, answer=answer.concept.id, display=display)
 
-    def observation(self, resource: Mapping[str, Any], reference: str) -> None:
-        match = self._terms.lookup_codings(_codings(resource.get("code")), ConceptKind.NEUROLOGIC)
-        if match is None or match.concept.id not in Domain._value2member_map_:
-            return  # not an ICANS assessment
-        domain = Domain(match.concept.id)
-        time = self._common(resource, reference, OBSERVATION_EVIDENCE_STATUSES, "effectiveDateTime")
-        if time is None:
-            return
-        if domain in SCORE_RANGES:
-            self._score(resource, reference, domain, time)
+
+def is_ice_form(resource: Mapping[str, Any], form: IceQuestionnaire) -> bool:
+    """A QuestionnaireResponse of a configured ICE Questionnaire, or with ICE item linkIds."""
+    canonical = resource.get("questionnaire")
+    if isinstance(canonical, str) and _canonical(canonical) in form.questionnaires:
+        return True
+    return any(link in form.points for link, _ in _answers(resource.get("item")))
+
+
+def ice_form_finding(
+    resource: Mapping[str, Any], reference: str, time: datetime, form: IceQuestionnaire
+) -> NeuroFinding | str:
+    """The ICE total of a completed form, or why it is not a score (an unanswered item)."""
+    answers = dict(_answers(resource.get("item")))
+    total = 0
+    missing: list[str] = []
+    for link_id, points in form.points.items():
+        got = _points(answers.get(link_id), points)
+        if got is None:
+            missing.append(link_id)
         else:
-            self._coded(resource, reference, domain, time)
-
-    def _score(self, resource: Mapping[str, Any], reference: str, domain: Domain, time: datetime) -> None:
-        value: object = resource.get("valueInteger")
-        quantity = resource.get("valueQuantity")
-        if value is None and isinstance(quantity, dict):
-            value = quantity.get("value")
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self._reject(reference, f"{domain.value}: no numeric value")
-            return
-        low, high = SCORE_RANGES[domain]
-        if not low <= value <= high or value != int(value):
-            self._reject(reference, f"{domain.value} {value:g} is outside {low:g}-{high:g}")
-            return
-        self.out.findings.append(NeuroFinding(domain, time, reference, score=float(value)))
-
-    def _coded(self, resource: Mapping[str, Any], reference: str, domain: Domain, time: datetime) -> None:
-        present = resource.get("valueBoolean")
-        if isinstance(present, bool):
-            if domain is Domain.CONSCIOUSNESS:
-                self._reject(reference, "level of consciousness needs a coded answer, not yes/no")
-                return
-            self.out.findings.append(NeuroFinding(domain, time, reference, present=present))
-            return
-        value = resource.get("valueCodeableConcept")
-        answer = self._terms.lookup_codings(_codings(value), ConceptKind.NEUROLOGIC)
-        if answer is None or ANSWER_DOMAIN.get(answer.concept.id) is not domain:
-            self._reject(reference, f"{domain.value}: answer not mapped to an ICANS {domain.value} answer")
-            return
-        display = next(
-            (c.get("display") for c in _codings(value) if isinstance(c, dict) and isinstance(c.get("display"), str)),
-            None,
-        )
-        self.out.findings.append(NeuroFinding(domain, time, reference, answer=answer.concept.id, display=display))
-
-    def questionnaire_response(self, resource: Mapping[str, Any], reference: str) -> None:
-        answers = dict(_answers(resource.get("item")))
-        canonical = resource.get("questionnaire")
-        is_ice = (isinstance(canonical, str) and _canonical(canonical) in self._form.questionnaires) or any(
-            link in self._form.points for link in answers
-        )
-        if not is_ice:
-            return
-        time = self._common(resource, reference, QUESTIONNAIRE_RESPONSE_EVIDENCE_STATUSES, "authored")
-        if time is None:
-            return
-        total = 0
-        missing: list[str] = []
-        for link_id, points in self._form.points.items():
-            got = _points(answers.get(link_id), points)
-            if got is None:
-                missing.append(link_id)
-            else:
-                total += got
-        if missing:
-            self._reject(reference, f"ICE questionnaire incomplete (no usable answer for {', '.join(missing)})")
-            return
-        self.out.findings.append(NeuroFinding(Domain.ICE, time, reference, score=float(total), display="ICE form"))
+            total += got
+    if missing:
+        return f"ICE questionnaire incomplete (no usable answer for {', '.join(missing)})"
+    return NeuroFinding(Domain.ICE, time, reference, score=float(total), display="ICE form")
 
 
 def _answers(items: object) -> Iterable[tuple[str, object]]:
@@ -331,26 +243,3 @@ def _points(value: object, points: int) -> int | None:
     if isinstance(value, int | float) and 0 <= value <= points and value == int(value):
         return int(value)
     return None
-
-
-def extract_icans(
-    resources: Sequence[SourcedResource],
-    terminology: Terminology,
-    questionnaire: IceQuestionnaire,
-    *,
-    patient_id: str | None,
-    birth_date: date | None,
-    skip: Mapping[str, str] | None = None,
-) -> IcansFindings:
-    """ICANS findings from one patient's resources; ``skip`` maps references failing R4
-    validation to the reason, reported as not evidence when they are ICANS assessments."""
-    reader = _Reader(terminology, questionnaire, patient_id, skip or {})
-    reader.out.birth_date = birth_date
-    for item in resources:
-        kind = item.resource.get("resourceType")
-        if kind == "Observation":
-            reader.observation(item.resource, item.reference)
-        elif kind == "QuestionnaireResponse":
-            reader.questionnaire_response(item.resource, item.reference)
-    reader.out.findings.sort(key=lambda f: f.time)
-    return reader.out

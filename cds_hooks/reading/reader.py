@@ -1,25 +1,47 @@
-"""FHIR R4 resources (plain JSON) -> typed findings, each with its time and FHIR reference.
+"""FHIR R4 resources (plain JSON) -> the one clinical record, each finding with time and reference.
 
-This is the only module that knows FHIR shapes (clinical-reference.md section 2). It reads plain
-dicts so that a hook call can skip the resources the grading cannot use without building models
-for them; the resources that end up as evidence are validated against the R4B models afterwards
-(``evidence_check.py``). Anything that looks relevant but cannot be used (status, unit, value,
-time, another patient) becomes a :class:`NotEvidence` with its reason, never a silent drop.
+One pass over one patient's resources reads everything every feature needs: vital signs, oxygen
+support, medications by role, CRS Conditions, weight, neurologic assessments and ICE forms, blood
+cultures and infection Conditions (clinical-reference.md section 2). The FHIR rules (statuses,
+patient, time) come from ``fhir_rules.py``; the values of neurologic assessments and infection
+signs from ``neuro.py`` and ``infection.py``. It reads plain dicts so that a hook call can skip
+the resources no rule uses without building models for them; the resources that end up as
+evidence are validated against the R4B models afterwards (``evidence_check.py``). Anything that
+looks relevant but cannot be used (status, unit, value, time, another patient) becomes a
+:class:`NotEvidence` with its reason, never a silent drop.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from cds_hooks.reading.fhir_rules import (
+    ACTIVE_CONDITION_STATUSES,
+    ADMINISTRATION_EVIDENCE_STATUSES,
+    OBSERVATION_EVIDENCE_STATUSES,
+    PROCEDURE_EVIDENCE_STATUSES,
+    QUESTIONNAIRE_RESPONSE_EVIDENCE_STATUSES,
+    REFUTED_VERIFICATION,
+    SourcedResource,
+    belongs_to_patient,
+    codings,
+    observation_time,
+    reference_of,
+    status_codes,
+    text_candidates,
+    text_field,
+)
 from cds_hooks.reading.fhir_time import parse_date, parse_instant
+from cds_hooks.reading.infection import blood_culture, infection_condition, is_blood_culture
+from cds_hooks.reading.neuro import IceQuestionnaire, ice_form_finding, is_ice_form, neuro_domain, neuro_observation
 from cds_hooks.reading.record import (
     Administration,
     BloodPressure,
     CrsCondition,
+    Domain,
     NotEvidence,
     OxygenRecord,
     PatientRecord,
@@ -30,15 +52,7 @@ from cds_hooks.reading.record import (
 from cds_hooks.reading.terminology import CodeMatch, ConceptKind, MedicationRole, Terminology
 from cds_hooks.reading.units import Converted, Quantity, UnitTable
 
-OBSERVATION_EVIDENCE_STATUSES = frozenset({"final", "amended", "corrected", "preliminary"})
-"""clinical-reference.md section 2; ``entered-in-error``, ``cancelled`` and others are not evidence."""
-
-ADMINISTRATION_EVIDENCE_STATUSES = frozenset({"in-progress", "completed", "stopped", "on-hold"})
-"""``stopped`` counts for the period it ran; ``on-hold`` is not in effect while on hold."""
-
-PROCEDURE_EVIDENCE_STATUSES = frozenset({"in-progress", "completed", "stopped", "on-hold"})
-ACTIVE_CONDITION_STATUSES = frozenset({"active", "recurrence", "relapse"})
-REFUTED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
+__all__ = ["Extractor", "SourcedResource", "extract_record", "reference_of"]
 
 PLAUSIBLE_RANGES: Mapping[str, tuple[float, float]] = {
     # Physiological plausibility limits [choice]: values outside are charting errors, not evidence.
@@ -67,50 +81,6 @@ _QUANTITY_OF: Mapping[str, Quantity] = {
 ROOM_AIR_FIO2_PERCENT = 21.0
 
 
-@dataclass(frozen=True, slots=True)
-class SourcedResource:
-    """A resource with the reference evidence will cite (``Type/id``, or its fullUrl)."""
-
-    resource: Mapping[str, Any]
-    reference: str
-
-
-def reference_of(resource: Mapping[str, Any], full_url: str | None = None) -> str | None:
-    kind = resource.get("resourceType")
-    rid = resource.get("id")
-    if isinstance(kind, str) and isinstance(rid, str) and rid:
-        return f"{kind}/{rid}"
-    return full_url if isinstance(full_url, str) and full_url else None
-
-
-def _codings(concept: object) -> list[Any]:
-    if isinstance(concept, dict):
-        codings = concept.get("coding")
-        if isinstance(codings, list):
-            return codings
-    return []
-
-
-def _text_candidates(concept: object) -> list[str]:
-    texts: list[str] = []
-    if isinstance(concept, dict):
-        if isinstance(concept.get("text"), str):
-            texts.append(concept["text"])
-        for coding in _codings(concept):
-            if isinstance(coding, dict) and isinstance(coding.get("display"), str):
-                texts.append(coding["display"])
-    return texts
-
-
-def _text(value: object) -> str | None:
-    """A string field, or None when the field is absent or of the wrong JSON type."""
-    return value if isinstance(value, str) else None
-
-
-def _status_codes(concept: object) -> list[str | None]:
-    return [_text(c.get("code")) for c in _codings(concept) if isinstance(c, dict)]
-
-
 def _round_celsius(value: float) -> float:
     return float(Decimal(repr(value)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
 
@@ -122,15 +92,30 @@ class Extractor:
     not evidence: a prefetch or a server bug must never mix two patients' data.
     """
 
-    def __init__(self, terminology: Terminology, units: UnitTable, patient_id: str | None) -> None:
+    def __init__(
+        self,
+        terminology: Terminology,
+        units: UnitTable,
+        patient_id: str | None,
+        ice_form: IceQuestionnaire | None = None,
+    ) -> None:
         self._terms = terminology
         self._units = units
         self._patient_id = patient_id
+        self._ice_form = ice_form
         self._record = PatientRecord(patient_reference=f"Patient/{patient_id}" if patient_id else None)
         self._medications: dict[str, Mapping[str, Any]] = {}
 
-    def extract(self, resources: Iterable[SourcedResource], *, skip: frozenset[str] = frozenset()) -> PatientRecord:
-        items = [r for r in resources if r.reference not in skip]
+    def extract(self, resources: Iterable[SourcedResource], *, skip: Mapping[str, str] | None = None) -> PatientRecord:
+        """``skip`` maps references that failed FHIR R4 validation to the reason: not read, and
+        a neurologic assessment among them is named on the ICANS result."""
+        skipped = skip or {}
+        items: list[SourcedResource] = []
+        for item in resources:
+            if item.reference in skipped:
+                self._skipped_assessment(item, skipped[item.reference])
+            else:
+                items.append(item)
         for item in items:
             if item.resource.get("resourceType") == "Medication":
                 self._medications[item.reference] = item.resource
@@ -140,6 +125,7 @@ class Extractor:
             "MedicationAdministration": self._administration,
             "Procedure": self._procedure,
             "Condition": self._condition,
+            "QuestionnaireResponse": self._questionnaire_response,
         }
         for item in items:
             handler = handlers.get(str(item.resource.get("resourceType")))
@@ -153,14 +139,19 @@ class Extractor:
     def _reject(self, reference: str, reason: str) -> None:
         self._record.not_evidence.append(NotEvidence(reference, reason))
 
-    def _belongs_to_patient(self, resource: Mapping[str, Any], field: str = "subject") -> bool:
-        if self._patient_id is None:
-            return True
-        subject = resource.get(field) or resource.get("patient")
-        if not isinstance(subject, dict) or not isinstance(subject.get("reference"), str):
-            return True  # no subject: the search that returned it was already by patient
-        ref = str(subject["reference"]).rstrip("/")
-        return ref == f"Patient/{self._patient_id}" or ref.endswith(f"/Patient/{self._patient_id}")
+    def _reject_assessment(self, reference: str, reason: str) -> None:
+        self._record.neuro_not_evidence.append(NotEvidence(reference, reason))
+
+    def _belongs_to_patient(self, resource: Mapping[str, Any]) -> bool:
+        return belongs_to_patient(resource, self._patient_id)
+
+    def _skipped_assessment(self, item: SourcedResource, reason: str) -> None:
+        resource = item.resource
+        kind = resource.get("resourceType")
+        if (kind == "Observation" and neuro_domain(resource, self._terms) is not None) or (
+            kind == "QuestionnaireResponse" and self._ice_form is not None and is_ice_form(resource, self._ice_form)
+        ):
+            self._reject_assessment(item.reference, reason)
 
     def _convert(self, concept_id: str, quantity: object) -> Converted | str:
         converted = self._units.convert(_QUANTITY_OF[concept_id], quantity)
@@ -191,15 +182,20 @@ class Extractor:
         parts = self._observation_parts(resource)
         device = self._device_value(resource) if not parts else None
         if not parts and device is None:
-            return  # not something the grading reads
-        status = _text(resource.get("status"))
+            domain = neuro_domain(resource, self._terms)
+            if domain is not None:
+                self._neuro_observation(resource, reference, domain)
+            elif is_blood_culture(resource, self._terms):
+                self._blood_culture(resource, reference)
+            return
+        status = text_field(resource.get("status"))
         if status not in OBSERVATION_EVIDENCE_STATUSES:
             self._reject(reference, f"Observation status is {status!r}")
             return
         if not self._belongs_to_patient(resource):
             self._reject(reference, "belongs to another patient")
             return
-        time = self._observation_time(resource)
+        time = observation_time(resource)
         if isinstance(time, str):
             self._reject(reference, time)
             return
@@ -214,7 +210,7 @@ class Extractor:
     def _observation_parts(self, resource: Mapping[str, Any]) -> list[tuple[str, object]]:
         """(concept, valueQuantity) for the Observation itself and each of its components."""
         parts: list[tuple[str, object]] = []
-        own = self._terms.lookup_codings(_codings(resource.get("code")), ConceptKind.OBSERVATION)
+        own = self._terms.lookup_codings(codings(resource.get("code")), ConceptKind.OBSERVATION)
         if own is not None:
             parts.append((own.concept.id, resource.get("valueQuantity")))
         components = resource.get("component")
@@ -222,16 +218,16 @@ class Extractor:
             for component in components:
                 if not isinstance(component, dict):
                     continue
-                match = self._terms.lookup_codings(_codings(component.get("code")), ConceptKind.OBSERVATION)
+                match = self._terms.lookup_codings(codings(component.get("code")), ConceptKind.OBSERVATION)
                 if match is not None and match.concept.id != "blood_pressure_panel":
                     parts.append((match.concept.id, component.get("valueQuantity")))
         return parts
 
     def _device_value(self, resource: Mapping[str, Any]) -> tuple[CodeMatch, str | None] | None:
         value = resource.get("valueCodeableConcept")
-        match = self._terms.lookup_codings(_codings(value), ConceptKind.OXYGEN_SUPPORT)
+        match = self._terms.lookup_codings(codings(value), ConceptKind.OXYGEN_SUPPORT)
         if match is None:
-            texts = _text_candidates(value)
+            texts = text_candidates(value)
             if isinstance(resource.get("valueString"), str):
                 texts.append(resource["valueString"])
             for text in texts:
@@ -240,19 +236,8 @@ class Extractor:
                     break
         if match is None:
             return None
-        displays = _text_candidates(value)
+        displays = text_candidates(value)
         return match, (displays[0] if displays else resource.get("valueString"))
-
-    @staticmethod
-    def _observation_time(resource: Mapping[str, Any]) -> datetime | str:
-        if "effectiveDateTime" in resource:
-            return parse_instant(resource["effectiveDateTime"])
-        if "effectiveInstant" in resource:
-            return parse_instant(resource["effectiveInstant"])
-        period = resource.get("effectivePeriod")
-        if isinstance(period, dict):
-            return parse_instant(period.get("end") or period.get("start"))
-        return "no effective time"
 
     def _device_record(self, device: tuple[CodeMatch, str | None], time: datetime, reference: str) -> None:
         match, display = device
@@ -331,8 +316,8 @@ class Extractor:
         ref = resource.get("medicationReference")
         if concept is None and isinstance(ref, dict) and isinstance(ref.get("reference"), str):
             concept = self._referenced_medication_code(resource, ref["reference"])
-        match = self._terms.lookup_codings(_codings(concept), ConceptKind.MEDICATION)
-        texts = _text_candidates(concept)
+        match = self._terms.lookup_codings(codings(concept), ConceptKind.MEDICATION)
+        texts = text_candidates(concept)
         if match is None and isinstance(ref, dict) and isinstance(ref.get("display"), str):
             texts.append(ref["display"])
         if match is None:
@@ -368,7 +353,7 @@ class Extractor:
         match, display = found
         role = match.concept.role
         assert_role = role if role is not None else MedicationRole.CRS_THERAPY
-        status = _text(resource.get("status"))
+        status = text_field(resource.get("status"))
         if status not in ADMINISTRATION_EVIDENCE_STATUSES:
             self._reject(reference, f"MedicationAdministration status is {status!r}")
             return
@@ -469,15 +454,15 @@ class Extractor:
 
     def _procedure(self, resource: Mapping[str, Any], reference: str) -> None:
         code = resource.get("code")
-        match = self._terms.lookup_codings(_codings(code), ConceptKind.OXYGEN_SUPPORT)
+        match = self._terms.lookup_codings(codings(code), ConceptKind.OXYGEN_SUPPORT)
         if match is None:
-            for text in _text_candidates(code):
+            for text in text_candidates(code):
                 match = self._terms.lookup_exact_name(text, ConceptKind.OXYGEN_SUPPORT)
                 if match is not None:
                     break
         if match is None:
             return
-        status = _text(resource.get("status"))
+        status = text_field(resource.get("status"))
         if status not in PROCEDURE_EVIDENCE_STATUSES:
             self._reject(reference, f"Procedure status is {status!r}")
             return
@@ -489,7 +474,7 @@ class Extractor:
             self._reject(reference, span)
             return
         start, end = span
-        displays = _text_candidates(code)
+        displays = text_candidates(code)
         room_air = match.concept.id == "room_air"
         self._record.oxygen.append(
             OxygenRecord(
@@ -504,16 +489,82 @@ class Extractor:
             )
         )
 
+    # -- neurologic assessments (ICANS) -----------------------------------------------------
+
+    def _assessment_time(
+        self, resource: Mapping[str, Any], reference: str, statuses: frozenset[str]
+    ) -> datetime | None:
+        """Status, patient and time of an ICANS assessment; an assessment must name its patient."""
+        status = resource.get("status")
+        if status not in statuses:
+            self._reject_assessment(reference, f"{resource.get('resourceType')} status is {status!r}")
+            return None
+        if not belongs_to_patient(resource, self._patient_id, require_subject=True):
+            no_subject = self._patient_id is not None and "subject" not in resource
+            self._reject_assessment(reference, "no subject" if no_subject else "belongs to another patient")
+            return None
+        time = (
+            observation_time(resource)
+            if resource.get("resourceType") == "Observation"
+            else parse_instant(resource.get("authored"))
+        )
+        if isinstance(time, str):
+            self._reject_assessment(reference, time)
+            return None
+        return time
+
+    def _neuro_observation(self, resource: Mapping[str, Any], reference: str, domain: Domain) -> None:
+        time = self._assessment_time(resource, reference, OBSERVATION_EVIDENCE_STATUSES)
+        if time is None:
+            return
+        finding = neuro_observation(resource, reference, domain, time, self._terms)
+        if isinstance(finding, str):
+            self._reject_assessment(reference, finding)
+        else:
+            self._record.neuro.append(finding)
+
+    def _questionnaire_response(self, resource: Mapping[str, Any], reference: str) -> None:
+        if self._ice_form is None or not is_ice_form(resource, self._ice_form):
+            return
+        time = self._assessment_time(resource, reference, QUESTIONNAIRE_RESPONSE_EVIDENCE_STATUSES)
+        if time is None:
+            return
+        finding = ice_form_finding(resource, reference, time, self._ice_form)
+        if isinstance(finding, str):
+            self._reject_assessment(reference, finding)
+        else:
+            self._record.neuro.append(finding)
+
+    # -- infection signs (order checks) ------------------------------------------------------
+
+    def _blood_culture(self, resource: Mapping[str, Any], reference: str) -> None:
+        # A culture entered in error says nothing about CRS: not listed on the CRS card.
+        if resource.get("status") not in OBSERVATION_EVIDENCE_STATUSES or not self._belongs_to_patient(resource):
+            return
+        culture = blood_culture(resource, reference)
+        if culture is not None:
+            self._record.blood_cultures.append(culture)
+
+    def _infection_condition(self, resource: Mapping[str, Any], reference: str) -> None:
+        clinical = set(status_codes(resource.get("clinicalStatus")))
+        verification = set(status_codes(resource.get("verificationStatus")))
+        if not ACTIVE_CONDITION_STATUSES & clinical or REFUTED_VERIFICATION & verification:
+            return
+        if not self._belongs_to_patient(resource):
+            return
+        found = infection_condition(resource, reference, self._terms)
+        if found is not None:
+            self._record.infections.append(found)
+
     # -- Condition -------------------------------------------------------------------------
 
     def _condition(self, resource: Mapping[str, Any], reference: str) -> None:
-        match = self._terms.lookup_codings(_codings(resource.get("code")), ConceptKind.CONDITION)
+        match = self._terms.lookup_codings(codings(resource.get("code")), ConceptKind.CONDITION)
         if match is None:
+            self._infection_condition(resource, reference)
             return
-        clinical = [_text(c.get("code")) for c in _codings(resource.get("clinicalStatus")) if isinstance(c, dict)]
-        verification = [
-            _text(c.get("code")) for c in _codings(resource.get("verificationStatus")) if isinstance(c, dict)
-        ]
+        clinical = status_codes(resource.get("clinicalStatus"))
+        verification = status_codes(resource.get("verificationStatus"))
         if not ACTIVE_CONDITION_STATUSES.intersection(clinical):
             self._reject(
                 reference, f"Condition clinicalStatus is {clinical[0] if clinical else 'missing'!r}, not active"
@@ -544,7 +595,8 @@ def extract_record(
     units: UnitTable,
     *,
     patient_id: str | None,
-    skip: frozenset[str] = frozenset(),
+    ice_form: IceQuestionnaire | None = None,
+    skip: Mapping[str, str] | None = None,
 ) -> PatientRecord:
-    """One patient's findings from their resources (see :class:`Extractor`)."""
-    return Extractor(terminology, units, patient_id).extract(resources, skip=skip)
+    """One patient's clinical record from their resources (see :class:`Extractor`)."""
+    return Extractor(terminology, units, patient_id, ice_form).extract(resources, skip=skip)

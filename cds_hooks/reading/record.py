@@ -1,7 +1,9 @@
-"""Typed clinical findings: what the grading reads, each with its time and FHIR reference.
+"""The clinical record: typed findings on a time axis, each with its time and FHIR reference.
 
-Extraction (``extract.py``) produces these from FHIR resources; grading reads only these. Keeping
-the FHIR shapes out of the grading is what lets every grading system share one extractor.
+The reader (``reader.py``) builds one record per patient from FHIR resources, once per call;
+CRS grading, every other grading system, ICANS, the order checks, the course and the advice read
+only this record. Keeping FHIR shapes out of everything downstream is what lets every feature
+share one reading of the chart.
 """
 
 from __future__ import annotations
@@ -142,6 +144,63 @@ class NotEvidence:
     reason: str
 
 
+class Domain(StrEnum):
+    """The ASTCT ICANS domains, plus the Glasgow coma score shown as support only."""
+
+    ICE = "ice_score"
+    CAPD = "capd_score"
+    CONSCIOUSNESS = "level_of_consciousness"
+    SEIZURE = "seizure"
+    MOTOR = "motor_weakness"
+    EDEMA = "cerebral_edema"
+    GCS = "glasgow_coma_score"
+
+
+@dataclass(frozen=True, slots=True)
+class NeuroFinding:
+    """One charted ICANS fact: a score, a coded answer, or a yes/no for a domain."""
+
+    domain: Domain
+    time: datetime
+    reference: str
+    score: float | None = None
+    answer: str | None = None
+    """The answer concept id (``loc_awakens_to_voice``), for coded values."""
+    present: bool | None = None
+    """valueBoolean: the finding is present (type unknown) or absent."""
+    display: str | None = None
+
+
+@dataclass
+class IcansFindings:
+    """What ICANS grading reads for one patient (a view of the record), sorted by time."""
+
+    birth_date: date | None = None
+    findings: list[NeuroFinding] = field(default_factory=list)
+    not_evidence: list[NotEvidence] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    """Data the EHR could not supply (prefetch key -> reason)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BloodCulture:
+    """A blood culture result (order checks: a positive one is a sign of infection)."""
+
+    time: datetime
+    reference: str
+    positive: bool
+    organism: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InfectionCondition:
+    """An active Condition mapped (by code, or by its text) to an infection."""
+
+    reference: str
+    name: str
+    by_text: bool = False
+
+
 @dataclass
 class PatientRecord:
     """Everything extracted for one patient, sorted by time, ready for pure grading."""
@@ -156,7 +215,13 @@ class PatientRecord:
     administrations: list[Administration] = field(default_factory=list)
     conditions: list[CrsCondition] = field(default_factory=list)
     weights: list[Weight] = field(default_factory=list)
+    neuro: list[NeuroFinding] = field(default_factory=list)
+    """ICANS assessments (ICE/CAPD scores, consciousness, seizures, motor, oedema, GCS)."""
+    blood_cultures: list[BloodCulture] = field(default_factory=list)
+    infections: list[InfectionCondition] = field(default_factory=list)
     not_evidence: list[NotEvidence] = field(default_factory=list)
+    neuro_not_evidence: list[NotEvidence] = field(default_factory=list)
+    """ICANS assessments that could not be used: shown on the ICANS result, not the CRS card."""
     unavailable: dict[DataSource, str] = field(default_factory=dict)
     """Data groups the EHR could not supply (source -> reason), e.g. an OperationOutcome."""
 
@@ -168,6 +233,12 @@ class PatientRecord:
         self.spo2.sort(key=lambda f: f.time)
         self.administrations.sort(key=lambda f: f.start)
         self.weights.sort(key=lambda f: f.time)
+        self.neuro.sort(key=lambda f: f.time)
+        self.blood_cultures.sort(key=lambda f: f.time)
+
+    def icans_view(self) -> IcansFindings:
+        """The part of the record ICANS grading reads."""
+        return IcansFindings(self.birth_date, list(self.neuro), list(self.neuro_not_evidence))
 
     def administrations_with(self, *roles: MedicationRole) -> list[Administration]:
         return [a for a in self.administrations if a.role in roles]

@@ -1,0 +1,387 @@
+"""CRS and ICANS episodes over a whole course: onset, worst grade, resolution, treatments.
+
+Pure over the clinical record (no I/O, no clock: the caller passes ``until``, the end of the data
+or the evaluation time). The rules are clinical-reference.md section 5 (copied into
+``docs/clinical-reference.md``), all **[choices]**, configurable in :class:`EpisodeConfig`:
+
+- the course is the grade at every data time, by the same rules as the card;
+- onset is the first data time graded >= 1 (or proven >= 1 while indeterminate); the CRS-causing
+  therapy is the last one given before onset, and the onset day counts from it (day 0);
+- a sign ends at its last reading (fever, low pressure), at the end of its administration (a
+  vasopressor), or, for oxygen, at the first room-air record after it, the end of its period, or
+  the oxygen recency window after its last record;
+- an episode resolves at its latest sign end once 24 h have followed with no sign and at least one
+  temperature (an ICANS assessment graded 0 for ICANS); without those data it stays unresolved,
+  never "resolved" for want of data; a sign after a resolution starts a new episode;
+- treatments are counted between onset and resolution (or the end of the data).
+
+Registries (CIBMTR form 4100, the EBMT day-100 form) and the order checks (tocilizumab's four
+doses per CRS event) read these episodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from cds_hooks.grading.astct import PRESSOR_ROLES, AstctGrader, systolic_threshold
+from cds_hooks.grading.config import GradingConfig
+from cds_hooks.grading.icans import DEFAULT_WINDOW as ICANS_WINDOW
+from cds_hooks.grading.icans import grade_icans
+from cds_hooks.grading.result import Status
+from cds_hooks.reading.fhir_time import age_in_years
+from cds_hooks.reading.record import Administration, PatientRecord, SupportLevel
+from cds_hooks.reading.terminology import MedicationRole
+
+CRS_SYSTEM = "ASTCT-2019"
+ICANS_SYSTEM = "ASTCT-2019-ICANS"
+TOCILIZUMAB = "tocilizumab"
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeConfig:
+    """The episode rules' windows [choices, clinical-reference.md section 5]."""
+
+    sign_free_hours: float = 24.0
+    """An episode resolves once this long has followed its last sign with data and no sign."""
+
+    @property
+    def sign_free(self) -> timedelta:
+        return timedelta(hours=self.sign_free_hours)
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One CRS or ICANS episode; times are UTC, unknown values None."""
+
+    system: str
+    number: int
+    onset: datetime
+    max_grade: int
+    max_grade_at: datetime
+    indeterminate: bool
+    """The worst grade rests on an indeterminate point: ``max_grade`` is what the data prove at least."""
+    resolved: bool
+    resolution: datetime | None
+    therapy: str | None = None
+    therapy_at: datetime | None = None
+    onset_day: int | None = None
+    fever_onset: datetime | None = None
+    hypotension_onset: datetime | None = None
+    vasopressors_max: int = 0
+    vasopressor_start: datetime | None = None
+    low_flow_oxygen_start: datetime | None = None
+    high_flow_oxygen_start: datetime | None = None
+    positive_pressure_start: datetime | None = None
+    tocilizumab_doses: int = 0
+    tocilizumab_first: datetime | None = None
+    corticosteroid_first: datetime | None = None
+    other_anticytokine: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()
+
+    @property
+    def end(self) -> datetime | None:
+        return self.resolution
+
+    @property
+    def duration_hours(self) -> float | None:
+        if self.resolution is None:
+            return None
+        return (self.resolution - self.onset).total_seconds() / 3600
+
+    def covers(self, moment: datetime) -> bool:
+        """``moment`` falls between onset and resolution (an unresolved episode has no end)."""
+        return self.onset <= moment and (self.resolution is None or moment <= self.resolution)
+
+
+@dataclass(frozen=True)
+class EpisodeCourse:
+    """Every episode of one system for one patient, and whether the data could decide."""
+
+    system: str
+    episodes: tuple[Episode, ...]
+    decided: bool
+    """False when the data cannot say whether there was an episode (no temperatures at all)."""
+    missing: tuple[str, ...] = ()
+
+    def current(self, at: datetime) -> Episode | None:
+        """The episode in progress at ``at`` (onset before it, not resolved before it)."""
+        return next((e for e in reversed(self.episodes) if e.covers(at)), None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Point:
+    time: datetime
+    value: int | None
+    """The grade, or what it is at least when indeterminate (None: nothing proven)."""
+    graded: bool
+    sign: bool
+    """A sign of the syndrome is present at this moment (not only still inside a window)."""
+    support: SupportLevel = SupportLevel.ROOM_AIR
+    hypotension: bool = False
+    references: tuple[str, ...] = field(default=())
+
+
+# -- CRS ---------------------------------------------------------------------------------------
+
+
+def crs_episodes(
+    record: PatientRecord, *, until: datetime, config: GradingConfig, episode_config: EpisodeConfig | None = None
+) -> EpisodeCourse:
+    """The CRS episodes (ASTCT 2019) in the record up to ``until``."""
+    rules = episode_config or EpisodeConfig()
+    grader = AstctGrader(record, config)
+    signs = _SignTimes.of(record, config)
+    points = [_crs_point(grader, signs, moment) for moment in _crs_times(record, until, config)]
+    temperatures = [t.time for t in record.temperatures if t.time <= until]
+    spans = _episode_spans(points, temperatures, until, rules)
+    episodes = tuple(
+        _crs_episode(grader, points, span, number=number, config=config) for number, span in enumerate(spans, start=1)
+    )
+    decided = bool(temperatures) or bool(episodes)
+    missing = () if decided else ("no temperature charted: whether CRS occurred cannot be decided",)
+    return EpisodeCourse(CRS_SYSTEM, episodes, decided, missing)
+
+
+def _crs_times(record: PatientRecord, until: datetime, config: GradingConfig) -> list[datetime]:
+    """Every data time, plus the moment each point oxygen record expires (its sign may end then)."""
+    moments = {
+        *(t.time for t in record.temperatures),
+        *(b.time for b in record.blood_pressures),
+        *(o.time for o in record.oxygen),
+        *(o.period_end for o in record.oxygen if o.period_end is not None),
+        *(o.time + config.oxygen_recency for o in record.oxygen if not o.is_period and o.is_support),
+        *(a.start for a in record.administrations),
+        *(a.end for a in record.administrations if a.end is not None),
+        *(c.onset for c in record.conditions if c.onset is not None),
+    }
+    return sorted(m for m in moments if m <= until)
+
+
+@dataclass(frozen=True, slots=True)
+class _SignTimes:
+    """The moments a fever or a low pressure was charted (a sign at that very time)."""
+
+    fevers: frozenset[datetime]
+    low_pressures: frozenset[datetime]
+
+    @classmethod
+    def of(cls, record: PatientRecord, config: GradingConfig) -> _SignTimes:
+        fevers = frozenset(t.time for t in record.temperatures if t.celsius >= config.fever_threshold_celsius)
+        low = frozenset(
+            b.time
+            for b in record.blood_pressures
+            if _is_low(
+                b.systolic_mmhg,
+                b.mean_mmhg,
+                age_in_years(record.birth_date, b.time) if record.birth_date else None,
+                config,
+            )
+        )
+        return cls(fevers, low)
+
+
+def _crs_point(grader: AstctGrader, signs: _SignTimes, moment: datetime) -> _Point:
+    assessment = grader.assess(moment, collect=False)
+    low_now = moment in signs.low_pressures
+    sign = (
+        moment in signs.fevers
+        or low_now
+        or assessment.pressor_in_effect
+        or assessment.support is not SupportLevel.ROOM_AIR
+    )
+    return _Point(
+        time=moment,
+        value=assessment.worst_value,
+        graded=assessment.grade is not None,
+        sign=sign,
+        support=assessment.support,
+        hypotension=low_now or assessment.pressor_in_effect,
+    )
+
+
+def _is_low(systolic: float | None, mean: float | None, age: int | None, config: GradingConfig) -> bool:
+    if systolic is not None and systolic < systolic_threshold(age, config):
+        return True
+    map_applies = age is None or age > 10
+    return map_applies and mean is not None and mean < config.mean_arterial_threshold_mmhg
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    onset_index: int
+    end_index: int
+    """The last point inside the episode (its latest sign, or the end of the data)."""
+    resolution: datetime | None
+
+
+def _episode_spans(
+    points: Sequence[_Point], confirmations: Sequence[datetime], until: datetime, rules: EpisodeConfig
+) -> list[_Span]:
+    """Cut the course into episodes: onset at a point graded >= 1, resolution after a sign-free,
+    confirmed stretch (``confirmations``: the data times that can show the absence of signs)."""
+    spans: list[_Span] = []
+    index = 0
+    while index < len(points):
+        onset = next((i for i in range(index, len(points)) if (points[i].value or 0) >= 1), None)
+        if onset is None:
+            break
+        last_sign = onset
+        cursor = onset + 1
+        resolution: datetime | None = None
+        while cursor <= len(points):
+            last_time = points[last_sign].time
+            next_sign = next((i for i in range(cursor, len(points)) if points[i].sign), None)
+            confirmed = next((c for c in confirmations if c > last_time), None)
+            quiet_until = max(last_time + rules.sign_free, confirmed) if confirmed is not None else None
+            if next_sign is not None and (quiet_until is None or points[next_sign].time <= quiet_until):
+                last_sign = next_sign
+                cursor = next_sign + 1
+                continue
+            if quiet_until is not None and quiet_until <= until:
+                resolution = last_time
+            break
+        spans.append(_Span(onset, last_sign, resolution))
+        if resolution is None:
+            break
+        quiet_end = resolution + rules.sign_free
+        index = next((i for i in range(last_sign + 1, len(points)) if points[i].time > quiet_end), len(points))
+    return spans
+
+
+def _crs_episode(
+    grader: AstctGrader, points: Sequence[_Point], span: _Span, *, number: int, config: GradingConfig
+) -> Episode:
+    record = grader.record
+    onset = points[span.onset_index].time
+    inside = points[span.onset_index : span.end_index + 1]
+    end = span.resolution or points[-1].time
+    worst = max(inside, key=lambda p: (p.value or 0, -p.time.timestamp()))
+    therapy = _therapy_before(record, onset)
+    given = _given_between(record, onset, end)
+    toci = [a for a in given if a.agent == TOCILIZUMAB]
+    steroids = [a for a in given if a.role is MedicationRole.CORTICOSTEROID]
+    others = [a for a in given if a.role is MedicationRole.ANTI_CYTOKINE and a.agent != TOCILIZUMAB]
+    pressors = [a for a in record.administrations_with(*PRESSOR_ROLES) if _overlaps(a, onset, end)]
+    fevers = [t for t in record.temperatures if onset <= t.time <= end and t.celsius >= config.fever_threshold_celsius]
+    references = [
+        *_evidence_references(grader, onset),
+        *_evidence_references(grader, worst.time),
+        *(a.reference for a in (*toci, *steroids, *others, *pressors)),
+    ]
+    if therapy is not None:
+        references.insert(0, therapy.reference)
+    return Episode(
+        system=CRS_SYSTEM,
+        number=number,
+        onset=onset,
+        max_grade=worst.value or 0,
+        max_grade_at=worst.time,
+        indeterminate=not worst.graded,
+        resolved=span.resolution is not None,
+        resolution=span.resolution,
+        therapy=therapy.agent if therapy is not None else None,
+        therapy_at=therapy.start if therapy is not None else None,
+        onset_day=(onset.date() - therapy.start.date()).days if therapy is not None else None,
+        fever_onset=fevers[0].time if fevers else None,
+        hypotension_onset=next((p.time for p in inside if p.hypotension), None),
+        vasopressors_max=_most_at_once(pressors, onset, end),
+        vasopressor_start=min((a.start for a in pressors), default=None),
+        low_flow_oxygen_start=_first_support(inside, SupportLevel.LOW_FLOW),
+        high_flow_oxygen_start=_first_support(inside, SupportLevel.HIGH_FLOW),
+        positive_pressure_start=_first_support(inside, SupportLevel.POSITIVE_PRESSURE),
+        tocilizumab_doses=len(toci),
+        tocilizumab_first=toci[0].start if toci else None,
+        corticosteroid_first=steroids[0].start if steroids else None,
+        other_anticytokine=tuple(dict.fromkeys(a.agent for a in others)),
+        references=tuple(dict.fromkeys(references)),
+    )
+
+
+def _evidence_references(grader: AstctGrader, moment: datetime) -> list[str]:
+    assessment = grader.assess(moment)
+    return [e.reference for e in assessment.evidence if e.status is Status.MET]
+
+
+def _therapy_before(record: PatientRecord, onset: datetime) -> Administration | None:
+    given = [a for a in record.administrations_with(MedicationRole.CRS_THERAPY) if a.start <= onset]
+    return max(given, key=lambda a: a.start) if given else None
+
+
+def _given_between(record: PatientRecord, start: datetime, end: datetime) -> list[Administration]:
+    return [a for a in record.administrations if start <= a.start <= end]
+
+
+def _overlaps(admin: Administration, start: datetime, end: datetime) -> bool:
+    return admin.start <= end and (admin.end is None or admin.end >= start)
+
+
+def _most_at_once(pressors: Iterable[Administration], start: datetime, end: datetime) -> int:
+    """The most vasopressors running at one moment within [start, end] (a sweep over starts/ends)."""
+    events: list[tuple[datetime, int]] = []
+    for admin in pressors:
+        events.append((max(admin.start, start), 1))
+        events.append((min(admin.end, end) if admin.end is not None else end, -1))
+    running = best = 0
+    for _, step in sorted(events, key=lambda e: (e[0], -e[1])):
+        running += step
+        best = max(best, running)
+    return best
+
+
+def _first_support(points: Iterable[_Point], level: SupportLevel) -> datetime | None:
+    return next((p.time for p in points if p.support is level), None)
+
+
+# -- ICANS -------------------------------------------------------------------------------------
+
+
+def icans_episodes(
+    record: PatientRecord,
+    *,
+    until: datetime,
+    window: timedelta = ICANS_WINDOW,
+    episode_config: EpisodeConfig | None = None,
+) -> EpisodeCourse:
+    """The ICANS episodes (ASTCT 2019) up to ``until``: the ICANS grade at every assessment time;
+    resolution needs an assessment graded 0 in the sign-free stretch."""
+    rules = episode_config or EpisodeConfig()
+    view = record.icans_view()
+    times = sorted({f.time for f in view.findings if f.time <= until})
+    points: list[_Point] = []
+    for moment in times:
+        result = grade_icans(view, moment, window)
+        value = result.grade if result.grade is not None else result.grade_at_least
+        points.append(_Point(moment, value, result.grade is not None, (value or 0) >= 1, references=result.references))
+    confirmations = [p.time for p in points if p.graded and p.value == 0]
+    spans = _episode_spans(points, confirmations, until, rules)
+    episodes: list[Episode] = []
+    for number, span in enumerate(spans, start=1):
+        inside = points[span.onset_index : span.end_index + 1]
+        onset = inside[0].time
+        end = span.resolution or points[-1].time
+        worst = max(inside, key=lambda p: (p.value or 0, -p.time.timestamp()))
+        therapy = _therapy_before(record, onset)
+        steroids = [a for a in _given_between(record, onset, end) if a.role is MedicationRole.CORTICOSTEROID]
+        references = [*inside[0].references, *worst.references, *(a.reference for a in steroids)]
+        episodes.append(
+            Episode(
+                system=ICANS_SYSTEM,
+                number=number,
+                onset=onset,
+                max_grade=worst.value or 0,
+                max_grade_at=worst.time,
+                indeterminate=not worst.graded,
+                resolved=span.resolution is not None,
+                resolution=span.resolution,
+                therapy=therapy.agent if therapy is not None else None,
+                therapy_at=therapy.start if therapy is not None else None,
+                onset_day=(onset.date() - therapy.start.date()).days if therapy is not None else None,
+                corticosteroid_first=steroids[0].start if steroids else None,
+                references=tuple(dict.fromkeys(references)),
+            )
+        )
+    decided = bool(points)
+    missing = () if decided else ("no ICE, CAPD or other ICANS assessment charted",)
+    return EpisodeCourse(ICANS_SYSTEM, tuple(episodes), decided, missing)
