@@ -21,18 +21,25 @@ from pydantic import ValidationError
 
 import test_order_hooks as orders
 from card_checks import check_card
-from fhir_builders import Resource, patient, temperature, weight
+from fhir_builders import Resource, medication_administration, patient, rxnorm, temperature, weight
 from hook_requests import patient_view, prefetch_from_bundle
 from vignette_data import vignette_bundle
 
 AT = "2025-03-04T08:00:00Z"
 OUT_OF_RANGE = "outside the supported range"
+NOREPINEPHRINE = rxnorm("7512", "norepinephrine")
 
 EXTREME_DATA_TIMES: list[Any] = [
     pytest.param("0001-01-01T00:30:00+01:00", id="year-0-in-utc"),
     pytest.param("9999-12-31T23:30:00-01:00", id="year-10000-in-utc"),
     pytest.param("0001-01-01T00:00:00Z", id="first-instant-of-year-1"),
     pytest.param("9999-12-31T23:59:59.999999Z", id="last-instant-of-year-9999"),
+    pytest.param("0001-01-01T00:30:00", id="no-zone-year-1"),
+    # Date-only values are intervals to some readers: their edges must not overflow either.
+    pytest.param("0001-01-01", id="date-only-first-day"),
+    pytest.param("9999-12-31", id="date-only-last-day"),
+    pytest.param("9999-12", id="year-month-last-month"),
+    pytest.param("0001", id="year-only-first-year"),
 ]
 
 EXTREME_EVALUATION_TIMES: list[Any] = [
@@ -40,6 +47,7 @@ EXTREME_EVALUATION_TIMES: list[Any] = [
     pytest.param("9999-12-31T23:30:00-01:00", id="at-year-10000-in-utc"),
     pytest.param("0001-01-03T00:00:00Z", id="at-2-days-after-year-1-windows-underflow"),
     pytest.param("9999-12-31T23:59:59Z", id="at-end-of-year-9999"),
+    pytest.param("0001-01-03T00:00:00", id="at-without-zone-near-year-1"),
 ]
 
 EDGE_EVALUATION_TIMES: list[Any] = [
@@ -89,11 +97,18 @@ def _not_evidence(card: dict[str, Any]) -> dict[str, str]:
 @pytest.mark.parametrize("effective", EXTREME_DATA_TIMES)
 def test_patient_view_sets_an_extreme_time_aside_with_a_reason(client: TestClient, effective: str) -> None:
     fever = temperature("xt", 39.5, effective=effective, patient_id="v01")
-    response = client.post("/cds-services/crs-grade", json=_hook_body([fever]))
+    dose = medication_administration("xm", orders.TOCI, dose=(600, "mg"), patient_id="v01")
+    dose["effectiveDateTime"] = effective
+    pressor = medication_administration("xp", NOREPINEPHRINE, patient_id="v01")
+    pressor.pop("effectiveDateTime", None)
+    pressor["effectivePeriod"] = {"start": effective}
+    response = client.post("/cds-services/crs-grade", json=_hook_body([fever, dose, pressor]))
     assert response.status_code == 200, response.text
     card = response.json()["cards"][0]
     assert card["summary"].startswith("CRS grade 3"), "the rest of the chart still grades"
-    assert OUT_OF_RANGE in _not_evidence(card)["Observation/xt"]
+    reason = _not_evidence(card)["Observation/xt"]
+    if "T" in effective:
+        assert OUT_OF_RANGE in reason
 
 
 @pytest.mark.parametrize("effective", EXTREME_DATA_TIMES)
