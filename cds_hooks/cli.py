@@ -25,7 +25,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from cds_hooks.cds import FHIR_ID, CdsRequest, FhirAuthorization, HookContext
-from cds_hooks.errors import ServiceError
+from cds_hooks.errors import ConfigurationError, ServiceError
 from cds_hooks.grading import GRADERS
 from cds_hooks.logging_setup import configure_logging
 from cds_hooks.pipeline.course import course_document
@@ -39,7 +39,7 @@ from cds_hooks.reading.terminology import MappingError, load_terminology
 from cds_hooks.reading.units import load_units
 from cds_hooks.settings import Settings
 from cds_hooks.stores.feedback_store import FeedbackStore, sqlite_path
-from cds_hooks.web.app import ConfigurationError, create_app
+from cds_hooks.web.app import create_app
 from cds_hooks.web.server import uvicorn_options
 
 EXIT_USAGE = 2

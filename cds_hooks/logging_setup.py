@@ -39,7 +39,7 @@ LIBRARY_LOGGERS = (
     "uvicorn.error",
 )
 """Loggers of libraries that put URLs, query strings or headers into their messages."""
-_QUIET_LOGGERS = ("httpx", "httpcore", "uvicorn.access", "uvicorn.asgi")
+QUIET_LIBRARIES = ("httpx", "httpcore", "uvicorn.access", "uvicorn.asgi")
 
 
 def redact(text: str) -> str:
@@ -96,6 +96,6 @@ def configure_logging(level: str = "info", stream: IO[str] | None = None) -> Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for name in _QUIET_LOGGERS:
+    for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(logging.WARNING)
     protect_library_loggers()

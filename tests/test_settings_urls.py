@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cds_hooks.errors import ConfigurationError
 from cds_hooks.settings import Settings, is_https_or_loopback_http
-from cds_hooks.web.app import ConfigurationError, create_app
+from cds_hooks.web.app import create_app
 from pydantic import ValidationError
 
 URLS: list[Any] = [

@@ -26,7 +26,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cds_hooks.advice.cards import CardOptions
-from cds_hooks.errors import ServiceError
+from cds_hooks.errors import ConfigurationError, ServiceError
 from cds_hooks.logging_setup import protect_library_loggers
 from cds_hooks.pipeline.evaluate import Grading, IcansOptions
 from cds_hooks.pipeline.hook import CrsService
@@ -47,10 +47,6 @@ from cds_hooks.web.smart.context import SmartApp
 from cds_hooks.web.state import WebState
 
 log = logging.getLogger("crs_cds.app")
-
-
-class ConfigurationError(Exception):
-    """The settings are unsafe or incomplete: the service must not start."""
 
 
 def icans_options(settings: Settings) -> IcansOptions | None:
