@@ -186,6 +186,12 @@ ATTACKS: list[Any] = [
     pytest.param(
         lambda: _forged({"alg": "ES384", "typ": "JWT", "kid": "ec-1", "jku": ["a", "b"]}), id="jku-not-a-string"
     ),
+    pytest.param(lambda: _forged({"alg": ["ES384"], "typ": "JWT", "kid": "ec-1"}), id="alg-not-a-string"),
+    pytest.param(lambda: _forged({"alg": "ES384", "typ": {"x": 1}, "kid": "ec-1"}), id="typ-not-a-string"),
+    pytest.param(
+        lambda: _forged({"alg": "ES384", "typ": "JWT", "kid": "ec-1"}, payload={"iss": ["a"], "exp": "soon"}),
+        id="claims-of-wrong-types",
+    ),
 ]
 
 

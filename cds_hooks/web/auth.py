@@ -236,7 +236,7 @@ class ClientAuthenticator:
         except PyJWTError:
             raise Unauthorized("malformed token") from None
         alg = header.get("alg")
-        if alg not in ALLOWED_ALGORITHMS:
+        if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
             raise Unauthorized("algorithm not allowed")
         if header.get("typ") not in (None, "JWT"):
             raise Unauthorized("typ is not JWT")
