@@ -4,7 +4,7 @@ It reads the request body, parses it with ``orjson.loads`` (the parser the servi
 the comparison is fair) and answers one fixed card. Whatever the service costs beyond this app is
 its own work: validation, extraction, grading, cards and the card store. Run it with
 ``python -m bench.baseline_app --port N``: the launcher calls ``uvicorn.run`` with exactly the
-arguments ``crs-cds serve`` uses (one worker, default loop, the h11 parser with its header limit,
+arguments ``crs-cds serve`` uses (one worker, default loop, the header-limited httptools protocol,
 no log config, no access log: ``cds_hooks.web.server.uvicorn_options``), so both servers run under
 the same uvicorn settings.
 """
