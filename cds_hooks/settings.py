@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     ``icansAssessments`` and ``iceQuestionnaires`` prefetch keys."""
     icans_window_hours: float = Field(default=24.0, gt=0, le=168)
     """ICANS assessments older than this are not the current state [choice]."""
+    dosing_weight_max_age_days: float = Field(default=90.0, gt=0, le=3650)
+    """The oldest body weight a tocilizumab dose is computed from [choice]; older: no dose."""
+    icans_overdue_hours: float = Field(default=12.0, gt=0, le=168)
+    """An ICE/CAPD assessment is overdue this long after the last one while ICANS is followed [choice]."""
+    icans_followed_days: float = Field(default=7.0, gt=0, le=60)
+    """ICANS is followed when an ICE, CAPD or a finding of grade >= 1 was charted this recently [choice]."""
     ice_questionnaire_file: Path | None = None
     """The site's ICE form item map (default: the built-in ``mappings/ice-questionnaire.yaml``)."""
 
@@ -219,4 +225,5 @@ class Settings(BaseSettings):
             oxygen_recency_hours=self.oxygen_recency_hours,
             worst_grade_window_hours=self.worst_grade_window_hours,
             spo2_alert_percent=self.spo2_alert_percent,
+            dosing_weight_max_age_days=self.dosing_weight_max_age_days,
         )

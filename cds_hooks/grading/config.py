@@ -32,6 +32,9 @@ class GradingConfig:
     """ASTCT: low-flow nasal cannula is <= 6 L/min."""
     spo2_alert_percent: float = 92.0
     """Alert (no grade) when SpO2 on room air is below this [choice]."""
+    dosing_weight_max_age_days: float = 90.0
+    """The oldest weight a tocilizumab dose is computed from [choice]; older: no dose, re-weigh.
+    (Dosing only: never shown among the grading choices.)"""
 
     # The windows as timedeltas, computed once: the rules ask for them at every data time.
     fever_window: timedelta = field(init=False, repr=False, compare=False)

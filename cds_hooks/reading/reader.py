@@ -42,6 +42,7 @@ from cds_hooks.reading.record import (
     BloodPressure,
     CrsCondition,
     Domain,
+    NeuroFinding,
     NotEvidence,
     OxygenRecord,
     PatientRecord,
@@ -346,9 +347,33 @@ class Extractor:
         )
         return medication.get("code") if medication is not None else None
 
+    def _unidentified_reason(self, resource: Mapping[str, Any]) -> str | None:
+        """Why the drug of an administration cannot be known, or None when it is named somehow
+        (a code or a text of a drug the service does not grade is simply not this service's)."""
+        concept: object = resource.get("medicationCodeableConcept")
+        ref = resource.get("medicationReference")
+        target = ref.get("reference") if isinstance(ref, dict) else None
+        if concept is None and isinstance(target, str):
+            concept = self._referenced_medication_code(resource, target)
+            if concept is None and not (isinstance(ref, dict) and text_field(ref.get("display"))):
+                return f"medicationReference {target!r} is not in the data read (no Medication resolves it)"
+        named = any(isinstance(c, dict) and (text_field(c.get("code")) or "").strip() for c in codings(concept)) or any(
+            t.strip() for t in text_candidates(concept)
+        )
+        if named or (isinstance(ref, dict) and text_field(ref.get("display"))):
+            return None
+        return "medication has no code and no text"
+
     def _administration(self, resource: Mapping[str, Any], reference: str) -> None:
         found = self._medication_concept(resource)
         if found is None:
+            reason = self._unidentified_reason(resource)
+            if (
+                reason is not None
+                and text_field(resource.get("status")) in ADMINISTRATION_EVIDENCE_STATUSES
+                and self._belongs_to_patient(resource)
+            ):
+                self._record.unidentified_administrations.append(NotEvidence(reference, reason))
             return
         match, display = found
         role = match.concept.role
@@ -531,7 +556,10 @@ class Extractor:
             return
         finding = ice_form_finding(resource, reference, time, self._ice_form)
         if isinstance(finding, str):
-            self._reject_assessment(reference, finding)
+            # Kept as an attempt, not dropped: a form the patient could not complete is news.
+            self._record.neuro.append(
+                NeuroFinding(Domain.ICE, time, reference, display="ICE form (incomplete)", incomplete=finding)
+            )
         else:
             self._record.neuro.append(finding)
 

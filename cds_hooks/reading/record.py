@@ -169,6 +169,9 @@ class NeuroFinding:
     present: bool | None = None
     """valueBoolean: the finding is present (type unknown) or absent."""
     display: str | None = None
+    incomplete: str | None = None
+    """An assessment attempted but not completed (an ICE form with unanswered items), and why:
+    it scores nothing, but it is newer than any earlier score (grading names it)."""
 
 
 @dataclass
@@ -220,6 +223,10 @@ class PatientRecord:
     blood_cultures: list[BloodCulture] = field(default_factory=list)
     infections: list[InfectionCondition] = field(default_factory=list)
     not_evidence: list[NotEvidence] = field(default_factory=list)
+    unidentified_administrations: list[NotEvidence] = field(default_factory=list)
+    """MedicationAdministrations whose drug cannot be identified (no code, no text, a reference
+    nothing resolves): any of them could be a tocilizumab dose or a premedication, so the order
+    checks name them instead of skipping them."""
     neuro_not_evidence: list[NotEvidence] = field(default_factory=list)
     """ICANS assessments that could not be used: shown on the ICANS result, not the CRS card."""
     unavailable: dict[DataSource, str] = field(default_factory=dict)
