@@ -4,7 +4,8 @@ limit allows it, otherwise the reason is given instead.
 Source: Actemra (tocilizumab) US label, CRS section, and the CAR-T product labels as restated in
 ASCO 2021 (Santomasso, J Clin Oncol 2021;39:3978): 8 mg/kg IV over 1 h for weight >= 30 kg,
 12 mg/kg for < 30 kg, never more than 800 mg per dose; repeat only if no clinical improvement,
-at least 8 h apart; no more than 3 doses in 24 h and 4 in total for one CRS event.
+at least 8 h apart; no more than 3 doses in 24 h and 4 in total for one CRS event. The CRS indication is labelled
+from 2 years of age: under 2 no dose is offered (clinical-reference.md section 1, "Children").
 
 "In total" is per CRS event (clinical reference section 3): the doses of the current episode
 (``grading/episodes.py``) and of any episode resolved less than 7 days before it, plus, whatever
@@ -20,7 +21,7 @@ from datetime import datetime, timedelta
 
 from cds_hooks.grading.config import GradingConfig
 from cds_hooks.grading.episodes import Episode, crs_episodes
-from cds_hooks.reading.fhir_time import iso
+from cds_hooks.reading.fhir_time import age_in_years, iso
 from cds_hooks.reading.record import Administration, PatientRecord, Weight
 
 MG_PER_KG_ADULT = 8.0
@@ -37,6 +38,8 @@ NEXT_STEPS_WHEN_BLOCKED = (
     "next steps per guideline (ASCO 2021): corticosteroids (dexamethasone, or methylprednisolone for "
     "grade 4); for CRS refractory to tocilizumab and steroids, anakinra or siltuximab"
 )
+MIN_AGE_YEARS = 2
+"""Tocilizumab's CRS label (Actemra) starts at 2 years of age."""
 WEIGHT_STALE_AFTER = timedelta(days=30)
 """A weight older than this is still used but flagged [choice]."""
 
@@ -84,8 +87,10 @@ class DoseHistory:
 def dose_history(record: PatientRecord, at: datetime, config: GradingConfig | None = None) -> DoseHistory:
     """The doses charted by ``at``, and those of the current CRS event (see the module docstring)."""
     given = tuple(a for a in record.administrations if a.agent == "tocilizumab" and a.start <= at)
-    last = max(given, key=lambda a: a.start, default=None)
-    in_24h = sum(1 for a in given if a.start > at - timedelta(hours=24))
+    # A date-only dose counts at the latest it may have been given (capped at ``at``), so the
+    # interval and 24 h limits are never read in its favour.
+    last = max(given, key=lambda a: min(a.latest_start, at), default=None)
+    in_24h = sum(1 for a in given if min(a.latest_start, at) > at - timedelta(hours=24))
     recent_from = at - SAME_EVENT_WITHIN
     if all(a.start >= recent_from for a in given):
         # Every dose is recent and counts whatever the episodes say: no need to build them.
@@ -183,11 +188,27 @@ def weight_basis(record: PatientRecord, at: datetime, config: GradingConfig | No
     return WeightBasis(weight, per_kg, note, too_old)
 
 
+def _age_in_months(record: PatientRecord, at: datetime) -> int:
+    birth = record.birth_date
+    assert birth is not None
+    months = (at.year - birth.year) * 12 + (at.month - birth.month)
+    return months - 1 if at.day < birth.day else months
+
+
 def tocilizumab_advice(record: PatientRecord, at: datetime, config: GradingConfig | None = None) -> TocilizumabAdvice:
     """The dose allowed now, or why none is."""
     history = dose_history(record, at, config)
     last, in_24h, total = history.last, history.in_last_24h, history.total
     refused = TocilizumabAdvice(None, None, doses_last_24h=in_24h, doses_total=total, last_dose=last)
+    if record.birth_date is not None and age_in_years(record.birth_date, at) < MIN_AGE_YEARS:
+        months = _age_in_months(record, at)
+        return replace(
+            refused,
+            reason=(
+                f"patient is {months} months old: tocilizumab's CRS label starts at {MIN_AGE_YEARS} years, "
+                "so no dose is computed; dosing under 2 years only per paediatric specialist protocol"
+            ),
+        )
     if total >= MAX_DOSES_TOTAL:
         return replace(
             refused,
@@ -195,12 +216,14 @@ def tocilizumab_advice(record: PatientRecord, at: datetime, config: GradingConfi
         )
     if in_24h >= MAX_DOSES_PER_24H:
         return replace(refused, reason=f"{in_24h} doses in the last 24 h: the maximum is {MAX_DOSES_PER_24H}")
-    if last is not None and at - last.start < MIN_INTERVAL:
+    if last is not None and at - min(last.latest_start, at) < MIN_INTERVAL:
+        latest = min(last.latest_start, at)
+        dated = " (date-only time: counted at the latest it may have been given)" if last.start_latest else ""
         return replace(
             refused,
             reason=(
-                f"last dose at {iso(last.start)} ({last.reference}): "
-                f"the next is allowed from {iso(last.start + MIN_INTERVAL)}"
+                f"last dose at {iso(latest)}{dated} ({last.reference}): "
+                f"the next is allowed from {iso(latest + MIN_INTERVAL)}"
             ),
         )
     basis = weight_basis(record, at, config)

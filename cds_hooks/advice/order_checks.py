@@ -529,7 +529,10 @@ def _grade_level(result: GradeResult) -> tuple[int, str] | None:
 
 def _possible_masked_crs(crs: GradeResult) -> int:
     """The grade hypotension or hypoxia would give if this is CRS with its fever masked or not
-    charted (clinical reference, safety rules): 0 when there is no such sign."""
+    charted (clinical reference, safety rules): 0 when there is no such sign. The grader's own
+    ``possible_grade`` when it gives one; otherwise read from the components."""
+    if crs.possible_grade is not None:
+        return crs.possible_grade
     fever = crs.components.get("fever")
     masked = fever in ("masked", "unknown") or any(a.startswith("fever may be masked") for a in crs.alerts)
     signs = [v for k in ("hypotensionGrade", "hypoxiaGrade") if isinstance(v := crs.components.get(k), int)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from cds_hooks.advice.dosing import TocilizumabAdvice, tocilizumab_advice
 from cds_hooks.grading import GRADERS, GradeResult, GradingConfig
@@ -85,7 +86,13 @@ def evaluate(
     skip: dict[str, str] = {}
     for _ in range(len(resources) + 1):  # each round drops at least one resource
         record = extract_record(
-            resources, grading.terminology, grading.units, patient_id=patient_id, ice_form=ice_form, skip=skip
+            resources,
+            grading.terminology,
+            grading.units,
+            patient_id=patient_id,
+            ice_form=ice_form,
+            skip=skip,
+            site_zone=ZoneInfo(grading.config.site_timezone) if grading.config.site_timezone else None,
         )
         # ICANS data never change the CRS grade: their absence is said on the ICANS result only.
         record.unavailable.update({k: v for k, v in (unavailable or {}).items() if k is not DataSource.ICANS})

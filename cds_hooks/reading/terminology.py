@@ -27,7 +27,14 @@ def _builtin_mappings_dir() -> Path:
 BUILTIN_MAPPINGS_DIR = _builtin_mappings_dir()
 """The mapping files shipped with the service (packaged into the wheel, see pyproject)."""
 
-MAPPING_FILES = ("observations.yaml", "oxygen-support.yaml", "medications.yaml", "conditions.yaml", "icans.yaml")
+MAPPING_FILES = (
+    "observations.yaml",
+    "oxygen-support.yaml",
+    "medications.yaml",
+    "conditions.yaml",
+    "icans.yaml",
+    "routes.yaml",
+)
 
 
 MEMO_LIMIT = 50_000
@@ -49,6 +56,8 @@ class ConceptKind(StrEnum):
     """Condition codes and names that signal an active infection (order checks)."""
     NEUROLOGIC = "neurologic"
     """ICANS assessments (Observation codes) and their coded answers (``icans.py``)."""
+    ROUTE = "route"
+    """Routes of administration: whether a vasoactive drug is vasopressor support."""
 
 
 class MedicationRole(StrEnum):
@@ -95,6 +104,8 @@ OXYGEN_SUPPORT_CONCEPTS = frozenset(
 CONDITION_CONCEPTS = frozenset({"cytokine_release_syndrome"})
 LABORATORY_CONCEPTS = frozenset({"blood_culture"})
 INFECTION_CONCEPTS = frozenset({"active_infection"})
+ROUTE_CONCEPTS = frozenset({"vascular_route", "non_vascular_route"})
+"""Vascular (intravenous, intraosseous): vasopressor support; non-vascular: not (eye drops...)."""
 NEUROLOGIC_CONCEPTS = frozenset(
     {
         # Observation codes: what was assessed (no LOINC code exists for ICE or CAPD).
@@ -171,6 +182,7 @@ class _ConceptEntry(BaseModel):
             ConceptKind.LABORATORY: LABORATORY_CONCEPTS,
             ConceptKind.INFECTION: INFECTION_CONCEPTS,
             ConceptKind.NEUROLOGIC: NEUROLOGIC_CONCEPTS,
+            ConceptKind.ROUTE: ROUTE_CONCEPTS,
         }.get(self.kind)
         if allowed is not None and self.id not in allowed:
             raise ValueError(f"unknown {self.kind.value} concept {self.id!r}; known: {sorted(allowed)}")
