@@ -21,8 +21,12 @@ from cds_hooks.errors import ConfigurationError
 from cds_hooks.settings import Settings
 from cds_hooks.web.app import create_app
 from cds_hooks.web.auth import JwksCache, Unauthorized
+from cds_hooks.web.routes import cds_services, course, feedback
+from cds_hooks.web.security import authenticate
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from fastapi import APIRouter
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from pydantic import ValidationError
@@ -395,3 +399,18 @@ def test_jwks_recovers_after_the_backoff() -> None:
             return str(key.key_id), route.call_count
 
     assert asyncio.run(run()) == ("ec-1", 2)
+
+
+@pytest.mark.parametrize(
+    "router",
+    [
+        pytest.param(cds_services.router, id="discovery-and-hooks"),
+        pytest.param(course.router, id="course"),
+        pytest.param(feedback.router, id="feedback"),
+    ],
+)
+def test_every_cds_router_requires_the_client_token(router: APIRouter) -> None:
+    """Authentication is a router dependency: a CDS route added later cannot forget it."""
+    assert router.routes
+    assert all(isinstance(r, APIRoute) and r.path.startswith("/cds-services") for r in router.routes)
+    assert authenticate in {dependency.dependency for dependency in router.dependencies}
