@@ -294,12 +294,11 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from cds_hooks.logging_setup import configure_logging  # noqa: PLC0415
     from cds_hooks.web.app import create_app  # noqa: PLC0415
+    from cds_hooks.web.server import uvicorn_options  # noqa: PLC0415
 
     configure_logging(settings.log_level)
     app = create_app(settings)
-    uvicorn.run(
-        app, host=args.host or settings.host, port=args.port or settings.port, log_config=None, access_log=False
-    )
+    uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port, **uvicorn_options())
     return 0
 
 
