@@ -229,6 +229,23 @@ class Size:
     memory_request: str
 
 
+V5_ONLY_FIELDS = {"patches", "labels", "replacements", "components", "sortOptions", "helmCharts", "openapi"}
+"""Kustomization fields the kustomize of Debian's kubectl 1.20 (v2.0.3) does not know."""
+
+
+@pytest.mark.parametrize("target", TARGET_PARAMS)
+def test_kustomization_uses_only_what_kustomize_v2_reads(target: str) -> None:
+    """Where only a current kubectl is installed, the comparison above is skipped: this keeps a
+    v5-only field, an ``envs`` generator or a directory in ``resources`` (all unreadable by
+    v2.0.3, what ``.ci/run`` installs on a new machine) out of the files."""
+    kustomization = yaml.safe_load((TARGETS[target] / "kustomization.yaml").read_text())
+    assert sorted(V5_ONLY_FIELDS & set(kustomization)) == []
+    generators = kustomization.get("configMapGenerator", []) + kustomization.get("secretGenerator", [])
+    assert all("envs" not in generator for generator in generators)
+    directories = [r for r in kustomization.get("resources", []) if (TARGETS[target] / r).is_dir()]
+    assert directories == [], "kustomize v2 takes a directory only in bases"
+
+
 @pytest.mark.parametrize(
     ("target", "size"),
     [
