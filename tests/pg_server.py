@@ -60,10 +60,16 @@ class RunningPostgres:
         self._run(
             _binary("initdb"), "-D", str(data), "-A", "trust", "-U", self._as_user or pwd.getpwuid(os.geteuid()).pw_name
         )
+        self.resume()
+
+    def resume(self) -> None:
+        """Start the server process on the existing data directory (after ``pause``)."""
+        if self._tmp is None:
+            raise RuntimeError("not started")
         self._run(
             _binary("pg_ctl"),
             "-D",
-            str(data),
+            str(self._tmp / "data"),
             "-l",
             str(self._tmp / "server.log"),
             "-w",
@@ -73,6 +79,17 @@ class RunningPostgres:
             f"-c listen_addresses='' -k {self._tmp} -c fsync=on",
             "start",
         )
+
+    def pause(self) -> None:
+        """Stop the server process, keeping its data: what a maintenance restart looks like."""
+        if self._tmp is None:
+            raise RuntimeError("not started")
+        self._run(_binary("pg_ctl"), "-D", str(self._tmp / "data"), "-m", "fast", "-w", "stop")
+
+    def restart(self) -> None:
+        """``pg_ctl restart``: every open connection is cut."""
+        self.pause()
+        self.resume()
 
     def stop(self) -> None:
         if self._tmp is None:

@@ -27,8 +27,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FeedbackSt
     else:
         server: RunningPostgres = request.getfixturevalue("postgres")
         opened = FeedbackStore.open(server.url)
-        for table in ("feedback", "issued_card"):
-            opened._conn.execute(f"DELETE FROM {table}")
+        opened.database.run(lambda tx: [tx.execute(f"DELETE FROM {table}") for table in ("feedback", "issued_card")])
     yield opened
     opened.close()
 
@@ -111,3 +110,49 @@ def test_the_service_stores_feedback_in_postgres_when_configured(postgres: Runni
         assert len(rows) == 1 and rows[0]["outcome"] == "overridden"
     finally:
         check.close()
+
+
+# -- the database restarts: the store reconnects by itself --------------------------------------
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[RunningPostgres]:
+    """A server of its own: these tests stop and restart it."""
+    with RunningPostgres() as server:
+        yield server
+
+
+def test_postgres_restart_is_survived_without_reopening_the_store(own_postgres: RunningPostgres) -> None:
+    store = FeedbackStore.open(own_postgres.url)
+    try:
+        before = _card()
+        store.record_cards([before])
+        own_postgres.restart()  # every open connection is cut
+        after = _card()
+        store.record_cards([after])  # reconnects by itself, no restart of the service
+        assert {r["card_uuid"] for r in store.card_rows()} == {before.card_uuid, after.card_uuid}
+        assert store.database.health().state == "up"
+    finally:
+        store.close()
+
+
+def test_postgres_down_is_a_clear_unavailable_then_recovers(own_postgres: RunningPostgres) -> None:
+    from cds_hooks.stores.database import Database, StoreUnavailable
+
+    clock = [0.0]
+    store = FeedbackStore(Database(own_postgres.url, clock=lambda: clock[0]))
+    try:
+        own_postgres.pause()
+        with pytest.raises(StoreUnavailable):
+            store.record_cards([_card()])
+        assert store.database.health().state == "down"
+        with pytest.raises(StoreUnavailable):  # inside the backoff: no new connection attempt
+            store.record_feedback("crs-grade", [_item("x")])
+        own_postgres.resume()
+        clock[0] += 60.0  # past the backoff, without sleeping in a test
+        card = _card()
+        store.record_cards([card])
+        assert [r["card_uuid"] for r in store.card_rows()] == [card.card_uuid]
+        assert store.database.health().state == "up"
+    finally:
+        store.close()

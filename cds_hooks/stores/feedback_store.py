@@ -11,16 +11,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from cds_hooks.stores.database import Database, Transaction, sqlite_path
+
+__all__ = [
+    "FeedbackItem",
+    "FeedbackRequest",
+    "FeedbackStore",
+    "IssuedCard",
+    "patient_hash",
+    "sqlite_path",
+]
 
 _CARD_TABLE = """
 CREATE TABLE IF NOT EXISTS issued_card (
@@ -118,80 +125,39 @@ class IssuedCard:
     """(suggestion uuid, label)."""
 
 
-def sqlite_path(database_url: str) -> Path:
-    """``sqlite:///relative.db`` or ``sqlite:////abs/path.db`` -> a path."""
-    prefix = "sqlite:///"
-    if not database_url.startswith(prefix):
-        raise ValueError("not a sqlite:/// database URL")
-    return Path(database_url[len(prefix) :])
-
-
-class _Connection(Protocol):
-    """What the store needs of a DB-API connection (sqlite3 and psycopg both offer it)."""
-
-    def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
-
-    def close(self) -> None: ...
-
-
 class FeedbackStore:
-    """Cards and feedback in one database; a lock serialises this process's use of its connection.
+    """Cards and feedback in one database (see :class:`~cds_hooks.stores.database.Database`).
 
     SQL is written once with ``?`` placeholders and ``ON CONFLICT DO NOTHING`` (both SQLite and
-    PostgreSQL understand it); PostgreSQL gets ``%s`` placeholders.
+    PostgreSQL understand it), so a write retried after a reconnect is stored once.
     """
 
-    def __init__(self, conn: _Connection, *, postgres: bool, description: str) -> None:
-        self._conn = conn
-        self._postgres = postgres
-        self._lock = threading.Lock()
-        self.description = description
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.description = database.description
         identity = (
-            "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY" if postgres else "INTEGER PRIMARY KEY AUTOINCREMENT"
+            "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
+            if database.postgres
+            else "INTEGER PRIMARY KEY AUTOINCREMENT"
         )
-        with self._transaction():
-            for statement in (_CARD_TABLE, _FEEDBACK_TABLE.format(identity=identity), _FEEDBACK_INDEX):
-                self._conn.execute(statement)
+        database.ensure_schema([_CARD_TABLE, _FEEDBACK_TABLE.format(identity=identity), _FEEDBACK_INDEX])
 
     @classmethod
     def open(cls, database_url: str) -> FeedbackStore:
         """SQLite (``sqlite:///path``; WAL) or PostgreSQL (``postgresql://...``)."""
-        if database_url.startswith(("postgresql://", "postgres://")):
-            import psycopg  # noqa: PLC0415  (optional dependency: only PostgreSQL sites install it)
-
-            pg = psycopg.connect(database_url, autocommit=True)
-            return cls(pg, postgres=True, description="PostgreSQL")
-        path = sqlite_path(database_url)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lite = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
-        lite.execute("PRAGMA journal_mode=WAL")
-        lite.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process crash; see README
-        return cls(lite, postgres=False, description=f"SQLite {path}")
-
-    def _sql(self, statement: str) -> str:
-        return statement.replace("?", "%s") if self._postgres else statement
-
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        with self._lock:
-            self._conn.execute("BEGIN" if self._postgres else "BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        return cls(Database(database_url))
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self.database.close()
 
     def record_cards(self, cards: Sequence[IssuedCard]) -> None:
+        """Committed before it returns; raises StoreUnavailable when the database is down."""
         now = datetime.now(UTC).isoformat()
-        with self._transaction():
+
+        def write(tx: Transaction) -> None:
             for c in cards:
-                self._conn.execute(
-                    self._sql(_INSERT_CARD),
+                tx.execute(
+                    _INSERT_CARD,
                     (
                         c.card_uuid,
                         c.service_id,
@@ -207,17 +173,20 @@ class FeedbackStore:
                     ),
                 )
 
+        self.database.run(write)
+
     def record_feedback(self, service_id: str, items: Sequence[FeedbackItem]) -> int:
         """Store each item once; returns how many were new. Committed before it returns."""
         now = datetime.now(UTC).isoformat()
-        added = 0
-        with self._transaction():
+
+        def write(tx: Transaction) -> int:
+            added = 0
             for item in items:
-                found = self._conn.execute(self._sql("SELECT 1 FROM issued_card WHERE card_uuid = ?"), (item.card,))
+                found = tx.execute("SELECT 1 FROM issued_card WHERE card_uuid = ?", (item.card,))
                 matched = found.fetchone() is not None
                 reason = item.overrideReason.reason if item.overrideReason else None
-                cursor = self._conn.execute(
-                    self._sql(_INSERT_FEEDBACK),
+                cursor = tx.execute(
+                    _INSERT_FEEDBACK,
                     (
                         item.key(service_id),
                         service_id,
@@ -233,13 +202,17 @@ class FeedbackStore:
                     ),
                 )
                 added += max(cursor.rowcount, 0)
-        return added
+            return added
+
+        return self.database.run(write)
 
     def _query(self, statement: str) -> list[dict[str, Any]]:
-        with self._lock:
-            cursor = self._conn.execute(statement)
+        def read(tx: Transaction) -> list[dict[str, Any]]:
+            cursor = tx.execute(statement)
             names = [d[0] for d in cursor.description]
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+        return self.database.run(read)
 
     def feedback_rows(self) -> list[dict[str, Any]]:
         return self._query("SELECT * FROM feedback ORDER BY id")
