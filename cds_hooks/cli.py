@@ -1,5 +1,6 @@
 """The ``crs-cds`` command: ``serve`` runs the service, ``grade`` grades one patient from a file
-or from a FHIR server (``--fhir-server URL --patient ID``).
+or from a FHIR server (``--fhir-server URL --patient ID``), ``watch`` watches a unit's patients and
+sends alerts (``cds_hooks/watch/``).
 
 ``grade`` uses the same extraction, grading and evidence checks as the hook, so what a clinician
 or analyst sees on the command line is what the card says. From a FHIR server it goes through the
@@ -171,6 +172,8 @@ def as_text(evaluation: Evaluation) -> str:
         grade = "indeterminate" if result.grade is None else str(result.grade)
         if result.grade is None and result.grade_at_least:
             grade += f" (at least {result.grade_at_least})"
+        if result.grade is None and result.possible_grade is not None:
+            grade += f" (possible grade {result.possible_grade} if CRS)"
         worst = "" if result.worst_grade is None else f", worst {result.worst_grade} in the look-back window"
         lines.append(f"{result.system}: grade {grade} at {iso(result.at)}{worst}")
         for e in result.evidence:
@@ -270,6 +273,35 @@ def _cmd_feedback_report(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
+    """Watch the configured patients (issue 15); the watcher's modules load only for this command."""
+    from cds_hooks.watch.access import AccessError  # noqa: PLC0415
+    from cds_hooks.watch.config import WatchConfig, WatchConfigError  # noqa: PLC0415
+    from cds_hooks.watch.service import run_watch  # noqa: PLC0415
+    from cds_hooks.watch.worker import CycleReport  # noqa: PLC0415
+    from cds_hooks.web.app import build_service  # noqa: PLC0415
+
+    try:
+        config = WatchConfig.from_settings(settings)
+    except WatchConfigError as exc:
+        raise InputError(str(exc)) from None
+    grading = build_service(settings).grading
+    configure_logging(settings.log_level)
+
+    def print_report(report: CycleReport) -> None:
+        sys.stdout.write(orjson.dumps(report.to_json()).decode() + "\n")
+        sys.stdout.flush()
+
+    try:
+        last = asyncio.run(run_watch(config, grading, once=args.once, on_cycle=print_report))
+    except AccessError as exc:
+        raise InputError(str(exc)) from None
+    if args.once and last is not None and last.error is not None:
+        sys.stderr.write(f"crs-cds: watch cycle failed: {last.error}\n")
+        return EXIT_UNAVAILABLE
+    return 0
+
+
 def _rate(part: int, whole: int) -> str:
     return f"{100 * part / whole:.0f} %" if whole else "-"
 
@@ -301,6 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("feedback-report", help="acceptance and override rates by grade and by suggestion")
     report.add_argument("--database", help="sqlite:///path or postgresql://... (default CRS_CDS_DATABASE_URL)")
     report.add_argument("--json", action="store_true", help="print the report as JSON")
+    watch = sub.add_parser(
+        "watch",
+        help="re-grade the watched patients every CRS_CDS_WATCH_INTERVAL_S and send grade-rise and stale-data "
+        "alerts to CRS_CDS_WATCH_WEBHOOK_URL",
+    )
+    watch.add_argument("--once", action="store_true", help="run one cycle and exit (tests, cron)")
     return parser
 
 
@@ -312,6 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_serve(args, settings)
         if args.command == "feedback-report":
             return _cmd_feedback_report(args, settings)
+        if args.command == "watch":
+            return _cmd_watch(args, settings)
         return _cmd_grade(args, settings)
     except (InputError, MappingError, ConfigurationError) as exc:
         sys.stderr.write(f"crs-cds: {exc}\n")

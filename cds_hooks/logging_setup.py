@@ -40,3 +40,10 @@ def configure_logging(level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx and httpcore log every request URL (at info and debug), and a FHIR search URL names the
+    # patient (``Observation?patient=<id>``): no patient identifier in any log line, at any level.
+    for chatty in QUIET_LIBRARIES:
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
+QUIET_LIBRARIES = ("httpx", "httpcore")

@@ -6,14 +6,32 @@ with a half-read configuration would grade with windows nobody chose.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cds_hooks.grading import GRADERS, GradingConfig
+from cds_hooks.grading.config import DEFAULT_MASKING_WINDOWS_HOURS
+
+_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _https_or_loopback(value: str, name: str) -> str:
+    """https, or http to this machine (the host itself is compared, so ``localhost.example`` fails)."""
+    parts = urlsplit(value)
+    loopback = parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS
+    if not parts.netloc or not (parts.scheme == "https" or loopback):
+        raise ValueError(f"{name} must be https (or http on a loopback address for local use)")
+    if parts.username or parts.password:
+        raise ValueError(f"{name} must not carry credentials")
+    return value
 
 
 def _split(value: object) -> object:
@@ -41,12 +59,23 @@ class Settings(BaseSettings):
     oxygen_recency_hours: float = Field(default=12.0, gt=0, le=72)
     worst_grade_window_hours: float = Field(default=72.0, gt=0, le=720)
     spo2_alert_percent: float = Field(default=92.0, ge=50, le=100)
+    masking_windows_hours: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
+    """Overrides of the masked-fever windows after prophylaxis, ``agent_or_role=hours`` comma-separated
+    (``tocilizumab=336,anakinra=24,corticosteroid=72,antipyretic=8``); the rest keep their defaults."""
+    site_timezone: str | None = None
+    """IANA time zone a date-only FHIR time is read in (its calendar day); unset: any UTC offset."""
 
     icans: bool = True
     """Grade ICANS (ASTCT 2019) beside CRS and answer with its own card; adds the optional
     ``icansAssessments`` and ``iceQuestionnaires`` prefetch keys."""
     icans_window_hours: float = Field(default=24.0, gt=0, le=168)
     """ICANS assessments older than this are not the current state [choice]."""
+    dosing_weight_max_age_days: float = Field(default=90.0, gt=0, le=3650)
+    """The oldest body weight a tocilizumab dose is computed from [choice]; older: no dose."""
+    icans_overdue_hours: float = Field(default=12.0, gt=0, le=168)
+    """An ICE/CAPD assessment is overdue this long after the last one while ICANS is followed [choice]."""
+    icans_followed_days: float = Field(default=7.0, gt=0, le=60)
+    """ICANS is followed when an ICE, CAPD or a finding of grade >= 1 was charted this recently [choice]."""
     ice_questionnaire_file: Path | None = None
     """The site's ICE form item map (default: the built-in ``mappings/ice-questionnaire.yaml``)."""
 
@@ -101,8 +130,55 @@ class Settings(BaseSettings):
     """Card and feedback store: a SQLite file (relative to the working directory by default) or
     ``postgresql://user@host/db`` when several replicas share one store."""
 
+    # -- the ward watcher (``crs-cds watch``, issue 15) ------------------------------------------
+    watch_fhir_server: str | None = None
+    """The FHIR base URL the watcher reads; must be on ``fhir_server_allowlist``."""
+    watch_patients: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Patient ids to watch (comma-separated); or ``watch_group``."""
+    watch_group: str | None = None
+    """Id of a FHIR Group on the watched server whose Patient members are watched (re-read each cycle)."""
+    watch_interval_s: float = Field(default=300.0, gt=0, le=86_400)
+    watch_token: SecretStr | None = None
+    """A static bearer token for the watched server (tests and simple sites)."""
+    watch_client_id: str | None = None
+    """SMART Backend Services client id; with ``watch_private_key_file`` instead of a static token."""
+    watch_private_key_file: Path | None = None
+    """PEM private key (RSA for RS384, P-384 EC for ES384) that signs the client assertion."""
+    watch_key_id: str | None = None
+    """``kid`` of that key in the JWKS the site registered for the client."""
+    watch_scope: str = (
+        "system/Patient.rs system/Group.rs system/Observation.rs system/MedicationAdministration.rs "
+        "system/Procedure.rs system/Condition.rs system/QuestionnaireResponse.rs"
+    )
+    watch_webhook_url: str | None = None
+    """Where alerts are POSTed: https, or http on loopback."""
+    watch_webhook_secret: SecretStr | None = None
+    """HMAC-SHA256 key of the ``X-CRS-CDS-Signature`` header (at least 16 characters)."""
+    watch_webhook_attempts: int = Field(default=5, ge=1, le=20)
+    """Attempts per alert and cycle; an undelivered alert is tried again next cycle (same id)."""
+    watch_webhook_backoff_s: float = Field(default=1.0, ge=0, le=300)
+    """Wait before the second attempt; doubled before each further one."""
+    watch_webhook_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    watch_stale_after_hours: float = Field(default=8.0, gt=0, le=168)
+    """An unresolved episode with no temperature (or, with ICANS graded, no assessment) for this long
+    raises one ``stale-data`` alert [choice]."""
+    watch_full_read_s: float = Field(default=3600.0, gt=0, le=7 * 86_400)
+    """Re-read each patient in full this often (``_lastUpdated`` misses deletions)."""
+    watch_lease_s: float = Field(default=900.0, gt=0, le=86_400)
+    """How long the working watcher's lease lasts without renewal; must exceed the interval."""
+    watch_fetch_budget_s: float = Field(default=30.0, gt=0, le=600)
+    """Time for all FHIR queries of one patient in one cycle."""
+    watch_writeback: Literal["none", "communication", "flag"] = "none"
+    """Also write each alert back to the FHIR server as a Communication or a Flag."""
+
     @field_validator(
-        "mapping_files", "systems", "fhir_server_allowlist", "cors_origins", "smart_issuer_allowlist", mode="before"
+        "mapping_files",
+        "systems",
+        "fhir_server_allowlist",
+        "cors_origins",
+        "smart_issuer_allowlist",
+        "watch_patients",
+        mode="before",
     )
     @classmethod
     def _comma_separated(cls, value: object) -> object:
@@ -159,11 +235,95 @@ class Settings(BaseSettings):
             raise ValueError("public_base_url must be https (or http on a loopback address for local use)")
         return value.rstrip("/")
 
+    @field_validator("watch_patients")
+    @classmethod
+    def _watch_ids(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not _FHIR_ID.match(v)]
+        if bad:
+            raise ValueError(f"{len(bad)} watched patient id(s) are not FHIR ids ([A-Za-z0-9-.]{{1,64}})")
+        return value
+
+    @field_validator("watch_group")
+    @classmethod
+    def _watch_group_id(cls, value: str | None) -> str | None:
+        if value is not None and not _FHIR_ID.match(value):
+            raise ValueError("watch_group must be a FHIR id ([A-Za-z0-9-.]{1,64})")
+        return value
+
+    @field_validator("watch_webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        return None if value is None else _https_or_loopback(value, "watch_webhook_url")
+
+    @field_validator("watch_webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("watch_webhook_secret must be at least 16 characters")
+        return value
+
+    @field_validator("watch_private_key_file")
+    @classmethod
+    def _key_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"watch private key file not found: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _watch_consistent(self) -> Self:
+        if self.watch_fhir_server is not None:
+            base = self.watch_fhir_server.strip().rstrip("/")
+            if base not in self.fhir_server_allowlist:
+                raise ValueError("watch_fhir_server must be on fhir_server_allowlist")
+        if self.watch_patients and self.watch_group is not None:
+            raise ValueError("set watch_patients or watch_group, not both")
+        if self.watch_token is not None and self.watch_client_id is not None:
+            raise ValueError("set watch_token or watch_client_id (SMART Backend Services), not both")
+        if (self.watch_client_id is None) != (self.watch_private_key_file is None):
+            raise ValueError("watch_client_id and watch_private_key_file go together")
+        if self.watch_lease_s <= self.watch_interval_s:
+            raise ValueError("watch_lease_s must be longer than watch_interval_s (the worker renews it each cycle)")
+        return self
+
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
         if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError("database_url must be sqlite:///<path> or postgresql://...")
+        return value
+
+    @field_validator("masking_windows_hours", mode="before")
+    @classmethod
+    def _windows(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs: dict[str, str] = {}
+        for item in value.split(","):
+            if not item.strip():
+                continue
+            name, sep, hours = item.partition("=")
+            if not sep or not name.strip():
+                raise ValueError(f"masking window {item!r} is not agent_or_role=hours")
+            pairs[name.strip()] = hours.strip()
+        return pairs
+
+    @field_validator("masking_windows_hours")
+    @classmethod
+    def _windows_in_range(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, hours in value.items():
+            if not 0 <= hours <= 24 * 90:
+                raise ValueError(f"masking window {name}={hours:g} h is outside 0-2160 h")
+        return value
+
+    @field_validator("site_timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"site_timezone {value!r} is not a known IANA time zone") from exc
         return value
 
     @field_validator("evaluation_time")
@@ -181,4 +341,7 @@ class Settings(BaseSettings):
             oxygen_recency_hours=self.oxygen_recency_hours,
             worst_grade_window_hours=self.worst_grade_window_hours,
             spo2_alert_percent=self.spo2_alert_percent,
+            dosing_weight_max_age_days=self.dosing_weight_max_age_days,
+            masking_windows_hours=tuple({**dict(DEFAULT_MASKING_WINDOWS_HOURS), **self.masking_windows_hours}.items()),
+            site_timezone=self.site_timezone,
         )

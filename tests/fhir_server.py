@@ -65,7 +65,13 @@ class RunningFhirServer:
         startup_timeout: float = 30.0,
         stop_timeout: float = 10.0,
         python: str = sys.executable,
+        server_auth: Mapping[str, Any] | None = None,
+        load_token: str | None = None,
     ) -> None:
+        """``server_auth`` is sekmet's ``server_auth`` block (default: no authentication); with
+        one, ``load_token`` is a static bearer it accepts, which :meth:`load` sends."""
+        self._server_auth = dict(server_auth) if server_auth is not None else {"types": ["none"]}
+        self._load_token = load_token
         self._startup_timeout = startup_timeout
         self._stop_timeout = stop_timeout
         self._python = python
@@ -128,7 +134,7 @@ class RunningFhirServer:
             "db_path": str(workdir / f"fhir-{port}.sqlite"),
             "data_dir": str(workdir / "data"),
             "own_private_key_path": str(workdir / "keys" / "private.pem"),
-            "server_auth": {"types": ["none"]},
+            "server_auth": self._server_auth,
             "validation": {"inbound": "strict"},  # malformed fixtures fail loudly at load time
             "simulator": {"enabled": False},  # otherwise it invents resources after some writes
             "log_inbound": False,  # no per-request body logging into the database
@@ -223,6 +229,7 @@ class RunningFhirServer:
             headers={
                 "Content-Type": "application/fhir+json",
                 "Accept": "application/fhir+json",
+                **({"Authorization": f"Bearer {self._load_token}"} if self._load_token else {}),
             },
         )
         if response.status_code != 200:

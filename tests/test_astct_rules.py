@@ -94,6 +94,8 @@ class Expect:
     components: Mapping[str, str | int] = field(default_factory=dict)
     details: Mapping[str, str] = field(default_factory=dict)
     """reference -> fragment of the detail of its evidence."""
+    possible: int | _Unset | None = UNSET
+    """Indeterminate: the grade if the unknown is CRS (masked fever, no temperature)."""
 
 
 def run(
@@ -115,6 +117,8 @@ def check(result: GradeResult, expect: Expect) -> None:
     assert result.grade_at_least == expect.at_least, f"gradeAtLeast {result.grade_at_least}"
     if expect.grade is not None:
         assert not result.missing, f"graded, yet missing: {result.missing}"
+    if not isinstance(expect.possible, _Unset):
+        assert result.possible_grade == expect.possible, f"possible grade {result.possible_grade}"
     if not isinstance(expect.worst, _Unset):
         assert result.worst_grade == expect.worst, f"worst grade {result.worst_grade}, expected {expect.worst}"
     cited = result.references
@@ -334,7 +338,7 @@ HYPOTENSION_CASES = [
         id="adult-SBP-89->grade-2",
     ),
     pytest.param(
-        [ADULT, FEVER, bp_panel("bp", 90, 50)],
+        [ADULT, FEVER, bp_panel("bp", 90, 60)],
         Expect(1, cited=("Observation/bp",), components={"hypotensionGrade": 0}),
         id="adult-SBP-90->grade-1",
     ),
@@ -984,8 +988,14 @@ MASKING_CASES = [
             AFEBRILE,
             LOW_BP,
         ],
-        Expect(0, alerts=("fever may be masked",), components={"fever": "not met"}),
-        id="steroid-premedication-before-prior-fever->grade-0+alert",
+        Expect(
+            None,
+            at_least=0,
+            possible=2,
+            missing=("possible CRS with masked fever: grade 2 if CRS",),
+            components={"fever": "not met"},
+        ),
+        id="steroid-premedication-before-prior-fever-within-72h+SBP-85->possible-grade-2",
     ),
     pytest.param(
         [
@@ -995,13 +1005,25 @@ MASKING_CASES = [
             AFEBRILE,
             LOW_BP,
         ],
-        Expect(0, alerts=("fever may be masked",), components={"fever": "not met"}),
-        id="steroid-before-CRS-Condition-onset->grade-0+alert",
+        Expect(
+            None,
+            at_least=0,
+            possible=2,
+            missing=("possible CRS with masked fever: grade 2 if CRS",),
+            components={"fever": "not met"},
+        ),
+        id="steroid-before-CRS-Condition-onset-within-72h+SBP-85->possible-grade-2",
     ),
     pytest.param(
         [ADULT, medication_administration("dex", DEXAMETHASONE, hours_before=30), AFEBRILE, LOW_BP],
-        Expect(0, alerts=("fever may be masked",), components={"fever": "not met"}),
-        id="steroid-premedication-without-any-CRS->grade-0+alert",
+        Expect(
+            None,
+            at_least=0,
+            possible=2,
+            missing=("possible CRS with masked fever: grade 2 if CRS",),
+            components={"fever": "not met"},
+        ),
+        id="steroid-premedication-without-any-CRS-30h+SBP-85->possible-grade-2",
     ),
     pytest.param(
         [
@@ -1043,8 +1065,8 @@ MASKING_CASES = [
             NORMAL_BP,
             dev("nrb", NRB),
         ],
-        Expect(0, rejected={"Condition/crs": "resolved"}, components={"fever": "not met"}),
-        id="resolved-D89.832-no-masking->grade-0",
+        Expect(None, at_least=0, possible=3, rejected={"Condition/crs": "resolved"}, components={"fever": "not met"}),
+        id="resolved-D89.832-no-established-masking+dex-30h-on-NRB->possible-grade-3",
     ),
     pytest.param(
         [
@@ -1055,8 +1077,8 @@ MASKING_CASES = [
             NORMAL_BP,
             dev("nrb", NRB),
         ],
-        Expect(0, rejected={"Condition/crs": "inactive"}),
-        id="inactive-D89.832-no-masking->grade-0",
+        Expect(None, at_least=0, possible=3, rejected={"Condition/crs": "inactive"}),
+        id="inactive-D89.832-no-established-masking+dex-30h-on-NRB->possible-grade-3",
     ),
     pytest.param(
         [ADULT, PRIOR_FEVER, TOCI_60H, AFEBRILE, NORMAL_BP],
@@ -1070,8 +1092,8 @@ MASKING_CASES = [
     ),
     pytest.param(
         [ADULT, temperature("t-prior", 38.6, hours_before=24 + 15 * 24), TOCI_60H, AFEBRILE, LOW_BP],
-        Expect(0, not_cited=("MedicationAdministration/toci",), components={"fever": "not met"}),
-        id="fever-15-days-before-window-not-prior-CRS->grade-0",
+        Expect(None, at_least=0, possible=2, components={"fever": "not met"}),
+        id="fever-15-days-before-window-not-prior-CRS+tocilizumab-60h->possible-grade-2",
     ),
     pytest.param(
         [
@@ -1082,8 +1104,8 @@ MASKING_CASES = [
             AFEBRILE,
             LOW_BP,
         ],
-        Expect(0, not_cited=("Observation/t-prior",)),
-        id="fever-before-CAR-T-infusion-not-prior-CRS->grade-0",
+        Expect(None, at_least=0, possible=2, not_cited=("Observation/t-prior",)),
+        id="fever-before-CAR-T-infusion-not-prior-CRS+tocilizumab-60h->possible-grade-2",
     ),
     pytest.param(
         [
@@ -1120,7 +1142,6 @@ REJECTED_TEMPERATURES = [
     ("no-unit", temperature("t", 38.5, None), "unit missing"),
     ("entered-in-error", temperature("t", 38.5, status="entered-in-error"), "entered-in-error"),
     ("cancelled", temperature("t", 38.5, status="cancelled"), "cancelled"),
-    ("date-only-time", temperature("t", 38.5, effective="2025-03-04"), "date only"),
     ("out-of-range-60-Cel", temperature("t", 60.0), "plausible range"),
     ("out-of-range-140-degF", temperature("t", 140.0, "[degF]"), "plausible range"),
     ("another-patient", temperature("t", 38.5, patient_id="p2"), "another patient"),

@@ -21,7 +21,19 @@ from cds_hooks.web.app import create_app
 from fastapi.testclient import TestClient
 
 from card_checks import check_card, empty_values, validate_r4
-from fhir_builders import LOINC, PATIENT_ID, Resource, T, concept, patient, reference, when
+from fhir_builders import (
+    LOINC,
+    PATIENT_ID,
+    Resource,
+    T,
+    concept,
+    medication_administration,
+    patient,
+    reference,
+    rxnorm,
+    temperature,
+    when,
+)
 from hook_requests import patient_view, prefetch_from_bundle
 
 ICANS = "http://hospital.example.org/fhir/CodeSystem/icans"
@@ -113,7 +125,9 @@ def grade(grading: Grading, *resources: Resource, age: int = 45) -> Evaluation:
     ],
 )
 def test_every_ice_band(grading: Grading, score: int, expected: int) -> None:
-    result = grade(grading, ice(score)).icans
+    # ICE 0 is 3 only when the patient is charted awake (issue 16: alone it is "at least 3").
+    awake = [loc("LOC-ALERT")] if score == 0 else []
+    result = grade(grading, ice(score), *awake).icans
     assert result is not None
     assert result.grade == expected
     assert ice_grade(score) == expected
@@ -174,7 +188,7 @@ def test_ice_score_with_generalised_seizure_is_grade_3(grading: Grading) -> None
     ("resources", "expected"),
     [
         pytest.param([capd(0)], 0, id="CAPD-0->0"),
-        pytest.param([capd(4)], 1, id="CAPD-4->1"),
+        pytest.param([capd(4), loc("LOC-ALERT")], 1, id="CAPD-4+alert->1"),
         pytest.param([capd(8), loc("LOC-VOICE")], 2, id="CAPD-8+voice->2"),
         pytest.param([capd(9)], 3, id="CAPD-9->3"),
         pytest.param([capd(2), loc("LOC-UNAROUSABLE")], 4, id="unable-to-perform-CAPD->4"),
@@ -219,7 +233,8 @@ def test_incomplete_ice_form_is_not_a_score(grading: Grading) -> None:
     form = ice_form({k: True for k in ICE_ITEMS[:9]})
     result = grade(grading, form).icans
     assert result is not None and result.grade is None
-    assert any("incomplete" in n.reason for n in result.not_evidence)
+    # Named as the newest attempt (issue 16), no longer only listed as "not evidence".
+    assert any("incomplete" in m for m in result.missing) and reference(form) in result.references
 
 
 @pytest.mark.parametrize(
@@ -263,10 +278,88 @@ def test_entered_in_error_form_is_not_evidence(grading: Grading) -> None:
 
 
 def test_gcs_is_shown_but_never_graded(grading: Grading) -> None:
-    gcs = obs("9269-2", system=LOINC, integer=6)
+    gcs = obs("9269-2", system=LOINC, integer=13)
     result = grade(grading, ice(10), gcs).icans
     assert result is not None and result.grade == 0
     assert reference(gcs) in result.references
+
+
+# -- issue 16: missing, stale, incomplete and superseded assessments never read as normal ---
+
+
+@pytest.mark.parametrize(
+    ("resources", "age", "expected", "says"),
+    [
+        pytest.param(
+            [ice(0)], 45, (None, 3), "level of consciousness not charted", id="ICE-0-no-consciousness->at-least-3"
+        ),
+        pytest.param([ice(0), loc("LOC-ALERT")], 45, (3, None), "", id="ICE-0-awake->3"),
+        pytest.param([capd(4)], 7, (None, 1), "CAPD 1-8", id="child-CAPD-4-no-consciousness->at-least-1"),
+        pytest.param([capd(4), loc("LOC-VOICE")], 7, (2, None), "", id="child-CAPD-4+voice->2"),
+        pytest.param(
+            [ice(10, hours_before=6), ice_form({k: True for k in ICE_ITEMS[:6]})],
+            45,
+            (None, None),
+            "incomplete",
+            id="incomplete-form-newer-than-ICE-10->indeterminate",
+        ),
+        pytest.param(
+            [ice(10), obs("9269-2", system=LOINC, integer=6)],
+            45,
+            (None, None),
+            "GCS 6",
+            id="ICE-10+GCS-6->indeterminate",
+        ),
+        pytest.param(
+            [ice(7), obs("9269-2", system=LOINC, integer=8)], 45, (None, 1), "GCS 8", id="ICE-7+GCS-8->at-least-1"
+        ),
+        pytest.param(
+            [obs("LOC", answer="LOC-UNAROUSABLE", hours_before=20), ice(9)],
+            45,
+            (1, None),
+            "",
+            id="unarousable-20h-ago+ICE-9-now->superseded-1",
+        ),
+        pytest.param(
+            [ice(9, hours_before=3), obs("LOC", answer="LOC-UNAROUSABLE", hours_before=1)],
+            45,
+            (4, None),
+            "",
+            id="ICE-9-then-unarousable-now->4",
+        ),
+    ],
+)
+def test_missing_or_stale_neurologic_data_never_normal(
+    grading: Grading, resources: list[Resource], age: int, expected: tuple[int | None, int | None], says: str
+) -> None:
+    """``expected``: (the grade, or None when indeterminate; the grade it is at least)."""
+    result = grade(grading, *resources, age=age).icans
+    assert result is not None
+    assert (result.grade, result.grade_at_least) == expected
+    assert says in " ".join(result.missing)
+
+
+@pytest.mark.parametrize(
+    ("resources", "overdue", "grade_now"),
+    [
+        pytest.param([ice(2, hours_before=26)], True, None, id="ICE-2-26h-ago->overdue-indeterminate"),
+        pytest.param([ice(10, hours_before=13)], True, 0, id="ICE-10-13h-ago->overdue-graded-0"),
+        pytest.param([ice(10, hours_before=11)], False, 0, id="ICE-10-11h-ago->not-overdue"),
+        pytest.param([ice(10, hours_before=8 * 24)], False, None, id="last-ICE-8-days-ago->not-followed"),
+        pytest.param(
+            [obs("SEIZURE", answer="SZ-RAPID", hours_before=48)], True, None, id="seizure-2-days-ago->followed-overdue"
+        ),
+        pytest.param([], False, None, id="never-assessed->not-followed"),
+    ],
+)
+def test_assessment_overdue_when_icans_is_followed(
+    grading: Grading, resources: list[Resource], overdue: bool, grade_now: int | None
+) -> None:
+    result = grade(grading, *resources).icans
+    assert result is not None
+    assert result.grade == grade_now
+    assert (result.components.get("assessment") == "overdue") is overdue
+    assert any(a.startswith("assessment overdue") for a in result.alerts) is overdue
 
 
 def test_icans_disabled_leaves_crs_alone() -> None:
@@ -295,7 +388,11 @@ def client() -> Any:
         pytest.param([ice(5)], "warning", set(), id="grade-2->warning"),
         pytest.param([ice(1)], "critical", {"dexamethasone"}, id="grade-3->critical+dexamethasone"),
         pytest.param(
-            [ice(0), loc("LOC-UNAROUSABLE")], "critical", {"dexamethasone", "methylprednisolone"}, id="grade-4"
+            # one regimen per situation (issue 16 item 4): methylprednisolone only, not also dexamethasone
+            [ice(0), loc("LOC-UNAROUSABLE")],
+            "critical",
+            {"methylprednisolone"},
+            id="grade-4",
         ),
     ],
 )
@@ -329,3 +426,88 @@ def test_no_icans_card_without_assessment_and_old_clients_still_work(client: Tes
     response = client.post("/cds-services/crs-grade", json=patient_view(PATIENT_ID, prefetch=prefetch, at=when(0)))
     assert response.status_code == 200, response.text
     assert all(c["source"]["topic"]["code"] != "icans-grade" for c in response.json()["cards"])
+
+
+@pytest.mark.parametrize(
+    ("resources", "indicator", "summary"),
+    [
+        pytest.param(
+            [ice(2, hours_before=26)], "warning", "ICANS assessment overdue", id="ICE-2-26h-ago->overdue-card"
+        ),
+        pytest.param([ice(10)], None, "", id="ICE-10-now->no-card"),
+        pytest.param(
+            [ice(10), obs("9269-2", system=LOINC, integer=6)], "info", "indeterminate", id="ICE-10+GCS-6->card"
+        ),
+        pytest.param([ice(0)], "critical", "at least 3", id="ICE-0-alone->critical-at-least-3"),
+    ],
+)
+def test_icans_gaps_give_a_card(
+    client: TestClient, resources: list[Resource], indicator: str | None, summary: str
+) -> None:
+    request = patient_view(PATIENT_ID, prefetch=prefetch_from_bundle(_bundle(patient(45), *resources)), at=when(0))
+    response = client.post("/cds-services/crs-grade", json=request)
+    assert response.status_code == 200, response.text
+    cards = [c for c in response.json()["cards"] if c["source"]["topic"]["code"] == "icans-grade"]
+    if indicator is None:
+        assert cards == []
+        return
+    (card,) = cards
+    check_card(card)
+    assert card["indicator"] == indicator
+    assert summary in card["summary"]
+
+
+NOREPINEPHRINE = {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "7512"}]}
+
+
+@pytest.mark.parametrize(
+    ("crs", "icans", "kept", "on_card"),
+    [
+        pytest.param(
+            "grade-3",
+            [ice(0), loc("LOC-UNAROUSABLE")],
+            "methylprednisolone",
+            "icans-grade",
+            id="CRS-3+ICANS-4->methylprednisolone-once-on-ICANS-card",
+        ),
+        pytest.param(
+            "grade-3", [ice(1)], "dexamethasone", "crs-grade", id="CRS-3+ICANS-3->dexamethasone-once-on-CRS-card"
+        ),
+        pytest.param(
+            "grade-4",
+            [ice(1)],
+            "methylprednisolone",
+            "crs-grade",
+            id="CRS-4+ICANS-3->methylprednisolone-once-on-CRS-card",
+        ),
+    ],
+)
+def test_one_steroid_regimen_across_crs_and_icans_cards(
+    client: TestClient, crs: str, icans: list[Resource], kept: str, on_card: str
+) -> None:
+    pressors = [medication_administration("ne1", NOREPINEPHRINE, status="in-progress", period=(3, None))]
+    if crs == "grade-4":
+        pressors.append(
+            medication_administration("ep1", rxnorm("3992", "epinephrine"), status="in-progress", period=(2, None))
+        )
+    record = [patient(45), temperature("t1", 39.0), *pressors, *icans]
+    request = patient_view(PATIENT_ID, prefetch=prefetch_from_bundle(_bundle(*record)), at=when(0))
+    response = client.post("/cds-services/crs-grade", json=request)
+    assert response.status_code == 200, response.text
+    cards = response.json()["cards"]
+    steroids = [
+        (card["source"]["topic"]["code"], action["resource"]["medicationCodeableConcept"]["text"])
+        for card in cards
+        for suggestion in card.get("suggestions", [])
+        for action in suggestion["actions"]
+        if action.get("resource", {}).get("medicationCodeableConcept", {}).get("text")
+        in ("dexamethasone", "methylprednisolone")
+    ]
+    assert steroids == [(on_card, kept)]
+    other = next(
+        c
+        for c in cards
+        if c["source"]["topic"]["code"] not in (on_card,)
+        and c["source"]["topic"]["code"] in ("crs-grade", "icans-grade")
+    )
+    assert "one regimen for CRS and ICANS" in other["detail"]

@@ -283,16 +283,22 @@ class EngagerCase:
     infection: str | None
     premed_missing: str | None
     drafts: list[Resource] = field(default_factory=list)
+    hold: str | None = None
+    """The hold card's outcome (issue 16: a fever in the last 24 h holds an engager dose)."""
 
 
 ENGAGER_CASES: dict[str, EngagerCase] = {
     "teclistamab-clean-premed-given->monitoring-only": EngagerCase(
         [*adult(75), *PREMEDS_GIVEN, temperature("t1", 37.0)], TECLISTAMAB, None, None
     ),
-    "teclistamab-fever-no-crs->infection-warning": EngagerCase(
-        [*adult(75), *PREMEDS_GIVEN, temperature("t1", 38.4, hours_before=3)], TECLISTAMAB, "fever", None
+    "teclistamab-fever-no-crs->infection-warning-and-hold": EngagerCase(
+        [*adult(75), *PREMEDS_GIVEN, temperature("t1", 38.4, hours_before=3)],
+        TECLISTAMAB,
+        "fever",
+        None,
+        hold="crs+fever",
     ),
-    "teclistamab-fever-after-step-up-dose->explained-by-crs": EngagerCase(
+    "teclistamab-fever-after-step-up-dose->no-infection-but-hold": EngagerCase(
         [
             *adult(75),
             *PREMEDS_GIVEN,
@@ -302,12 +308,14 @@ ENGAGER_CASES: dict[str, EngagerCase] = {
         TECLISTAMAB,
         None,
         None,
+        hold="crs+fever",
     ),
-    "teclistamab-fever-with-crs-condition->explained-by-crs": EngagerCase(
+    "teclistamab-fever-with-crs-condition->no-infection-but-hold": EngagerCase(
         [*adult(75), *PREMEDS_GIVEN, condition("c1", "D89.831"), temperature("t1", 38.4, hours_before=3)],
         TECLISTAMAB,
         None,
         None,
+        hold="crs+fever",
     ),
     "teclistamab-positive-blood-culture->infection-warning": EngagerCase(
         [*adult(75), *PREMEDS_GIVEN, blood_culture("bc1", positive=True)], TECLISTAMAB, "blood-culture", None
@@ -332,6 +340,7 @@ ENGAGER_CASES: dict[str, EngagerCase] = {
         TECLISTAMAB,
         "fever+blood-culture",
         None,
+        hold="crs+fever",
     ),
     "teclistamab-no-premed->premed-warning": EngagerCase(
         adult(75), TECLISTAMAB, None, "corticosteroid,antihistamine,antipyretic"
@@ -381,6 +390,7 @@ def test_t_cell_engager_and_car_t_orders(client: TestClient, case_id: str, hook:
     cards = call(client, hook, case.record, [draft("tce1", case.product, 0.06 * 75), *case.drafts])
     infection = topic(cards, "infection-before-crs-therapy")
     premed = topic(cards, "premedication")
+    hold = topic(cards, "hold-crs-therapy")
     (monitoring,) = topic(cards, "crs-therapy-monitoring")
     assert monitoring["indicator"] == "info"
     assert "tocilizumab" in monitoring["detail"].lower() and "caregiver" in monitoring["detail"]
@@ -397,7 +407,13 @@ def test_t_cell_engager_and_car_t_orders(client: TestClient, case_id: str, hook:
         assert card["indicator"] == "warning"
         assert check_of(card)["outcome"] == "missing:" + case.premed_missing
         assert len(card["suggestions"]) == len(case.premed_missing.split(","))
-    assert len(cards) == 1 + len(infection) + len(premed)
+    if case.hold is None:
+        assert hold == []
+    else:
+        (card,) = hold
+        assert card["indicator"] == "critical"
+        assert check_of(card)["outcome"] == case.hold
+    assert len(cards) == 1 + len(infection) + len(premed) + len(hold)
 
 
 def test_infection_card_names_each_signal(client: TestClient) -> None:

@@ -20,7 +20,7 @@ AT = datetime(2025, 3, 4, 8, tzinfo=UTC)
 
 def test_builtin_mappings_load_with_versions() -> None:
     terms = load_terminology()
-    assert set(terms.versions) == {"observations", "oxygen-support", "medications", "conditions", "icans"}
+    assert set(terms.versions) == {"observations", "oxygen-support", "medications", "conditions", "icans", "routes"}
 
 
 @pytest.mark.parametrize(

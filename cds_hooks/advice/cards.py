@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from cds_hooks.advice.dosing import TocilizumabAdvice
@@ -98,8 +98,10 @@ def _alert_card(evaluation: Evaluation, opts: CardOptions) -> Card:
 
 
 def _indicator(result: GradeResult) -> Indicator:
+    """By the grade; when indeterminate, by the grade it may be (possible) or is at least:
+    a possible grade 3 on a pressor with no temperature is critical, not info (section 1)."""
     if result.grade is None:
-        return "info"
+        return INDICATOR.get(max(result.possible_grade or 0, result.grade_at_least or 0), "info")
     return INDICATOR.get(result.grade, "info")
 
 
@@ -141,7 +143,8 @@ def summary_line(result: GradeResult) -> str:
     else:
         low = next((e for e in result.evidence if e.criterion == "hypotension" and e.status is Status.MET), None)
         if low is not None:
-            findings.append(f"BP {low.value:g} mmHg" if isinstance(low.value, float) else "hypotension")
+            kind = "MAP" if (low.threshold or "").startswith("mean arterial") else "BP"
+            findings.append(f"{kind} {low.value:g} mmHg" if isinstance(low.value, float) else "hypotension")
     oxygen = [e for e in result.evidence if e.criterion == "oxygen" and e.status is Status.MET]
     if oxygen:
         findings.append(_oxygen_phrase(oxygen))
@@ -150,13 +153,24 @@ def summary_line(result: GradeResult) -> str:
         if result.grade_at_least:
             head += f": at least {result.grade_at_least}"
         missing = result.missing[0].split(":")[0] if result.missing else "data missing"
-        return clip_summary(f"{head}; {missing}" + (f"; {', '.join(findings)}" if findings else ""))
+        if result.possible_grade is not None and missing.startswith("possible CRS with masked fever"):
+            head = f"Possible CRS with masked fever: grade {result.possible_grade} if CRS (ASTCT)"
+            missing = ""
+        elif result.possible_grade is not None and _fever_unknown(result):
+            head += f": grade {result.possible_grade} if febrile"
+            missing = "no temperature: take one now"
+        parts = [head, *([missing] if missing else []), *([", ".join(findings)] if findings else [])]
+        return clip_summary("; ".join(parts))
     text = f"CRS grade {result.grade} (ASTCT)"
     if findings:
         text += ": " + ", ".join(findings)
     if result.worst_grade is not None and result.worst_grade > result.grade:
         text += f" (worst {result.worst_grade} in 72 h)"
     return clip_summary(text)
+
+
+def _fever_unknown(result: GradeResult) -> bool:
+    return result.components.get("fever") == "unknown"
 
 
 def _oxygen_phrase(oxygen: Sequence[Any]) -> str:
@@ -191,11 +205,19 @@ def _detail(evaluation: Evaluation) -> str:
         lines.append(
             f"**ASTCT CRS grade indeterminate{at_least}** at {iso(result.at)}: the data cannot exclude a higher grade."
         )
+    if result.possible_grade is not None:
+        lines.append(
+            f"Possible grade if the unknown is CRS: **{result.possible_grade}** (the card's indicator follows it)."
+        )
     if result.worst_grade is not None and result.worst_grade_at is not None:
         lines.append(
             f"Worst grade in the look-back window: **{result.worst_grade}** (at {iso(result.worst_grade_at)})."
         )
     lines += evidence_table(result, first_column="Criterion")
+    if _worst_differs(result) and result.worst_grade_evidence and result.worst_grade_at is not None:
+        worst = replace(result, evidence=result.worst_grade_evidence)
+        lines += ["", f"**Evidence for the worst grade ({result.worst_grade} at {iso(result.worst_grade_at)})**"]
+        lines += evidence_table(worst, first_column="Criterion")
     for title, items in (
         ("Missing", result.missing),
         ("Alerts", result.alerts),
@@ -216,6 +238,13 @@ def _detail(evaluation: Evaluation) -> str:
     return "\n".join(lines)
 
 
+def _worst_differs(result: GradeResult) -> bool:
+    """The worst grade is not the current one: its own evidence rows are shown (section 1)."""
+    if result.worst_grade is None or result.worst_grade_at == result.at:
+        return False
+    return result.grade is None or result.worst_grade > result.grade
+
+
 def evidence_table(result: GradeResult, *, first_column: str) -> list[str]:
     """The evidence as a Markdown table: value, unit, threshold, time and the FHIR source."""
     if not result.evidence:
@@ -233,25 +262,45 @@ def _grade_text(grade: int | None) -> str:
 
 
 def _management_lines(evaluation: Evaluation) -> list[str]:
+    """ASCO 2021 by grade; fixed adult doses only for a known adult, boluses only with hypotension
+    (clinical-reference.md section 1, "Children" and "Fluid boluses")."""
     result = evaluation.primary
     grade = result.grade if result.grade is not None else (result.grade_at_least or 0)
     advice = evaluation.tocilizumab
+    adult = _is_adult(evaluation)
+    hypotension = _has_hypotension(result)
     lines: list[str] = []
+    if result.grade is None:
+        lines += _indeterminate_lines(result)
     if grade >= 1:
+        fluids = "IV fluids" if adult else "IV fluids (weight-based, per paediatric protocol)"
         lines.append(
-            "- Antipyretics, IV fluids, symptomatic care; antibiotics if neutropenic or infected. "
+            f"- Antipyretics, {fluids}, symptomatic care; antibiotics if neutropenic or infected. "
             "Fever > 3 days or refractory: manage as grade 2."
         )
         lines.append("- Monitor fever, DIC, haematology, and pulmonary, cardiac, renal and hepatic function.")
     if grade >= 2:
-        lines.append(
-            "- Tocilizumab; fluid boluses; dexamethasone 10 mg IV q6h if hypotension persists after 1-2 "
-            "anti-IL-6 doses; vasopressors and ICU if hypotension persists."
-        )
+        lines.append("- Tocilizumab; vasopressors and ICU if hypotension persists.")
+        if hypotension:
+            volume = "volume per protocol" if adult else "weight-based, per paediatric protocol"
+            lines.append(f"- Fluid boluses for hypotension ({volume}); reassess after each.")
+        else:
+            lines.append(
+                "- Fluids only if hypotension develops, not for hypoxia alone: they can worsen capillary-leak "
+                "hypoxia (ASCO 2021)."
+            )
+        if hypotension:
+            steroid = _steroid("dexamethasone", adult)
+            lines.append(f"- {steroid[:1].upper()}{steroid[1:]} if hypotension persists after 1-2 anti-IL-6 doses.")
     if grade >= 3:
-        lines.append("- ICU; tocilizumab if the 24 h maximum is not reached; dexamethasone 10 mg IV q6h.")
+        lines.append(f"- ICU; tocilizumab if the 24 h maximum is not reached; {_steroid('dexamethasone', adult)}.")
     if grade >= 4:
-        lines.append("- ICU and ventilatory support as needed; methylprednisolone 1000 mg/day IV (or 500 mg q12h).")
+        lines.append(f"- ICU and ventilatory support as needed; {_steroid('methylprednisolone', adult)}.")
+        if result.support_before_crs and (result.grade_without_prior_support or 0) < 4:
+            lines.append(
+                "- Grade 4 rests only on support that began before the first CRS sign (possibly another cause): "
+                "no grade-4 steroid order is offered; review the cause."
+            )
     if grade >= 2:
         if advice.dose_mg is not None:
             lines.append(f"- Tocilizumab dose now: **{advice.dose_mg:g} mg IV** over 1 h ({advice.calculation}).")
@@ -264,11 +313,56 @@ def _management_lines(evaluation: Evaluation) -> list[str]:
             )
         if advice.weight_note:
             lines.append(f"- {advice.weight_note}")
-        if evaluation.age_years is None or evaluation.age_years < ADULT_AGE_YEARS:
-            lines.append("- Steroid doses are offered for adults only; paediatric dosing per institutional protocol.")
+        if not adult:
+            lines.append(
+                "- Steroid and fluid doses are weight-based, per paediatric protocol; no fixed adult dose is shown "
+                "or offered under 18 years (or when the age is unknown)."
+            )
     if not lines:
         lines.append("- No CRS-directed treatment while the grade is 0; keep monitoring.")
     return lines
+
+
+def _indeterminate_lines(result: GradeResult) -> list[str]:
+    """What an indeterminate grade needs now, and what it may be: never "no CRS-directed treatment"."""
+    lines: list[str] = []
+    if _fever_unknown(result):
+        lines.append("- **Take a temperature now**: fever cannot be judged without one.")
+    if result.possible_grade is not None:
+        lines.append(
+            f"- Possible grade {result.possible_grade} if this is CRS: assess now, and manage as grade "
+            f"{result.possible_grade} if CRS is confirmed."
+        )
+        for line in _possible_grade_lines(result.possible_grade):
+            lines.append(line)
+    else:
+        lines.append("- Grade indeterminate: obtain the missing data listed above; keep monitoring.")
+    return lines
+
+
+def _possible_grade_lines(possible: int) -> list[str]:
+    if possible >= 3:
+        return ["- If CRS: ICU review; anti-IL-6 therapy and steroids per the grade guidance."]
+    if possible >= 2:
+        return ["- If CRS: tocilizumab per the grade-2 guidance; treat hypotension."]
+    return []
+
+
+def _is_adult(evaluation: Evaluation) -> bool:
+    return evaluation.age_years is not None and evaluation.age_years >= ADULT_AGE_YEARS
+
+
+def _has_hypotension(result: GradeResult) -> bool:
+    return int(result.components.get("hypotensionGrade", 0)) >= 2
+
+
+def _steroid(name: str, adult: bool) -> str:
+    """The steroid line: the ASCO adult dose for a known adult, weight-based wording otherwise."""
+    if not adult:
+        return f"{name} (weight-based, per paediatric protocol)"
+    if name == "dexamethasone":
+        return f"dexamethasone {DEXAMETHASONE_MG} mg IV q6h"
+    return f"methylprednisolone {METHYLPREDNISOLONE_MG_PER_DAY} mg/day IV (or 500 mg q12h)"
 
 
 # -- suggestions ----------------------------------------------------------------------------
@@ -280,15 +374,18 @@ def _suggestions(evaluation: Evaluation, *, grade: int | None = None) -> list[Su
     patient = evaluation.patient_reference
     if patient is None:
         return []
-    adult = evaluation.age_years is not None and evaluation.age_years >= ADULT_AGE_YEARS
+    adult = _is_adult(evaluation)
     reason = _reason(level)
     out: list[Suggestion] = []
+    hypotension = _has_hypotension(result)
     if level >= 2:
         toci = _tocilizumab(evaluation.tocilizumab, patient, reason, evaluation)
         if toci is not None:
             out.append(toci)
-        out.append(_fluids(patient, reason))
+        if hypotension:
+            out.append(_fluids(patient, reason, adult=adult))
     if level == 1:
+        dose_text = "Dose per institutional protocol." if adult else "Weight-based, per paediatric protocol."
         out.append(
             _simple_med(
                 label="Antipyretic: acetaminophen (dose per protocol)",
@@ -296,14 +393,18 @@ def _suggestions(evaluation: Evaluation, *, grade: int | None = None) -> list[Su
                 coding=(ATC, "N02BE01"),
                 patient=patient,
                 reason=reason,
-                dosage_text="Dose per institutional protocol (weight-based in children).",
+                dosage_text=dose_text,
             )
         )
     tocilizumab_given = evaluation.tocilizumab.doses_total >= 1
-    hypotension = int(result.components.get("hypotensionGrade", 0)) >= 2
-    if adult and (level == 3 or (level == 2 and hypotension and tocilizumab_given)):
+    # Grade-4 orders never rest only on support that began before CRS (section 1): steroids follow
+    # the grade counted without it.
+    steroid_level = level
+    if result.support_before_crs and result.grade_without_prior_support is not None:
+        steroid_level = min(level, result.grade_without_prior_support)
+    if adult and (steroid_level == 3 or (steroid_level == 2 and hypotension and tocilizumab_given)):
         out.append(dexamethasone_q6h(patient, reason, guidance="ASCO 2021 CRS guidance"))
-    if adult and level >= 4:
+    if adult and steroid_level >= 4:
         out.append(methylprednisolone_daily(patient, reason, guidance="ASCO 2021 CRS guidance"))
     if level >= 3:
         out.append(
@@ -462,14 +563,16 @@ def _simple_med(
     )
 
 
-def _fluids(patient: str, reason: list[dict[str, Any]]) -> Suggestion:
+def _fluids(patient: str, reason: list[dict[str, Any]], *, adult: bool) -> Suggestion:
+    """Offered only with hypotension (ASCO 2021; clinical-reference.md section 1)."""
+    volume = "Volume per institutional protocol" if adult else "Volume weight-based, per paediatric protocol"
     return _simple_med(
-        label="IV fluid bolus (volume per protocol)",
+        label="IV fluid bolus for hypotension (volume per protocol)",
         name="sodium chloride 0.9% intravenous bolus",
         coding=None,
         patient=patient,
         reason=reason,
-        dosage_text="Volume per institutional protocol (weight-based in children); reassess after each bolus.",
+        dosage_text=f"{volume}; reassess after each bolus.",
     )
 
 

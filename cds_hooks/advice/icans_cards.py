@@ -60,7 +60,8 @@ def build_icans_cards(evaluation: Evaluation, options: CardOptions | None = None
         return []
     graded = result.grade is not None and result.grade >= 1
     assessed_but_open = result.grade is None and bool(result.evidence)
-    if not (graded or assessed_but_open):
+    overdue = is_overdue(result)
+    if not (graded or assessed_but_open or overdue):
         return []
     opts = options or CardOptions()
     level = result.grade if result.grade is not None else (result.grade_at_least or 0)
@@ -97,14 +98,26 @@ def build_icans_cards(evaluation: Evaluation, options: CardOptions | None = None
     ]
 
 
+def is_overdue(result: GradeResult) -> bool:
+    """ICANS is being followed and no ICE/CAPD assessment is recent (``grading/icans.py``)."""
+    return result.components.get("assessment") == "overdue"
+
+
 def _indicator(result: GradeResult) -> Indicator:
     grade = result.grade if result.grade is not None else (result.grade_at_least or 0)
-    return INDICATOR.get(grade, "info")
+    indicator = INDICATOR.get(grade, "info")
+    if is_overdue(result) and indicator == "info":
+        return "warning"  # a missed assessment is a gap in monitoring, never "no ICANS"
+    return indicator
 
 
 def summary_line(result: GradeResult) -> str:
     """``ICANS grade 3 (ASTCT): ICE 2/10, seizure`` (< 140 characters)."""
     findings = ", ".join(summary_findings(result))
+    if is_overdue(result):
+        overdue = next(a for a in result.alerts if a.startswith("assessment overdue"))
+        grade = f"grade {result.grade}" if result.grade is not None else "grade indeterminate"
+        return clip_summary(f"ICANS assessment overdue ({grade}): {overdue.removeprefix('assessment overdue: ')}")
     if result.grade is None:
         head = "ICANS grade indeterminate (ASTCT)"
         if result.grade_at_least:
@@ -123,6 +136,7 @@ def _detail(evaluation: Evaluation, result: GradeResult, level: int) -> str:
         lines.append(f"**ASTCT ICANS grade indeterminate{at_least}** at {iso(result.at)}.")
     lines += evidence_table(result, first_column="Domain")
     for title, items in (
+        ("Alerts", result.alerts),
         ("Missing", result.missing),
         ("Assumptions", result.assumptions),
         ("Not used as evidence", tuple(f"{n.reference}: {n.reason}" for n in result.not_evidence)),
@@ -165,7 +179,7 @@ def _suggestions(evaluation: Evaluation, level: int) -> list[Suggestion]:
     reason = _reason(level)
     adult = evaluation.age_years is not None and evaluation.age_years >= ADULT_AGE_YEARS
     out = [service_request_suggestion("Neurology consultation", "Neurology consultation for ICANS", patient, reason)]
-    if adult and level >= 3:
+    if adult and level == 3:  # one regimen per situation: grade 4 gets methylprednisolone only
         out.append(dexamethasone_q6h(patient, reason, guidance="ASCO 2021 ICANS guidance; taper once grade 1"))
     if adult and level >= 4:
         out.append(methylprednisolone_daily(patient, reason, guidance="ASCO 2021 ICANS guidance; taper once grade 1"))

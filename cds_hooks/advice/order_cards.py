@@ -14,11 +14,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from cds_hooks.advice.cards import ASCO_URL, ATC, RXNORM, UCUM, Indicator, summary_line
-from cds_hooks.advice.dosing import MAX_DOSE_MG
+from cds_hooks.advice.dosing import MAX_DOSE_MG, NEXT_STEPS_WHEN_BLOCKED
 from cds_hooks.advice.order_checks import (
     BLOOD_CULTURE_LOOKBACK,
     CRS_EXPLAINS_FEVER_AFTER_THERAPY,
-    PREMEDICATION_WINDOW,
     EngagerOrderFinding,
     OrderFindings,
     TocilizumabOrderFinding,
@@ -35,6 +34,8 @@ TOPIC_SYSTEM = "https://crs-cds-hooks.example.org/CodeSystem/topic"
 OVERRIDE_SYSTEM = "https://crs-cds-hooks.example.org/CodeSystem/override-reason"
 
 TOPIC_TOCILIZUMAB = "tocilizumab-order"
+TOPIC_HOLD = "hold-crs-therapy"
+TOPIC_STEROID_PROPHYLAXIS = "steroid-with-cell-therapy"
 TOPIC_INFECTION = "infection-before-crs-therapy"
 TOPIC_PREMEDICATION = "premedication"
 TOPIC_MONITORING = "crs-therapy-monitoring"
@@ -77,10 +78,14 @@ def build_order_cards(evaluation: Evaluation, findings: OrderFindings, source_la
     for toci in findings.tocilizumab:
         cards.append(_tocilizumab_card(evaluation, toci, source_label))
     for engager in findings.engagers:
+        if engager.hold:
+            cards.append(_hold_card(evaluation, engager, source_label))
         if engager.infection:
             cards.append(_infection_card(evaluation, engager, source_label))
         if engager.premedication_missing:
             cards.append(_premedication_card(evaluation, engager, source_label))
+        if engager.steroid_with_product is not None:
+            cards.append(_steroid_prophylaxis_card(evaluation, engager, source_label))
         cards.append(_monitoring_card(evaluation, engager, source_label))
     return cards
 
@@ -123,6 +128,9 @@ _TOCI_INDICATOR: Mapping[TociOutcome, Indicator] = {
     TociOutcome.DOSE_UNREADABLE: "warning",
     TociOutcome.DOSE_TOO_HIGH: "critical",
     TociOutcome.NO_DOSE_ALLOWED: "critical",
+    TociOutcome.WRONG_ROUTE: "critical",
+    TociOutcome.INTERVAL_TOO_SHORT: "critical",
+    TociOutcome.WEIGHT_TOO_OLD: "warning",
 }
 
 
@@ -133,19 +141,27 @@ def _toci_summary(finding: TocilizumabOrderFinding) -> str:
         case TociOutcome.NO_DOSE_ALLOWED:
             return f"No tocilizumab dose allowed now: {finding.reasons[0]}"
         case TociOutcome.DOSE_TOO_HIGH:
-            return f"Tocilizumab {dose} exceeds the label limit: max {finding.allowed_dose_mg:g} mg now"
+            return f"Tocilizumab {dose} exceeds the label limit: max {finding.limit_mg:g} mg now"
+        case TociOutcome.WRONG_ROUTE:
+            return f"Tocilizumab for CRS is IV only: {finding.reasons[0]}"
+        case TociOutcome.INTERVAL_TOO_SHORT:
+            return f"Tocilizumab schedule too frequent: {finding.reasons[0]}"
+        case TociOutcome.WEIGHT_TOO_OLD:
+            return "Tocilizumab dose cannot be checked: the latest weight is too old for dosing"
         case TociOutcome.NO_WEIGHT:
             return "Tocilizumab dose cannot be checked: no body weight charted"
         case TociOutcome.DOSE_UNREADABLE:
             return "Tocilizumab order has no readable dose in mg: cannot be checked"
         case _:
-            return f"Tocilizumab {dose} within label limits (max {finding.allowed_dose_mg:g} mg now)"
+            return f"Tocilizumab {dose} within label limits (max {finding.limit_mg:g} mg now)"
 
 
 def _tocilizumab_card(evaluation: Evaluation, finding: TocilizumabOrderFinding, label: str) -> Card:
     lines = [_grade_line(evaluation), ""]
     if finding.reasons:
         lines += [f"- {_cell(reason)}" for reason in finding.reasons] + [""]
+    if finding.outcome is TociOutcome.NO_DOSE_ALLOWED:
+        lines += [f"**Tocilizumab blocked:** {NEXT_STEPS_WHEN_BLOCKED}.", ""]
     lines += ["| Limit | Status | Order / record | Allowed |", "|---|---|---|---|"]
     for check in finding.checks:
         status = "not checked" if check.ok is None else ("ok" if check.ok else "**exceeded**")
@@ -159,14 +175,23 @@ def _tocilizumab_card(evaluation: Evaluation, finding: TocilizumabOrderFinding, 
         "",
         "Label limits (Actemra and CAR-T labels, ASCO 2021): 8 mg/kg IV over 1 h (12 mg/kg under 30 kg), never "
         f"more than {MAX_DOSE_MG:g} mg per dose; repeat only if no clinical improvement, at least 8 h apart; no more "
-        "than 3 doses in 24 h and 4 in total. The draft is checked as if given now [choice].",
+        "than 3 doses in 24 h and 4 in total for one CRS event (the current episode and any episode resolved less "
+        "than 7 days before it, plus every dose of the last 7 days [choice]). The draft is checked as if given now "
+        "[choice].",
     ]
     suggestions = _toci_suggestions(evaluation, finding)
+    indicator = _TOCI_INDICATOR[finding.outcome]
+    summary = _toci_summary(finding)
+    unidentified = evaluation.record.unidentified_administrations
+    if indicator == "info" and unidentified:
+        # A dose that cannot be identified may be tocilizumab: "within limits" is not proven.
+        indicator = "warning"
+        summary += f"; {len(unidentified)} administration(s) with an unidentified drug"
     return Card(
         uuid=str(uuid.uuid4()),
-        summary=_clip(_toci_summary(finding)),
+        summary=_clip(summary),
         detail="\n".join(lines),
-        indicator=_TOCI_INDICATOR[finding.outcome],
+        indicator=indicator,
         source=_source(label, TOPIC_TOCILIZUMAB, "Tocilizumab order check"),
         suggestions=suggestions or None,
         selectionBehavior="at-most-one" if suggestions else None,
@@ -283,28 +308,129 @@ def _product(finding: EngagerOrderFinding) -> str:
     return name
 
 
+def _rule_source(finding: EngagerOrderFinding) -> str:
+    """Which label rule the card applies, and whether it was checked against the label."""
+    rule = finding.rule
+    return f"Rule: mappings/products ({rule.family}), from {rule.source.cite}."
+
+
+_HOLD_KIND_TEXT: Mapping[str, str] = {
+    "crs": "CRS",
+    "possible-crs": "possible CRS",
+    "icans": "ICANS",
+    "fever": "fever",
+    "crs-recent": "recent CRS",
+}
+
+
+def _steroid_prophylaxis_card(evaluation: Evaluation, finding: EngagerOrderFinding, label: str) -> Card:
+    """A corticosteroid ordered with a cell therapy: what its label says (allowed or avoid)."""
+    product = _product(finding)
+    stance = finding.rule.steroid_prophylaxis
+    assert stance is not None and finding.steroid_with_product is not None
+    allowed = stance.stance == "allowed"
+    lines = [
+        _grade_line(evaluation),
+        "",
+        f"**Corticosteroid with {product}:** {_cell(finding.steroid_with_product)}.",
+        f"Label: {stance.text}",
+        "",
+        _rule_source(finding),
+    ]
+    verb = "permitted by the label as prophylaxis" if allowed else "the label advises against prophylactic use"
+    return Card(
+        uuid=str(uuid.uuid4()),
+        summary=_clip(f"Corticosteroid with {product}: {verb}"),
+        detail="\n".join(lines),
+        indicator="info" if allowed else "warning",
+        source=_source(label, TOPIC_STEROID_PROPHYLAXIS, "Corticosteroid with a cell therapy"),
+        overrideReasons=None if allowed else ORDER_OVERRIDE_REASONS,
+        links=_links(),
+        extension=_extension("steroid-with-cell-therapy", stance.stance, finding.draft.reference),
+    )
+
+
+def _hold_card(evaluation: Evaluation, finding: EngagerOrderFinding, label: str) -> Card:
+    """Critical: the label says to withhold the dose during CRS or ICANS (and a fever may be CRS)."""
+    product = _product(finding)
+    rule = finding.rule
+    assert rule.hold is not None
+    first = finding.hold[0]
+    lines = [
+        _grade_line(evaluation),
+        "",
+        f"**Hold {product}.** Label: {rule.hold.text}",
+        "",
+        "Why now:",
+        *(f"- {_cell(reason.text)} ({', '.join(reason.references) or 'no reference'})" for reason in finding.hold),
+        "",
+        f"Rule [choice]: hold when CRS is grade >= {rule.hold.crs_min_grade} (or at least it, or possible CRS with "
+        f"masked fever), ICANS grade >= {rule.hold.icans_min_grade}"
+        + (", or a temperature >= 38.0 °C in the last 24 h" if rule.hold.fever else "")
+        + ". Resume per the label once CRS and ICANS have resolved.",
+        _rule_source(finding),
+    ]
+    lines += [f"- {note}" for note in finding.notes]
+    draft = finding.draft
+    suggestions = (
+        [
+            Suggestion(
+                label=f"Remove the {product} order: hold the dose",
+                uuid=str(uuid.uuid4()),
+                isRecommended=True,
+                actions=[
+                    Action(
+                        type="delete",
+                        description=f"Remove the draft {product} order: {first.text}",
+                        resourceId=draft.reference,
+                    )
+                ],
+            )
+        ]
+        if draft.reference is not None
+        else []
+    )
+    kinds = " and ".join(dict.fromkeys(_HOLD_KIND_TEXT[r.kind] for r in finding.hold))
+    return Card(
+        uuid=str(uuid.uuid4()),
+        summary=_clip(f"Hold {product}: {kinds} now ({first.text})"),
+        detail="\n".join(lines),
+        indicator="critical",
+        source=_source(label, TOPIC_HOLD, "Hold a CRS-causing therapy during CRS or ICANS"),
+        suggestions=suggestions or None,
+        selectionBehavior="at-most-one" if suggestions else None,
+        overrideReasons=ORDER_OVERRIDE_REASONS,
+        links=_links(),
+        extension=_extension("hold", "+".join(dict.fromkeys(r.kind for r in finding.hold)), draft.reference),
+    )
+
+
 def _infection_card(evaluation: Evaluation, finding: EngagerOrderFinding, label: str) -> Card:
     product = _product(finding)
     kinds = {"fever": "fever without CRS", "blood-culture": "positive blood culture", "condition": "infection"}
     named = ", ".join(dict.fromkeys(kinds[s.kind] for s in finding.infection))
+    rule = finding.rule
     lines = [
         _grade_line(evaluation),
         "",
-        f"**Signs of active infection before {product}** (the labels advise against starting or continuing "
-        "step-up dosing during active infection):",
+        f"**Signs of active infection before {product}.** Label: {rule.infection_text}",
         *(f"- {_cell(s.text)} ({s.reference})" for s in finding.infection),
         "",
         f"Rules [choice]: fever >= 38.0 °C in the last 24 h unexplained by CRS (no CRS-causing therapy in the "
         f"{CRS_EXPLAINS_FEVER_AFTER_THERAPY.days} days before it, no active CRS Condition); a blood culture "
         f"(LOINC 600-7 or a site code) interpreted positive in the last {BLOOD_CULTURE_LOOKBACK.days} days; an active "
         "Condition coded or named as infection, sepsis, bacteraemia, pneumonia...",
+        "",
+        _rule_source(finding),
     ]
     lines += [f"- {note}" for note in finding.notes]
+    verb = "Do not give" if rule.infection_indicator == "critical" else "Signs of active infection before"
+    summary = f"{verb} {product}: {named}" + (" (active infection, boxed warning)" if verb == "Do not give" else "")
     return Card(
         uuid=str(uuid.uuid4()),
-        summary=_clip(f"Signs of active infection before {product}: {named}"),
+        summary=_clip(summary),
         detail="\n".join(lines),
-        indicator="warning",
+        indicator=rule.infection_indicator,
         source=_source(label, TOPIC_INFECTION, "Active infection before CRS-causing therapy"),
         overrideReasons=ORDER_OVERRIDE_REASONS,
         links=_links(),
@@ -317,7 +443,8 @@ def _infection_card(evaluation: Evaluation, finding: EngagerOrderFinding, label:
 def _premedication_card(evaluation: Evaluation, finding: EngagerOrderFinding, label: str) -> Card:
     product = _product(finding)
     missing = [ROLE_TEXT.get(role, role.value) for role in finding.premedication_missing]
-    hours = int(PREMEDICATION_WINDOW.total_seconds() // 3600)
+    premed = finding.rule.premedication
+    hours = f"{premed.window_before.total_seconds() / 3600:g}"
     lines = [
         _grade_line(evaluation),
         "",
@@ -326,20 +453,32 @@ def _premedication_card(evaluation: Evaluation, finding: EngagerOrderFinding, la
     ]
     if finding.premedication_found:
         lines += ["", "Found:", *(f"- {_cell(text)}" for text in finding.premedication_found.values())]
+    required = finding.premedication_required
+    if premed.required_doses is None:
+        which = "The label asks for it before every dose."
+    else:
+        which = (
+            f"This is dose {finding.dose_number} as charted; the label asks for it before the first "
+            f"{premed.required_doses} doses"
+            + ("." if required else ": optional now, unless dosing restarts after an interruption (step-up again).")
+        )
     lines += [
         "",
-        "T-cell engager labels (teclistamab, epcoritamab...): corticosteroid, antihistamine and antipyretic 1-3 h "
-        "before each step-up dose; CAR-T labels: acetaminophen and an H1 antihistamine before infusion, avoiding "
-        f"prophylactic systemic corticosteroids [choice: window {hours} h before the order].",
+        f"Label rule for {product}: {premed.text}; for {premed.doses}. {which} Doses are counted from the "
+        "administrations charted, not from the order's schedule [choice].",
+        _rule_source(finding),
     ]
     patient = evaluation.patient_reference
     suggestions = [_premed_suggestion(role, patient) for role in finding.premedication_missing] if patient else []
     suggestions = [s for s in suggestions if s is not None]
     return Card(
         uuid=str(uuid.uuid4()),
-        summary=_clip(f"No premedication for {product}: {', '.join(missing)} missing"),
+        summary=_clip(
+            f"No premedication for {product}: {', '.join(missing)} missing"
+            + ("" if required else f" (dose {finding.dose_number}: optional per label)")
+        ),
         detail="\n".join(lines),
-        indicator="warning",
+        indicator="warning" if required else "info",
         source=_source(label, TOPIC_PREMEDICATION, "Premedication before CRS-causing therapy"),
         suggestions=suggestions or None,
         selectionBehavior="any" if suggestions else None,
@@ -372,25 +511,21 @@ def _premed_suggestion(role: MedicationRole, patient: str | None) -> Suggestion 
 def _monitoring_card(evaluation: Evaluation, finding: EngagerOrderFinding, label: str) -> Card:
     product = _product(finding)
     if finding.product_class == "car-t":
-        monitoring = (
-            "- Monitoring per the product label and REMS: at least daily at the certified facility for the first "
-            "7-14 days; the patient stays near it for at least 4 weeks."
-        )
-        availability = "- Tocilizumab available on site before infusion (REMS: at least 2 doses per patient)."
+        availability = "- Tocilizumab available on site before infusion."
     else:
-        monitoring = (
-            "- Inpatient monitoring per the product label (e.g. teclistamab: 48 h after each step-up dose), "
-            "with vital signs including temperature."
+        availability = (
+            "- Anti-IL-6R therapy (tocilizumab) available for immediate use; vital signs including temperature."
         )
-        availability = "- Anti-IL-6R therapy (tocilizumab) available for immediate use."
     lines = [
         _grade_line(evaluation),
         "",
-        f"**Before {product}** ({'CAR-T' if finding.product_class == 'car-t' else 'T-cell engager'}):",
-        monitoring,
+        f"**Before {product}** ({'cell therapy' if finding.product_class == 'car-t' else 'T-cell engager'}):",
+        *(f"- {_cell(item)}" for item in finding.rule.monitoring),
         availability,
         "- Patient and caregiver education: CRS and neurotoxicity (ICANS) signs, when to call, wallet card; "
         "no driving as the label advises.",
+        "",
+        _rule_source(finding),
     ]
     if finding.infection_gaps:
         lines += ["", "**Could not check for infection:**", *(f"- {_cell(gap)}" for gap in finding.infection_gaps)]

@@ -16,13 +16,13 @@ Grade 5 (death due to CRS) needs a clinician's attribution and is never inferred
 from __future__ import annotations
 
 from bisect import bisect_left
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
 
 from cds_hooks.grading.config import GradingConfig
 from cds_hooks.grading.result import Evidence, GradeResult, Status
 from cds_hooks.grading.timeline import RangeBest, TimeSeries
-from cds_hooks.reading.fhir_time import age_in_years, iso
+from cds_hooks.reading.fhir_time import EARLIEST_OFFSET, LATEST_OFFSET, age_in_years, iso
 from cds_hooks.reading.record import (
     Administration,
     BloodPressure,
@@ -30,6 +30,7 @@ from cds_hooks.reading.record import (
     OxygenRecord,
     PatientRecord,
     SupportLevel,
+    Temperature,
 )
 from cds_hooks.reading.terminology import MedicationRole
 
@@ -77,10 +78,45 @@ class _Assessment:
     oxygen_records: tuple[OxygenRecord, ...] = ()
     collect: bool = True
     """Build evidence and notes; the worst-grade scan needs only the grade until its winner."""
+    possible_grade: int | None = None
+    """Indeterminate only: the grade if the unknown is CRS (masked fever, no temperature)."""
+    prophylaxis: Administration | None = None
+    """A masking drug given before any CRS whose window covers ``at`` (fever may be masked)."""
+    masking_unknown: Administration | None = None
+    """A masking drug whose imprecise time may fall before or after CRS onset."""
+    fever_imprecise: Temperature | None = None
+    """A date-only fever that may or may not fall in the fever window."""
+    unknown_support: list[str] = field(default_factory=list)
+    """Imprecise findings that may raise the grade (pressor, low pressure, oxygen): 'at least'."""
+    first_sign: datetime | None = None
+    """The first CRS sign (fever, or a CRS Condition's onset) the support is compared with."""
+    hypotension_without_prior: int = 0
+    hypoxia_without_prior: int = 0
+    """The sign grades counting only support that began after the first CRS sign."""
+    prior_support: list[str] = field(default_factory=list)
+    """References of support that began before the first CRS sign (possibly another cause)."""
 
     @property
     def worst_value(self) -> int | None:
         return self.grade if self.grade is not None else self.at_least
+
+    @property
+    def grade_without_prior_support(self) -> int | None:
+        """The grade counting only support that began after CRS: grade-4 orders rest on it."""
+        if self.grade is None:
+            return None
+        base = 1 if self.fever is Status.MET else 0
+        return max(base, self.hypotension_without_prior, self.hypoxia_without_prior)
+
+
+@dataclass(frozen=True, slots=True)
+class _Onset:
+    """Prior CRS onset: a time (None for a Condition without one), its source, and the end of
+    its interval when the time is a date only."""
+
+    time: datetime | None
+    reference: str
+    latest: datetime | None = None
 
 
 class _Timeline:
@@ -88,17 +124,23 @@ class _Timeline:
 
     def __init__(self, record: PatientRecord, config: GradingConfig) -> None:
         self.record = record
-        self.temperatures = TimeSeries(record.temperatures, lambda t: t.time)
+        # Date-only findings are intervals: kept apart, asked "surely / possibly" (section 1).
+        self.imprecise_temperatures = [t for t in record.temperatures if t.latest is not None]
+        self.imprecise_pressures = [b for b in record.blood_pressures if b.latest is not None]
+        self.imprecise_oxygen = [o for o in record.oxygen if o.latest is not None and not o.is_period]
+        precise_temperatures = [t for t in record.temperatures if t.latest is None]
+        precise_pressures = [b for b in record.blood_pressures if b.latest is None]
+        self.temperatures = TimeSeries(precise_temperatures, lambda t: t.time)
         # Hottest first; among equals the later reading, so the evidence is the most recent.
         self.hottest = RangeBest(self.temperatures.records, lambda a, b: (a.celsius, a.time) > (b.celsius, b.time))
         self.fevers = TimeSeries(
-            [t for t in record.temperatures if t.celsius >= config.fever_threshold_celsius], lambda t: t.time
+            [t for t in precise_temperatures if t.celsius >= config.fever_threshold_celsius], lambda t: t.time
         )
-        self.systolic = TimeSeries([b for b in record.blood_pressures if b.systolic_mmhg is not None], lambda b: b.time)
+        self.systolic = TimeSeries([b for b in precise_pressures if b.systolic_mmhg is not None], lambda b: b.time)
         self.lowest_systolic = RangeBest(self.systolic.records, lambda a, b: _below(a.systolic_mmhg, b.systolic_mmhg))
-        self.mean = TimeSeries([b for b in record.blood_pressures if b.mean_mmhg is not None], lambda b: b.time)
+        self.mean = TimeSeries([b for b in precise_pressures if b.mean_mmhg is not None], lambda b: b.time)
         self.lowest_mean = RangeBest(self.mean.records, lambda a, b: _below(a.mean_mmhg, b.mean_mmhg))
-        points = [o for o in record.oxygen if not o.is_period]
+        points = [o for o in record.oxygen if not o.is_period and o.latest is None]
         # A support record and a room-air record charted at the same moment: support wins.
         support_instants = {o.time for o in points if o.is_support}
         self.room_air = TimeSeries(
@@ -109,8 +151,10 @@ class _Timeline:
         self.flows = TimeSeries([o for o in supports if o.flow_l_min is not None], lambda o: o.time)
         self.fio2s = TimeSeries([o for o in supports if o.fio2_percent is not None], lambda o: o.time)
         self.period_oxygen = [o for o in record.oxygen if o.is_period]
+        self.support_points = supports
         self.spo2 = TimeSeries(record.spo2, lambda s: s.time)
         self.pressors = record.administrations_with(*PRESSOR_ROLES)
+        self.imprecise_pressors = [a for a in self.pressors if a.imprecise]
         self.masking_therapies = record.administrations_with(*MASKING_ROLES)
         self.crs_therapy_starts = [a.start for a in record.administrations_with(MedicationRole.CRS_THERAPY)]
 
@@ -132,6 +176,14 @@ def _pressure_check(result: _Assessment, reading: BloodPressure, value: float, l
     """Whether the lowest reading of ``kind`` is below ``limit``, recorded as evidence either way."""
     met = value < limit
     if result.collect:
+        detail = f"lowest {kind} pressure in the window"
+        if kind == "mean arterial" and reading.mean_derived:
+            detail += (
+                f"; derived from systolic {_fmt(reading.systolic_mmhg or 0)} / diastolic "
+                f"{_fmt(reading.diastolic_mmhg or 0)} charted together: (SBP + 2 x DBP) / 3"
+            )
+        if reading.latest is not None:
+            detail += "; date-only time, wholly inside the window"
         result.evidence.append(
             Evidence(
                 "hypotension",
@@ -141,7 +193,7 @@ def _pressure_check(result: _Assessment, reading: BloodPressure, value: float, l
                 unit="mm[Hg]",
                 threshold=f"{kind} pressure < {_fmt(limit)} mm[Hg]",
                 time=reading.time,
-                detail=f"lowest {kind} pressure in the window",
+                detail=detail,
             )
         )
     return met
@@ -158,6 +210,23 @@ def _anniversary(birth: date, year: int, like: datetime) -> datetime:
 
 def _fmt(value: float) -> str:
     return f"{value:g}"
+
+
+def _met(evidence: list[Evidence]) -> tuple[Evidence, ...]:
+    return tuple(e for e in evidence if e.status is Status.MET)
+
+
+def _duration(window: timedelta) -> str:
+    hours = window.total_seconds() / 3600.0
+    return f"{_fmt(hours / 24.0)} days" if hours >= 48 and hours % 24 == 0 else f"{_fmt(hours)} h"
+
+
+def _prior_support_note(result: _Assessment) -> str:
+    first = iso(result.first_sign) if result.first_sign is not None else "the first CRS sign"
+    return (
+        f"began before the first CRS sign ({first}): possibly due to another cause "
+        "(ASTCT counts signs not attributable to any other cause)"
+    )
 
 
 class AstctGrader:
@@ -178,8 +247,10 @@ class AstctGrader:
             result.assumptions.append("birth date unknown: adult hypotension thresholds used")
         self._fever(result)
         self._masking(result)
+        result.first_sign = self._first_sign(result.at)
         self._hypotension(result, age)
         self._hypoxia(result)
+        self._imprecise_signs(result, age)
         self._combine(result)
         return result
 
@@ -187,10 +258,17 @@ class AstctGrader:
         cfg = self.config
         lo, hi = self.timeline.temperatures.span(result.at - cfg.fever_window, result.at)
         hottest = self.timeline.hottest.best(lo, hi)
+        surely, possibly = self._imprecise_temperatures(result.at)
+        if hottest is None or (surely is not None and surely.celsius > hottest.celsius):
+            hottest = surely
         if hottest is None:
             result.fever = Status.UNKNOWN
+            result.fever_imprecise = possibly
             return
         result.fever = Status.MET if hottest.celsius >= cfg.fever_threshold_celsius else Status.NOT_MET
+        if result.fever is Status.NOT_MET and possibly is not None:
+            result.fever = Status.UNKNOWN  # a date-only fever may fall in the window: unknown
+            result.fever_imprecise = possibly
         if result.collect:
             result.evidence.append(
                 Evidence(
@@ -201,15 +279,34 @@ class AstctGrader:
                     unit="Cel",
                     threshold=f">= {cfg.fever_threshold_celsius:.1f} Cel",
                     time=hottest.time,
-                    detail=f"highest temperature in the fever window, charted as {hottest.original}",
+                    detail=f"highest temperature in the fever window, charted as {hottest.original}"
+                    + ("; date-only time, wholly inside the window" if hottest.latest is not None else ""),
                 )
             )
 
-    def _prior_crs_onset(self, at: datetime) -> tuple[datetime | None, str] | None:
+    def _imprecise_temperatures(self, at: datetime) -> tuple[Temperature | None, Temperature | None]:
+        """(hottest date-only reading wholly inside the fever window, a date-only fever only
+        partly inside it): the first counts, the second makes fever unknown."""
+        start = at - self.config.fever_window
+        threshold = self.config.fever_threshold_celsius
+        surely: Temperature | None = None
+        possibly: Temperature | None = None
+        for reading in self.timeline.imprecise_temperatures:
+            latest = reading.latest or reading.time
+            if reading.time > start and latest <= at:
+                if surely is None or reading.celsius > surely.celsius:
+                    surely = reading
+            elif reading.time <= at and latest > start and reading.celsius >= threshold:
+                possibly = reading
+        if surely is not None and surely.celsius >= threshold:
+            possibly = None
+        return surely, possibly
+
+    def _prior_crs_onset(self, at: datetime) -> _Onset | None:
         """When CRS was established before the fever window, and the resource that shows it."""
         cfg = self.config
         window_start = at - cfg.fever_window
-        candidates: list[tuple[datetime | None, str]] = []
+        candidates: list[_Onset] = []
         therapy_start = min(self.timeline.crs_therapy_starts, default=None)
         earliest = window_start - cfg.prior_crs_lookback
         if therapy_start is not None and therapy_start > earliest:
@@ -217,23 +314,49 @@ class AstctGrader:
         else:
             first = self.timeline.fevers.first(earliest, window_start, include_start=False)
         if first is not None:
-            candidates.append((first.time, first.reference))  # the earliest qualifying fever is the onset
+            candidates.append(_Onset(first.time, first.reference))  # the earliest qualifying fever is the onset
+        lower = therapy_start if therapy_start is not None and therapy_start > earliest else earliest
+        for reading in self.timeline.imprecise_temperatures:
+            # A date-only fever wholly before the fever window and not before the lookback (or therapy).
+            latest = reading.latest or reading.time
+            if reading.celsius >= cfg.fever_threshold_celsius and reading.time >= lower and latest <= window_start:
+                candidates.append(_Onset(reading.time, reading.reference, latest))
         for condition in self.record.conditions:
             if condition.onset is None or condition.onset <= at:
-                candidates.append((condition.onset, condition.reference))
+                candidates.append(_Onset(condition.onset, condition.reference))
         if not candidates:
             return None
-        return min(candidates, key=lambda c: c[0] or datetime.min.replace(tzinfo=at.tzinfo))
+        return min(candidates, key=lambda c: c.time or datetime.min.replace(tzinfo=at.tzinfo))
+
+    def _surely_after(self, therapy: Administration, onset: _Onset) -> bool:
+        """Given surely after the onset. Two date-only times of one site share its unknown UTC
+        offset, so the later calendar day is after the earlier one whatever that offset is."""
+        if onset.time is None:
+            return True
+        if onset.latest is None:
+            return therapy.start > onset.time
+        if therapy.start_latest is None:
+            return therapy.start > onset.latest
+        shared = timedelta(0) if self.config.site_timezone else EARLIEST_OFFSET + LATEST_OFFSET
+        return therapy.start >= onset.latest - shared
 
     def _masking(self, result: _Assessment) -> None:
         """ASTCT: after CRS and then antipyretic/anti-cytokine/steroid, fever is not required."""
         if result.fever is Status.MET:
             return
         onset = self._prior_crs_onset(result.at)
-        given = [a for a in self.timeline.masking_therapies if a.start <= result.at]
-        after = [] if onset is None else [a for a in given if onset[0] is None or a.start > onset[0]]
+        given = [a for a in self.timeline.masking_therapies if a.surely_given_by(result.at)]
+        after = [] if onset is None else [a for a in given if self._surely_after(a, onset)]
+        if onset is not None and onset.time is not None and not after:
+            first_fever = onset.time
+            result.masking_unknown = next(
+                (a for a in reversed(given) if (a.imprecise or onset.latest) and a.latest_start > first_fever), None
+            )
         if onset is None or not after:
+            result.prophylaxis = self._prophylaxis(result.at)
             recent = [a for a in given if a.start > result.at - self.config.worst_grade_window]
+            if result.prophylaxis is not None and result.prophylaxis not in recent:
+                recent.append(result.prophylaxis)
             if recent:
                 names = ", ".join(sorted({a.agent for a in recent}))
                 result.alerts.append(
@@ -241,7 +364,7 @@ class AstctGrader:
                     "(premedication does not lift the fever requirement)"
                 )
             return
-        onset_time, onset_reference = onset
+        onset_time, onset_reference = onset.time, onset.reference
         therapy = after[-1]
         result.masked = True
         result.evidence.append(
@@ -264,6 +387,35 @@ class AstctGrader:
             )
         )
 
+    def _prophylaxis(self, at: datetime) -> Administration | None:
+        """The masking drug, given before any CRS, whose window of action covers ``at``: fever may
+        be suppressed for as long as it acts (section 1, "Masked fever after prophylaxis")."""
+        acting = [
+            a
+            for a in self.timeline.masking_therapies
+            if a.start <= at < a.latest_start + self.config.masking_window(a.agent, a.role.value)
+        ]
+        return max(acting, key=lambda a: a.start, default=None)
+
+    def _first_sign(self, at: datetime) -> datetime | None:
+        """The first CRS sign before ``at``: the first fever of the look-back (after a CRS therapy
+        when one is charted) or an active CRS Condition's onset; support begun earlier may have
+        another cause."""
+        cfg = self.config
+        earliest = at - cfg.fever_window - cfg.prior_crs_lookback
+        therapy_start = min(self.timeline.crs_therapy_starts, default=None)
+        if therapy_start is not None and therapy_start > earliest:
+            first = self.timeline.fevers.first(therapy_start, at, include_start=True)
+        else:
+            first = self.timeline.fevers.first(earliest, at, include_start=False)
+        candidates = [first.time] if first is not None else []
+        candidates += [c.onset for c in self.record.conditions if c.onset is not None and c.onset <= at]
+        return min(candidates, default=None)
+
+    def _began_before_crs(self, result: _Assessment, start: datetime) -> bool:
+        """Began more than the margin (12 h) before the first CRS sign: possibly another cause."""
+        return result.first_sign is not None and start < result.first_sign - self.config.support_before_crs_margin
+
     def _hypotension(self, result: _Assessment, age: int | None) -> None:
         cfg = self.config
         running = [a for a in self.timeline.pressors if a.in_effect_at(result.at)]
@@ -271,8 +423,14 @@ class AstctGrader:
         if running:
             result.pressor_in_effect = True
             result.hypotension_grade = 4 if len(counted) >= 2 else 3
+            later = [a for a in running if not self._began_before_crs(result, a.start)]
+            later_counted = {a.agent for a in later if a.role is MedicationRole.VASOPRESSOR}
+            result.hypotension_without_prior = (4 if len(later_counted) >= 2 else 3) if later else 0
+            for admin in running:
+                if self._began_before_crs(result, admin.start):
+                    result.prior_support.append(admin.reference)
             if result.collect:
-                result.evidence.extend(self._pressor_evidence(admin, len(counted)) for admin in running)
+                result.evidence.extend(self._pressor_evidence(admin, len(counted), result) for admin in running)
         threshold = systolic_threshold(age, cfg)
         use_map = age is None or age > 10
         window_start = result.at - cfg.hypotension_window
@@ -286,17 +444,30 @@ class AstctGrader:
             limit = cfg.mean_arterial_threshold_mmhg
             if lowest_mean.mean_mmhg < limit or lowest_systolic is None:
                 low = _pressure_check(result, lowest_mean, lowest_mean.mean_mmhg, limit, "mean arterial") or low
+                if lowest_mean.mean_derived and result.collect:
+                    result.assumptions.append(
+                        f"mean arterial pressure {_fmt(lowest_mean.mean_mmhg)} mm[Hg] derived from systolic "
+                        f"{_fmt(lowest_mean.systolic_mmhg or 0)} / diastolic {_fmt(lowest_mean.diastolic_mmhg or 0)} "
+                        f"charted together ({lowest_mean.reference}): (SBP + 2 x DBP) / 3, no MAP charted"
+                    )
         if low and not running:
             result.hypotension_grade = 2
+        if low:
+            result.hypotension_without_prior = max(result.hypotension_without_prior, 2)
 
-    @staticmethod
-    def _pressor_evidence(admin: Administration, counted: int) -> Evidence:
+    def _pressor_evidence(self, admin: Administration, counted: int, result: _Assessment) -> Evidence:
         if admin.role is MedicationRole.VASOPRESSIN_ANALOGUE:
             detail = "vasopressin-type: not counted toward 'more than one vasopressor'"
         else:
             detail = f"vasopressor in effect ({counted} counted)"
         if admin.by_text:
             detail += "; identified by name in text only, no recognised code"
+        if admin.route_note:
+            detail += f"; {admin.route_note}"
+        if admin.start_latest is not None:
+            detail += "; date-only start, surely before T"
+        if self._began_before_crs(result, admin.start):
+            detail += "; " + _prior_support_note(result)
         return Evidence(
             "vasopressor",
             Status.MET,
@@ -343,6 +514,13 @@ class AstctGrader:
             result.oxygen_flow_l_min = flows[-1] if flows else None
             result.oxygen_fio2 = chosen_fio2
         result.hypoxia_grade = int(level)
+        result.hypoxia_without_prior = int(level)
+        if level is not SupportLevel.ROOM_AIR and result.collect and result.first_sign is not None:
+            # Only where the grade is reported (current and worst): a scan over the history.
+            since = self._support_since(level, used)
+            if self._began_before_crs(result, since):
+                result.hypoxia_without_prior = 0
+                result.prior_support.extend(r.reference for r in used)
         if not result.collect:
             return
         if level is SupportLevel.ROOM_AIR:
@@ -358,15 +536,40 @@ class AstctGrader:
                     )
                 )
         else:
+            prior = result.hypoxia_without_prior == 0
             for record in dict.fromkeys(used):
-                result.evidence.append(self._oxygen_evidence(record, level))
+                evidence = self._oxygen_evidence(record, level)
+                if prior:
+                    evidence = replace(evidence, detail=f"{evidence.detail}; {_prior_support_note(result)}")
+                result.evidence.append(evidence)
+            if chosen_device is not None and result.oxygen_flow_l_min is not None:
+                notes.append(
+                    f"{chosen_device.device_display or chosen_device.device} with "
+                    f"{_fmt(result.oxygen_flow_l_min)} L/min charted: graded as {_SUPPORT_LABEL[level]}"
+                )
         result.assumptions.extend(notes)
         self._spo2_alert(result)
+
+    def _support_since(self, level: SupportLevel, used: list[OxygenRecord]) -> datetime:
+        """When support at ``level`` or above began: the earliest such record (point or period)
+        after the last room-air record before the one in force; a room-air record ends a run."""
+        since = min(r.time for r in used)
+        room_air = self.timeline.room_air.latest(since, not_before=datetime.min.replace(tzinfo=since.tzinfo))
+        floor = room_air.time if room_air is not None else None
+        for record in (*self.timeline.support_points, *self.timeline.period_oxygen):
+            if not record.is_support or record.time >= since or (floor is not None and record.time <= floor):
+                continue
+            if self._classify(record.device, record.flow_l_min, record.fio2_percent)[0] >= level:
+                since = record.time
+        return since
 
     def _classify(self, device: str | None, flow: float | None, fio2: float | None) -> tuple[SupportLevel, list[str]]:
         limit = self.config.low_flow_max_l_min
         if device == "positive_pressure":
             return SupportLevel.POSITIVE_PRESSURE, []
+        if device in ("nasal_cannula", "high_flow_nasal_cannula") and flow is not None and flow > 0:
+            # Section 1: with any nasal cannula the charted flow decides (ASTCT footnote: > 6 L/min).
+            return (SupportLevel.HIGH_FLOW if flow > limit else SupportLevel.LOW_FLOW), []
         if device in ("high_flow_nasal_cannula", "face_mask"):
             return SupportLevel.HIGH_FLOW, []
         if device in ("blow_by", "low_flow"):
@@ -412,6 +615,61 @@ class AstctGrader:
                 "low saturation raises no ASTCT grade by itself; assess the need for oxygen"
             )
 
+    def _imprecise_signs(self, result: _Assessment, age: int | None) -> None:
+        """Date-only pressors, pressures and oxygen records that may, but need not, raise the grade
+        now: the grade becomes "at least" with what each is (section 1, imprecise times)."""
+        at = result.at
+        for admin in self.timeline.imprecise_pressors:
+            if result.pressor_in_effect or not admin.possibly_in_effect_at(at) or admin.in_effect_at(at):
+                continue
+            result.unknown_support.append(
+                f"{admin.agent} ({admin.reference}) has a date-only time: it may or may not be in effect at "
+                f"{iso(at)} (it would make hypotension grade 3)"
+            )
+        if result.hypotension_grade < 2:
+            window_start = at - self.config.hypotension_window
+            threshold = systolic_threshold(age, self.config)
+            use_map = age is None or age > 10
+            for reading in self.timeline.imprecise_pressures:
+                latest = reading.latest or reading.time
+                mean_limit = self.config.mean_arterial_threshold_mmhg
+                low = (reading.systolic_mmhg is not None and reading.systolic_mmhg < threshold) or (
+                    use_map and reading.mean_mmhg is not None and reading.mean_mmhg < mean_limit
+                )
+                if not low or reading.time > at or latest <= window_start:
+                    continue
+                if reading.time > window_start and latest <= at:
+                    result.hypotension_grade = 2
+                    result.hypotension_without_prior = max(result.hypotension_without_prior, 2)
+                    if result.collect:
+                        value = reading.systolic_mmhg if reading.systolic_mmhg is not None else reading.mean_mmhg
+                        result.evidence.append(
+                            Evidence(
+                                "hypotension",
+                                Status.MET,
+                                reading.reference,
+                                value=value,
+                                unit="mm[Hg]",
+                                time=reading.time,
+                                detail="low pressure with a date-only time, wholly inside the window",
+                            )
+                        )
+                    break
+                result.unknown_support.append(
+                    f"low blood pressure ({reading.reference}) has a date-only time: it may or may not fall in the "
+                    f"{_fmt(self.config.hypotension_window_hours)} h window (it would make hypotension grade 2)"
+                )
+        oldest = at - self.config.oxygen_recency
+        for record in self.timeline.imprecise_oxygen:
+            if not record.is_support or record.time > at or (record.latest or record.time) <= oldest:
+                continue
+            level, _ = self._classify(record.device, record.flow_l_min, record.fio2_percent)
+            if level > result.support:
+                result.unknown_support.append(
+                    f"oxygen support ({record.device_display or 'oxygen'}, {record.reference}) has a date-only time: "
+                    f"it may or may not be in force at {iso(at)} (it would make hypoxia grade {int(level)})"
+                )
+
     def _combine(self, result: _Assessment) -> None:
         worst_sign = max(result.hypotension_grade, result.hypoxia_grade)
         if result.fever is Status.MET:
@@ -423,14 +681,13 @@ class AstctGrader:
                     "fever may be masked by anti-cytokine, steroid or antipyretic therapy: no active sign of CRS now"
                 )
         elif result.fever is Status.NOT_MET:
+            if worst_sign > 0 and (result.prophylaxis is not None or result.masking_unknown is not None):
+                self._possible_masked(result, worst_sign)
+                self._unavailable(result)
+                return
             result.grade = 0
         else:
-            window = _fmt(self.config.fever_window_hours)
-            result.missing.append(
-                f"no usable body temperature in the {window} h before {iso(result.at)}: fever cannot be judged"
-            )
-            result.grade = None
-            result.at_least = None
+            self._fever_unknown(result, worst_sign)
             self._unavailable(result)
             return
         could_raise_by_pressure = not result.pressor_in_effect and result.hypoxia_grade < 2 and result.grade is not None
@@ -441,7 +698,62 @@ class AstctGrader:
             )
             result.at_least = result.grade
             result.grade = None
+        if result.unknown_support and (result.fever is Status.MET or result.masked):
+            result.missing.extend(result.unknown_support)
+            if result.grade is not None:
+                result.at_least = result.grade
+                result.grade = None
         self._unavailable(result)
+
+    def _possible_masked(self, result: _Assessment, worst_sign: int) -> None:
+        """No fever, a sign of CRS, and a masking drug that may hide the fever: never "no CRS"."""
+        result.grade = None
+        result.at_least = 0
+        result.possible_grade = worst_sign
+        therapy = result.prophylaxis or result.masking_unknown
+        assert therapy is not None
+        if result.prophylaxis is not None:
+            window = self.config.masking_window(therapy.agent, therapy.role.value)
+            why = (
+                f"{therapy.agent} given {iso(therapy.start)} ({therapy.reference}) before any CRS may suppress fever "
+                f"for {_duration(window)}"
+            )
+        else:
+            why = f"{therapy.agent} ({therapy.reference}) has a date-only time: before or after CRS onset is unknown"
+        result.missing.append(f"possible CRS with masked fever: grade {worst_sign} if CRS; {why}")
+        if result.collect:
+            result.evidence.append(
+                Evidence(
+                    "masking therapy",
+                    Status.UNKNOWN,
+                    therapy.reference,
+                    value=therapy.agent,
+                    time=therapy.start,
+                    detail=why,
+                )
+            )
+
+    def _fever_unknown(self, result: _Assessment, worst_sign: int) -> None:
+        window = _fmt(self.config.fever_window_hours)
+        if result.fever_imprecise is not None:
+            reading = result.fever_imprecise
+            result.missing.append(
+                f"fever cannot be judged: {reading.original} ({reading.reference}) has a date-only time that may "
+                f"or may not fall in the {window} h before {iso(result.at)}; take a temperature now"
+            )
+        else:
+            result.missing.append(
+                f"no usable body temperature in the {window} h before {iso(result.at)}: fever cannot be judged; "
+                "take a temperature now"
+            )
+        result.grade = None
+        result.at_least = None
+        if worst_sign > 0:
+            result.possible_grade = worst_sign
+            if result.prophylaxis is not None:
+                result.missing.append(
+                    f"{result.prophylaxis.agent} ({result.prophylaxis.reference}) given before any CRS may mask fever"
+                )
 
     def _unavailable(self, result: _Assessment) -> None:
         """Data the EHR could not supply make the grade indeterminate where they could raise it."""
@@ -495,6 +807,8 @@ class AstctGrader:
         if in_window:
             events.add(in_window[0])
         events.update(t.time for t in timeline.fevers.records)
+        # A date-only fever counts from the end of its interval (wholly inside the window then).
+        events.update(t.latest for t in timeline.imprecise_temperatures if t.latest is not None)
         events.update(
             b.time
             for b in record.blood_pressures
@@ -542,6 +856,13 @@ class AstctGrader:
             alerts.append(
                 "patient is deceased: grade 5 (death due to CRS) needs a clinician's attribution and is never inferred"
             )
+        if current.prior_support:
+            alerts.append(
+                "support in force began before the first CRS sign ("
+                + ", ".join(dict.fromkeys(current.prior_support))
+                + "): possibly due to another cause; the grade follows the ASTCT table, but no grade-4 order rests "
+                "on it alone"
+            )
         for admin in self.record.administrations_with(MedicationRole.INOTROPE, MedicationRole.VASOACTIVE_NOT_COUNTED):
             if admin.in_effect_at(at):
                 alerts.append(
@@ -566,6 +887,10 @@ class AstctGrader:
             alerts=tuple(alerts),
             choices=self.config.describe(),
             citation=CITATION,
+            possible_grade=current.possible_grade,
+            worst_grade_evidence=_met(worst.evidence) if worst is not None else (),
+            support_before_crs=tuple(dict.fromkeys(current.prior_support)),
+            grade_without_prior_support=current.grade_without_prior_support if current.prior_support else None,
         )
 
 

@@ -320,11 +320,19 @@ class OtherSystemGrader:
         if base.fever is Status.UNKNOWN and not base.masked:
             notes.missing.extend(base.missing)
             return _Point(at, None, None, notes, components)
+        if base.grade is None and base.possible_grade is not None:
+            # Possible CRS with masked fever (ASTCT section 1): never "no CRS" in any system.
+            notes.missing.extend(base.missing)
+            return _Point(at, None, None, notes, components)
         if not signs.crs:
             if rules.afebrile_grade is None:
                 notes.missing.append(rules.afebrile_reason)
             return _Point(at, rules.afebrile_grade, None, notes, components)
-        value = max(1 if base.fever is Status.MET else 0, hypotension.grade, hypoxia.grade)
+        # Masked CRS with an active sign is CRS: at least 1, as the same finding with fever would be
+        # (MSKCC grades hypotension without a pressor 1 whether the fever is charted or masked).
+        active_sign = base.hypotension_grade > 0 or base.hypoxia_grade > 0
+        floor = 1 if base.fever is Status.MET or (base.masked and active_sign) else 0
+        value = max(floor, hypotension.grade, hypoxia.grade)
         inexact = [p for p in (hypotension, hypoxia) if not p.exact]
         grade = value
         if inexact and value < 4:

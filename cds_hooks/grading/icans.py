@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cds_hooks.grading.result import Evidence, GradeResult, Status
-from cds_hooks.reading.fhir_time import age_in_years
+from cds_hooks.reading.fhir_time import age_in_years, iso
 from cds_hooks.reading.record import Domain, IcansFindings, NeuroFinding
 
 SYSTEM = "ASTCT-2019-ICANS"
@@ -38,6 +38,15 @@ CAPD_MAX_AGE_YEARS = 12
 """CAPD replaces ICE for children younger than 12 (Lee 2019; ASCO 2021)."""
 CAPD_DELIRIUM_THRESHOLD = 9
 """CAPD >= 9 is grade 3 (Lee 2019 paediatric table; ASCO 2021 footnote)."""
+OVERDUE_AFTER = timedelta(hours=12)
+"""[choice, configurable] An ICE/CAPD assessment is overdue 12 h after the last one while ICANS is
+followed (ASCO 2021: ICE at least twice a day)."""
+FOLLOWED_FOR = timedelta(days=7)
+"""[choice, configurable] ICANS is "being followed" when an ICE, CAPD or a finding of grade >= 1 was
+charted in the last 7 days."""
+GCS_DEPRESSED_MAX = 8
+"""[choice] A GCS <= 8 (coma range) beside an ICANS grade below 3 makes the grade indeterminate."""
+GCS_CONFLICT_BELOW_GRADE = 3
 DEFAULT_WINDOW = timedelta(hours=24)
 """Assessments older than 24 h are not the current state [choice]: ICE is charted at least twice
 a day (ASCO 2021: "at least two times a day"), so 24 h holds at least two assessments."""
@@ -124,34 +133,72 @@ def _domain_grade(finding: NeuroFinding) -> _Domain:
     return _Domain(0, 0, finding)
 
 
-def grade_icans(findings: IcansFindings, at: datetime, window: timedelta = DEFAULT_WINDOW) -> GradeResult:
+def grade_icans(
+    findings: IcansFindings,
+    at: datetime,
+    window: timedelta = DEFAULT_WINDOW,
+    *,
+    overdue_after: timedelta = OVERDUE_AFTER,
+    followed_for: timedelta = FOLLOWED_FOR,
+) -> GradeResult:
     """The ICANS grade at ``at`` from the assessments in ``(at - window, at]``.
 
     State domains (scores, consciousness, motor, oedema) use the latest assessment; seizures, which
-    are events, the worst in the window [choice].
+    are events, the worst in the window [choice]. Missing, stale, incomplete and superseded
+    assessments never read as normal (issue 16): ICE 0 or a child's CAPD 1-8 without a level of
+    consciousness is "at least"; a newer incomplete ICE form leaves the score unknown; a GCS <= 8
+    beside a milder grade makes it indeterminate; a consciousness level charted before a newer ICE
+    score > 0 (the patient was awake to answer) is superseded; and when ICANS is being followed an
+    assessment older than ``overdue_after`` is flagged overdue.
     """
     recent = [f for f in findings.findings if at - window < f.time <= at]
     age = age_in_years(findings.birth_date, at) if findings.birth_date else None
     assumptions = ["Findings are taken as not attributable to another cause (e.g. sedation), as ASTCT requires."]
     missing: list[str] = []
+    alerts: list[str] = []
     hours = f"{window.total_seconds() / 3600:g} h"
 
     def latest(domain: Domain) -> NeuroFinding | None:
-        return next((f for f in reversed(recent) if f.domain is domain), None)
+        return next((f for f in reversed(recent) if f.domain is domain and f.incomplete is None), None)
 
     score, score_note = _encephalopathy_score(latest(Domain.ICE), latest(Domain.CAPD), age)
     if score_note:
         assumptions.append(score_note)
+    attempt = next((f for f in reversed(recent) if f.incomplete is not None), None)
+    stale_by_attempt = attempt is not None and (score is None or attempt.time > score.time)
+    if stale_by_attempt and attempt is not None:
+        missing.append(
+            f"ICE score unknown: the newest ICE form ({attempt.reference}, {iso(attempt.time)}) is incomplete "
+            f"({attempt.incomplete}); the patient may have been unable to complete it"
+        )
+        score = None
     for source, reason in findings.unavailable.items():
         missing.append(f"{source} unavailable: {reason}")
-    if score is None:
+    if score is None and not stale_by_attempt:
         wanted = "CAPD score" if age is not None and age < CAPD_MAX_AGE_YEARS else "ICE score (0-10)"
         missing.append(f"{wanted}: no assessment in the {hours} before T")
 
+    consciousness = latest(Domain.CONSCIOUSNESS)
+    if (
+        consciousness is not None
+        and score is not None
+        and score.domain is Domain.ICE
+        and (score.score or 0) > 0
+        and score.time > consciousness.time
+    ):
+        assumptions.append(
+            f"level of consciousness {consciousness.display or consciousness.answer} at {iso(consciousness.time)} "
+            f"({consciousness.reference}) superseded by the newer ICE score at {iso(score.time)}: the patient was "
+            "awake to answer [choice]"
+        )
+        consciousness = None
+
     chosen: list[_Domain] = []
     if score is not None:
-        chosen.append(_domain_grade(score))
-    for domain in (Domain.CONSCIOUSNESS, Domain.MOTOR, Domain.EDEMA):
+        chosen.append(_score_domain(score, consciousness, missing))
+    if consciousness is not None:
+        chosen.append(_domain_grade(consciousness))
+    for domain in (Domain.MOTOR, Domain.EDEMA):
         found = latest(domain)
         if found is not None:
             chosen.append(_domain_grade(found))
@@ -162,12 +209,25 @@ def grade_icans(findings: IcansFindings, at: datetime, window: timedelta = DEFAU
     proven = max((d.grade for d in chosen), default=0)
     possible = max((d.possible for d in chosen), default=0)
     for d in chosen:
-        if d.possible > d.grade and d.possible > proven:
+        if d.possible > d.grade and d.possible > proven and d.finding.domain not in (Domain.ICE, Domain.CAPD):
             missing.append(f"{d.finding.domain.value}: type not charted (grade {d.grade} or {d.possible})")
 
     evidence = [_evidence(d) for d in chosen]
+    if stale_by_attempt and attempt is not None:
+        evidence.append(
+            Evidence(
+                Domain.ICE.value,
+                Status.UNKNOWN,
+                attempt.reference,
+                value="incomplete",
+                time=attempt.time,
+                detail=attempt.incomplete,
+            )
+        )
     gcs = latest(Domain.GCS)
+    gcs_conflict = False
     if gcs is not None and gcs.score is not None:
+        gcs_conflict = gcs.score <= GCS_DEPRESSED_MAX and proven < GCS_CONFLICT_BELOW_GRADE
         evidence.append(
             Evidence(
                 "glasgow_coma_score",
@@ -179,15 +239,26 @@ def grade_icans(findings: IcansFindings, at: datetime, window: timedelta = DEFAU
                 detail="supporting finding only; not an ASTCT ICANS criterion",
             )
         )
+        if gcs_conflict:
+            missing.append(
+                f"GCS {gcs.score:g} at {iso(gcs.time)} ({gcs.reference}) is <= {GCS_DEPRESSED_MAX}: a depressed level "
+                f"of consciousness that grade {proven} does not explain; chart the level of consciousness (ICANS "
+                "grade 3 if awakens only to touch, 4 if unarousable)"
+            )
 
-    decided = proven >= 4 or (score is not None and possible <= proven)
+    decided = not gcs_conflict and (proven >= 4 or (score is not None and possible <= proven))
     grade = proven if decided else None
+    overdue = _overdue(findings, at, overdue_after=overdue_after, followed_for=followed_for)
+    if overdue is not None:
+        alerts.append(overdue)
     components: dict[str, str | int] = {
         "scoreUsed": "none" if score is None else ("ICE" if score.domain is Domain.ICE else "CAPD"),
         **{_component(d.finding.domain): d.grade for d in chosen},
     }
     if score is not None and score.score is not None:
         components["score"] = int(score.score)
+    if overdue is not None:
+        components["assessment"] = "overdue"
     return GradeResult(
         system=SYSTEM,
         at=at,
@@ -198,8 +269,50 @@ def grade_icans(findings: IcansFindings, at: datetime, window: timedelta = DEFAU
         grade_at_least=proven if grade is None and proven >= 1 else None,
         not_evidence=tuple(findings.not_evidence),
         assumptions=tuple(assumptions),
-        choices=_choices(hours),
+        alerts=tuple(alerts),
+        choices=_choices(hours, overdue_after, followed_for),
         citation=CITATION,
+    )
+
+
+def _score_domain(score: NeuroFinding, consciousness: NeuroFinding | None, missing: list[str]) -> _Domain:
+    """The ICE or CAPD domain; its upper bound when the level of consciousness that ASTCT needs to
+    place it is not charted: ICE 0 is 3 awake with aphasia or 4 unarousable; a child's CAPD 1-8 is
+    1 or 2 by consciousness."""
+    graded = _domain_grade(score)
+    if consciousness is not None or score.score is None:
+        return graded
+    if score.domain is Domain.ICE and score.score == 0:
+        missing.append(
+            "level of consciousness not charted with ICE 0: grade 3 if awake (global aphasia), 4 if unarousable"
+        )
+        return _Domain(graded.grade, 4, score)
+    if score.domain is Domain.CAPD and 0 < score.score < CAPD_DELIRIUM_THRESHOLD:
+        missing.append("level of consciousness not charted with CAPD 1-8: grade 1, or 2 if awakening to voice")
+        return _Domain(graded.grade, 2, score)
+    return graded
+
+
+def _overdue(findings: IcansFindings, at: datetime, *, overdue_after: timedelta, followed_for: timedelta) -> str | None:
+    """ "Assessment overdue" when ICANS is being followed (an ICE or CAPD, or a finding of grade >= 1,
+    charted in ``followed_for``) and no ICE or CAPD assessment was charted in ``overdue_after``."""
+    period = [f for f in findings.findings if at - followed_for < f.time <= at]
+    assessments = [f for f in period if f.domain in (Domain.ICE, Domain.CAPD)]
+    followed = bool(assessments) or any(_domain_grade(f).grade >= 1 for f in period)
+    if not followed:
+        return None
+    last = max(assessments, key=lambda f: f.time, default=None)
+    if last is not None and at - last.time <= overdue_after:
+        return None
+    limit = f"{overdue_after.total_seconds() / 3600:g} h"
+    if last is None:
+        return f"assessment overdue: ICANS is being followed but no ICE or CAPD was charted in {limit}"
+    ago = (at - last.time).total_seconds() / 3600
+    what = "ICE form (incomplete)" if last.incomplete else f"{'ICE' if last.domain is Domain.ICE else 'CAPD'}"
+    value = f" {last.score:g}" if last.score is not None else ""
+    return (
+        f"assessment overdue: last {what}{value} at {iso(last.time)} ({last.reference}), {ago:.0f} h ago; "
+        f"ICANS is being followed and an assessment is due every {limit} [choice]"
     )
 
 
@@ -253,11 +366,17 @@ def _component(domain: Domain) -> str:
     }[domain]
 
 
-def _choices(hours: str) -> dict[str, str]:
+def _choices(hours: str, overdue_after: timedelta, followed_for: timedelta) -> dict[str, str]:
     return {
         "icansWindow": f"assessments in the {hours} before T; latest per domain, worst seizure",
         "icansScore": "ICE from age 12, CAPD under 12; no score in the window -> indeterminate",
         "capdZero": "CAPD 0 is grade 0 (the ASTCT CAPD row starts at 1)",
+        "icansOverdue": (
+            f"assessment overdue after {overdue_after.total_seconds() / 3600:g} h while ICANS is followed "
+            f"(ICE, CAPD or a finding of grade >= 1 in the last {followed_for.days} days)"
+        ),
+        "icansSuperseded": "a level of consciousness charted before a newer ICE score > 0 is superseded by it",
+        "icansGcs": f"GCS <= {GCS_DEPRESSED_MAX} beside an ICANS grade below 3 -> indeterminate",
     }
 
 

@@ -73,6 +73,15 @@ class GradeResult:
     alerts: tuple[str, ...] = ()
     choices: Mapping[str, str] = field(default_factory=dict)
     citation: str = ""
+    possible_grade: int | None = None
+    """Indeterminate only: the grade if the unknown turns out to be CRS (masked fever after
+    prophylaxis, no temperature charted); the card's indicator follows it."""
+    worst_grade_evidence: tuple[Evidence, ...] = ()
+    """The evidence the worst grade rests on, with its times (shown on the card)."""
+    support_before_crs: tuple[str, ...] = ()
+    """Support in force that began before the first CRS sign: possibly due to another cause."""
+    grade_without_prior_support: int | None = None
+    """The grade counting only support begun after CRS; grade-4 orders need it to be 4."""
 
     @property
     def indeterminate(self) -> bool:
@@ -92,12 +101,18 @@ class GradeResult:
         out["status"] = "indeterminate" if self.indeterminate else "graded"
         if self.grade_at_least is not None:
             out["gradeAtLeast"] = self.grade_at_least
+        if self.possible_grade is not None:
+            out["possibleGrade"] = self.possible_grade
         if self.worst_grade is not None or null_grade:
             out["worstGrade"] = self.worst_grade
         if self.worst_grade_at is not None:
             out["worstGradeAt"] = iso(self.worst_grade_at)
         if self.worst_grade_references:
             out["worstGradeReferences"] = list(self.worst_grade_references)
+        if self.support_before_crs:
+            out["supportBeforeCrs"] = list(self.support_before_crs)
+            if self.grade_without_prior_support is not None:
+                out["gradeWithoutSupportBeforeCrs"] = self.grade_without_prior_support
         out["at"] = iso(self.at)
         out["components"] = dict(self.components)
         if self.evidence:

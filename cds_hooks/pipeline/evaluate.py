@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from cds_hooks.advice.dosing import TocilizumabAdvice, tocilizumab_advice
 from cds_hooks.grading import GRADERS, GradeResult, GradingConfig
 from cds_hooks.grading.astct import SYSTEM as ASTCT
 from cds_hooks.grading.icans import DEFAULT_WINDOW as ICANS_WINDOW
-from cds_hooks.grading.icans import grade_icans
+from cds_hooks.grading.icans import FOLLOWED_FOR, OVERDUE_AFTER, grade_icans
 from cds_hooks.reading.evidence_check import invalid_references
 from cds_hooks.reading.fhir_time import age_in_years
 from cds_hooks.reading.neuro import IceQuestionnaire
@@ -42,6 +43,10 @@ class IcansOptions:
 
     questionnaire: IceQuestionnaire
     window: timedelta = ICANS_WINDOW
+    overdue_after: timedelta = OVERDUE_AFTER
+    """An assessment is overdue this long after the last one while ICANS is followed [choice]."""
+    followed_for: timedelta = FOLLOWED_FOR
+    """ICANS is followed when an ICE, CAPD or a finding of grade >= 1 was charted this recently."""
 
 
 @dataclass(frozen=True)
@@ -81,13 +86,19 @@ def evaluate(
     skip: dict[str, str] = {}
     for _ in range(len(resources) + 1):  # each round drops at least one resource
         record = extract_record(
-            resources, grading.terminology, grading.units, patient_id=patient_id, ice_form=ice_form, skip=skip
+            resources,
+            grading.terminology,
+            grading.units,
+            patient_id=patient_id,
+            ice_form=ice_form,
+            skip=skip,
+            site_zone=ZoneInfo(grading.config.site_timezone) if grading.config.site_timezone else None,
         )
         # ICANS data never change the CRS grade: their absence is said on the ICANS result only.
         record.unavailable.update({k: v for k, v in (unavailable or {}).items() if k is not DataSource.ICANS})
         record.not_evidence.extend(NotEvidence(ref, reason) for ref, reason in skip.items())
         results = tuple(GRADERS[system](record, at, grading.config) for system in _ordered(grading.systems))
-        advice = tocilizumab_advice(record, at)
+        advice = tocilizumab_advice(record, at, grading.config)
         icans = _icans(grading, record=record, at=at, unavailable=unavailable)
         cited = [ref for result in results for ref in (*result.references, *result.worst_grade_references)]
         if icans is not None:
@@ -112,7 +123,10 @@ def _icans(
     reason = (unavailable or {}).get(DataSource.ICANS)
     if reason is not None:
         findings.unavailable[DataSource.ICANS.value] = reason
-    return grade_icans(findings, at, grading.icans.window)
+    options = grading.icans
+    return grade_icans(
+        findings, at, options.window, overdue_after=options.overdue_after, followed_for=options.followed_for
+    )
 
 
 def _ordered(systems: Sequence[str]) -> list[str]:

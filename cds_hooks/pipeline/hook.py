@@ -7,6 +7,7 @@ way and each stage returns a typed value, so a failure says which stage and why.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from cds_hooks.advice.cards import CardOptions, build_cards
 from cds_hooks.advice.icans_cards import build_icans_cards
 from cds_hooks.advice.order_cards import build_order_cards
 from cds_hooks.advice.order_checks import OrderCheckError, check_orders, read_draft_orders
+from cds_hooks.advice.steroids import one_steroid_regimen
 from cds_hooks.cds import CdsRequest, CdsResponse, Discovery, ServiceDefinition
 from cds_hooks.errors import BadRequest, PreconditionFailed, UnknownService, UnprocessableRequest
 from cds_hooks.pipeline.evaluate import Evaluation, Grading, evaluate
@@ -30,6 +32,7 @@ from cds_hooks.reading.prefetch import (
     classify,
     render,
 )
+from cds_hooks.reading.products import ProductRules, load_products
 from cds_hooks.reading.reader import SourcedResource
 from cds_hooks.reading.record import DataSource
 
@@ -44,6 +47,32 @@ ORDER_SERVICES = {ORDER_SELECT_SERVICE_ID: "order-select", ORDER_SIGN_SERVICE_ID
 SERVICE_HOOKS = {SERVICE_ID: HOOK, **ORDER_SERVICES}
 AT_EXTENSION = "crs-cds-hooks.at"
 ORDER_CARD_SOURCE = "CRS order check (tocilizumab and T-cell engager labels)"
+
+
+MAX_MEDICATION_READS = 20
+"""[choice] At most 20 referenced Medications are read per call (each read is one request)."""
+MEDICATION_REFERENCE = re.compile(r"(?:^|/)(Medication/[A-Za-z0-9\-.]{1,64})$")
+
+
+def unresolved_medications(resources: Sequence[SourcedResource]) -> list[str]:
+    """``Medication/<id>`` references of administrations and requests that no Medication in
+    ``resources`` resolves (contained ``#id`` references are resolved in the resource itself)."""
+    known = {r.reference for r in resources if r.resource.get("resourceType") == "Medication"}
+    known |= {
+        f"Medication/{r.resource['id']}"
+        for r in resources
+        if r.resource.get("resourceType") == "Medication" and isinstance(r.resource.get("id"), str)
+    }
+    wanted: list[str] = []
+    for item in resources:
+        if item.resource.get("resourceType") not in ("MedicationAdministration", "MedicationRequest"):
+            continue
+        ref = item.resource.get("medicationReference")
+        target = ref.get("reference") if isinstance(ref, dict) else None
+        match = MEDICATION_REFERENCE.search(target) if isinstance(target, str) else None
+        if match is not None and match.group(1) not in known and match.group(1) not in wanted:
+            wanted.append(match.group(1))
+    return wanted
 
 
 @dataclass(frozen=True)
@@ -63,15 +92,18 @@ class CrsService:
         fixed_time: datetime | None = None,
         allow_client_time: bool = True,
         fetcher: FhirFetcher | None = None,
+        products: ProductRules | None = None,
     ) -> None:
         self.grading = grading
+        self.products = products if products is not None else load_products(grading.terminology)
         self.card_options = card_options or CardOptions()
         self.fixed_time = fixed_time
         self.allow_client_time = allow_client_time
         self.fetcher = fetcher
         icans_keys = build_icans_prefetch(grading.terminology) if grading.icans is not None else ()
         self.prefetch_keys: tuple[PrefetchKey, ...] = (*build_prefetch(grading.terminology), *icans_keys)
-        self.order_prefetch_keys: tuple[PrefetchKey, ...] = build_order_prefetch(grading.terminology)
+        # ICANS assessments too: an engager dose is held during ICANS (the labels' boxed warnings).
+        self.order_prefetch_keys: tuple[PrefetchKey, ...] = (*build_order_prefetch(grading.terminology), *icans_keys)
 
     @property
     def service_ids(self) -> frozenset[str]:
@@ -138,7 +170,9 @@ class CrsService:
         if service_id in ORDER_SERVICES:
             return await self._call_order(request)
         evaluation = await self.gather_and_evaluate(request)
-        cards = [*build_cards(evaluation, self.card_options), *build_icans_cards(evaluation, self.card_options)]
+        cards = one_steroid_regimen(
+            [*build_cards(evaluation, self.card_options), *build_icans_cards(evaluation, self.card_options)]
+        )
         return HookOutcome(CdsResponse(cards=cards), evaluation)
 
     async def gather_and_evaluate(self, request: CdsRequest) -> Evaluation:
@@ -173,20 +207,41 @@ class CrsService:
             raise UnprocessableRequest(str(exc)) from None
         at = self.evaluation_time(request)
         patient_id = request.context.patientId
-        resources, unavailable, malformed = await self._gather(request, self.order_prefetch_keys)
+        resources, unavailable, malformed = await self._gather(
+            request,
+            self.order_prefetch_keys,
+            also=[SourcedResource(d.resource, d.reference or "draft") for d in drafts],
+        )
         grading_unavailable = {k: v for k, v in unavailable.items() if k not in ORDER_ONLY_SOURCES}
         evaluation = evaluate(
             resources, patient_id=patient_id, at=at, grading=self.grading, unavailable=grading_unavailable
         )
         if malformed:
             log.info("prefetch entries skipped", extra={"malformed_entries": malformed})
-        findings = check_orders(drafts, evaluation.record, terminology, at, unavailable=unavailable)
+        medications = {r.reference: r.resource for r in resources if r.resource.get("resourceType") == "Medication"}
+        if medications:  # a draft's medicationReference may point at a Medication in the prefetch
+            drafts = read_draft_orders(
+                context["draftOrders"], terminology, self.grading.units, selections=selections, medications=medications
+            )
+        findings = check_orders(
+            drafts,
+            evaluation.record,
+            terminology,
+            at,
+            unavailable=unavailable,
+            products=self.products,
+            crs=evaluation.primary,
+            icans=evaluation.icans,
+            config=self.grading.config,
+        )
         cards = build_order_cards(evaluation, findings, ORDER_CARD_SOURCE)
         return HookOutcome(CdsResponse(cards=cards), evaluation)
 
     async def _gather(
-        self, request: CdsRequest, keys: tuple[PrefetchKey, ...]
+        self, request: CdsRequest, keys: tuple[PrefetchKey, ...], *, also: Sequence[SourcedResource] = ()
     ) -> tuple[list[SourcedResource], dict[DataSource, str], int]:
+        """The prefetch, what is fetched for absent keys, and the Medications referenced but absent;
+        ``also`` (draft orders) are searched for Medication references too, never returned."""
         state = classify(request.prefetch, keys)
         resources = list(state.resources)
         unavailable = dict(state.unavailable)
@@ -211,7 +266,30 @@ class CrsService:
         for source in (DataSource.PATIENT, DataSource.OBSERVATIONS):
             if source in unavailable:
                 raise PreconditionFailed(f"{source.value} data could not be obtained: {unavailable[source]}")
+        if server is not None and self.fetcher is not None:
+            resources.extend(await self._fetch_medications(request, server, [*resources, *also]))
         return unique(resources), unavailable, sum(state.malformed.values())
+
+    async def _fetch_medications(
+        self, request: CdsRequest, fhir_server: str, resources: Sequence[SourcedResource]
+    ) -> list[SourcedResource]:
+        """Read the Medications that administrations (or draft orders) reference but the data lack,
+        so a dose charted as ``medicationReference`` is not invisible (issue 16). A failed read
+        leaves the reference unresolved: the order cards then name the administration."""
+        wanted = unresolved_medications(resources)[:MAX_MEDICATION_READS]
+        if not wanted or self.fetcher is None:
+            return []
+        token = request.fhirAuthorization.access_token if request.fhirAuthorization else None
+        try:
+            results = await self.fetcher.fetch_all(fhir_server, {ref: ref for ref in wanted}, access_token=token)
+        except FhirServerRejected:
+            return []
+        return [
+            item
+            for result in results.values()
+            for item in result.resources
+            if item.resource.get("resourceType") == "Medication"
+        ]
 
     async def _fetch(
         self, request: CdsRequest, fhir_server: str, keys: Sequence[PrefetchKey]

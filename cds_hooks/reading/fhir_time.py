@@ -1,17 +1,75 @@
 """FHIR date and dateTime parsing, strict about precision.
 
-A vital sign needs a time to the minute to fall in a 24 h window; a bare date cannot say whether
-a fever was inside it, so such values are rejected with a reason rather than guessed.
+A vital sign needs a time to the minute to fall in a 24 h window. A bare date (or year-month, or
+year) is not an error but an interval: the whole calendar day in the site's time zone when one is
+configured, otherwise wide enough for every UTC offset (-12:00 to +14:00). ``parse_instant`` keeps
+refusing such values for the places that need an instant; ``parse_when`` returns the interval
+(clinical-reference.md section 1, "Imprecise times are intervals, not errors").
 """
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from functools import lru_cache
 
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})?$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_PARTIAL_DATE = re.compile(r"^(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?$")
+
+EARLIEST_OFFSET = timedelta(hours=14)
+"""The most advanced UTC offset in use (UTC+14): a local midnight is at the earliest 14 h before UTC's."""
+LATEST_OFFSET = timedelta(hours=12)
+"""The most retarded UTC offset in use (UTC-12): a local midnight is at the latest 12 h after UTC's."""
+
+
+@dataclass(frozen=True, slots=True)
+class When:
+    """A FHIR time read as an interval: ``earliest == latest`` for a precise dateTime."""
+
+    earliest: datetime
+    latest: datetime
+
+    @property
+    def precise(self) -> bool:
+        return self.earliest == self.latest
+
+
+def parse_when(raw: object, site_zone: tzinfo | None = None) -> When | str:
+    """A precise instant, or the interval a date-only (or year-month, year) value covers.
+
+    Without a site time zone the interval is widened by the extreme UTC offsets, so a dose dated
+    ``2025-03-03`` covers every instant that was 3 March somewhere on Earth.
+    """
+    if not isinstance(raw, str):
+        return "no time"
+    text = raw.strip()
+    partial = _PARTIAL_DATE.match(text)
+    if partial is None:
+        moment = _parse_text(text)
+        return moment if isinstance(moment, str) else When(moment, moment)
+    return _date_interval(text, partial, site_zone)
+
+
+def _date_interval(text: str, partial: re.Match[str], site_zone: tzinfo | None) -> When | str:
+    year, month, day = partial.group(1), partial.group(2), partial.group(3)
+    try:
+        first = date(int(year), int(month or 1), int(day or 1))
+    except ValueError:
+        return f"time {text!r} is not a valid date"
+    if day is not None:
+        after = first + timedelta(days=1)
+    elif month is not None:
+        after = date(first.year + (first.month == 12), first.month % 12 + 1, 1)
+    else:
+        after = date(first.year + 1, 1, 1)
+    zone = site_zone or UTC
+    start = datetime(first.year, first.month, first.day, tzinfo=zone).astimezone(UTC)
+    end = datetime(after.year, after.month, after.day, tzinfo=zone).astimezone(UTC) - timedelta(microseconds=1)
+    if site_zone is None:
+        start, end = start - EARLIEST_OFFSET, end + LATEST_OFFSET
+    return When(start, end)
 
 
 def parse_instant(raw: object) -> datetime | str:

@@ -13,8 +13,10 @@ looks relevant but cannot be used (status, unit, value, time, another patient) b
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -34,7 +36,7 @@ from cds_hooks.reading.fhir_rules import (
     text_candidates,
     text_field,
 )
-from cds_hooks.reading.fhir_time import parse_date, parse_instant
+from cds_hooks.reading.fhir_time import When, parse_date, parse_instant, parse_when
 from cds_hooks.reading.infection import blood_culture, infection_condition, is_blood_culture
 from cds_hooks.reading.neuro import IceQuestionnaire, ice_form_finding, is_ice_form, neuro_domain, neuro_observation
 from cds_hooks.reading.record import (
@@ -42,6 +44,7 @@ from cds_hooks.reading.record import (
     BloodPressure,
     CrsCondition,
     Domain,
+    NeuroFinding,
     NotEvidence,
     OxygenRecord,
     PatientRecord,
@@ -80,6 +83,32 @@ _QUANTITY_OF: Mapping[str, Quantity] = {
 
 ROOM_AIR_FIO2_PERCENT = 21.0
 
+VASOACTIVE_ROLES = frozenset(
+    {
+        MedicationRole.VASOPRESSOR,
+        MedicationRole.VASOPRESSIN_ANALOGUE,
+        MedicationRole.INOTROPE,
+        MedicationRole.VASOACTIVE_NOT_COUNTED,
+    }
+)
+"""Roles whose name fallback refuses combination products and whose route decides (section 1)."""
+
+_COMPONENT_SPLIT = re.compile(
+    r"\s+(?:with|and|plus|w/)\s+|\s*[+&]\s*|\s+/\s+|(?<=[a-z]{5})[/-](?=[a-z]{5})", re.IGNORECASE
+)
+"""Where a product name joins two ingredients: ``lidocaine 1% with epinephrine``, ``A / B``,
+``lidocaine/epinephrine``; not ``mg/mL`` or ``mcg/kg/min`` (units are short words)."""
+
+DILUENT_WORDS = ("sodium chloride", "saline", "dextrose", "glucose", "water", "ringer", "d5w", "ns", "nacl")
+"""An infusion's diluent is not a second drug: ``norepinephrine 4 mg in dextrose`` is one product."""
+
+
+def product_components(text: str) -> list[str]:
+    """The active ingredients a medication text names, diluents left out (one for a single drug)."""
+    parts = [p.strip() for p in _COMPONENT_SPLIT.split(text) if p and p.strip()]
+    active = [p for p in parts if not re.search(r"\b(?:" + "|".join(DILUENT_WORDS) + r")\b", p, re.IGNORECASE)]
+    return active or parts[:1]
+
 
 def _round_celsius(value: float) -> float:
     return float(Decimal(repr(value)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
@@ -98,11 +127,13 @@ class Extractor:
         units: UnitTable,
         patient_id: str | None,
         ice_form: IceQuestionnaire | None = None,
+        site_zone: tzinfo | None = None,
     ) -> None:
         self._terms = terminology
         self._units = units
         self._patient_id = patient_id
         self._ice_form = ice_form
+        self._site_zone = site_zone
         self._record = PatientRecord(patient_reference=f"Patient/{patient_id}" if patient_id else None)
         self._medications: dict[str, Mapping[str, Any]] = {}
 
@@ -195,17 +226,17 @@ class Extractor:
         if not self._belongs_to_patient(resource):
             self._reject(reference, "belongs to another patient")
             return
-        time = observation_time(resource)
-        if isinstance(time, str):
-            self._reject(reference, time)
+        when = self._observation_time(resource)
+        if isinstance(when, str):
+            self._reject(reference, when)
             return
         if device is not None:
-            self._device_record(device, time, reference)
+            self._device_record(device, when, reference)
             return
         if "dataAbsentReason" in resource and "component" not in resource:
             self._reject(reference, "no value (dataAbsentReason)")
             return
-        self._observation_values(parts, time, reference)
+        self._observation_values(parts, when, reference)
 
     def _observation_parts(self, resource: Mapping[str, Any]) -> list[tuple[str, object]]:
         """(concept, valueQuantity) for the Observation itself and each of its components."""
@@ -239,12 +270,24 @@ class Extractor:
         displays = text_candidates(value)
         return match, (displays[0] if displays else resource.get("valueString"))
 
-    def _device_record(self, device: tuple[CodeMatch, str | None], time: datetime, reference: str) -> None:
+    def _observation_time(self, resource: Mapping[str, Any]) -> When | str:
+        """When it was taken; a date-only time is the interval of that day, never an error."""
+        if "effectiveDateTime" in resource:
+            return parse_when(resource["effectiveDateTime"], self._site_zone)
+        if "effectiveInstant" in resource:
+            return parse_when(resource["effectiveInstant"], self._site_zone)
+        period = resource.get("effectivePeriod")
+        if isinstance(period, dict):
+            return parse_when(period.get("end") or period.get("start"), self._site_zone)
+        return "no effective time"
+
+    def _device_record(self, device: tuple[CodeMatch, str | None], when: When, reference: str) -> None:
         match, display = device
         room_air = match.concept.id == "room_air"
         self._record.oxygen.append(
             OxygenRecord(
-                time=time,
+                time=when.earliest,
+                latest=_latest(when),
                 reference=reference,
                 device=None if room_air else match.concept.id,
                 device_display=display or match.concept.id.replace("_", " "),
@@ -253,7 +296,8 @@ class Extractor:
             )
         )
 
-    def _observation_values(self, parts: list[tuple[str, object]], time: datetime, reference: str) -> None:
+    def _observation_values(self, parts: list[tuple[str, object]], when: When, reference: str) -> None:
+        time, latest = when.earliest, _latest(when)
         values: dict[str, Converted] = {}
         problems: list[str] = []
         for concept_id, quantity in parts:
@@ -274,44 +318,50 @@ class Extractor:
             temp = values["body_temperature"]
             self._record.temperatures.append(
                 Temperature(
-                    time, _round_celsius(temp.value), f"{temp.original_value:g} {temp.original_unit}", reference
+                    time,
+                    _round_celsius(temp.value),
+                    f"{temp.original_value:g} {temp.original_unit}",
+                    reference,
+                    latest=latest,
                 )
             )
-        pressures = {
+        pressures: dict[str, float] = {
             k: values[k].value
             for k in ("systolic_blood_pressure", "mean_arterial_pressure", "diastolic_blood_pressure")
             if k in values
         }
         if pressures:
-            self._record.blood_pressures.append(
-                BloodPressure(
-                    time,
-                    reference,
-                    systolic_mmhg=pressures.get("systolic_blood_pressure"),
-                    mean_mmhg=pressures.get("mean_arterial_pressure"),
-                    diastolic_mmhg=pressures.get("diastolic_blood_pressure"),
-                )
-            )
+            self._record.blood_pressures.append(_blood_pressure(pressures, time, latest, reference))
         for saturation in ("oxygen_saturation", "oxygen_saturation_on_room_air"):
             if saturation in values:
-                self._record.spo2.append(SpO2(time, values[saturation].value, reference))
+                self._record.spo2.append(SpO2(time, values[saturation].value, reference, latest=latest))
         flow = values["oxygen_flow"].value if "oxygen_flow" in values else None
         fio2 = values["inspired_oxygen"].value if "inspired_oxygen" in values else None
         on_room_air = "oxygen_saturation_on_room_air" in values
         if flow is not None or fio2 is not None or on_room_air:
             room_air = on_room_air or flow == 0 or (flow is None and fio2 is not None and fio2 <= ROOM_AIR_FIO2_PERCENT)
             self._record.oxygen.append(
-                OxygenRecord(time=time, reference=reference, flow_l_min=flow, fio2_percent=fio2, room_air=room_air)
+                OxygenRecord(
+                    time=time,
+                    reference=reference,
+                    flow_l_min=flow,
+                    fio2_percent=fio2,
+                    room_air=room_air,
+                    latest=latest,
+                )
             )
         if "body_weight" in values:
             weight = values["body_weight"]
             self._record.weights.append(
-                Weight(time, weight.value, f"{weight.original_value:g} {weight.original_unit}", reference)
+                Weight(
+                    time, weight.value, f"{weight.original_value:g} {weight.original_unit}", reference, latest=latest
+                )
             )
 
     # -- MedicationAdministration ------------------------------------------------------------
 
-    def _medication_concept(self, resource: Mapping[str, Any]) -> tuple[CodeMatch, str | None] | None:
+    def _medication_concept(self, resource: Mapping[str, Any]) -> tuple[CodeMatch, str | None] | str | None:
+        """The agent and its display; a reason (str) when only a combination product names it."""
         concept: object = resource.get("medicationCodeableConcept")
         ref = resource.get("medicationReference")
         if concept is None and isinstance(ref, dict) and isinstance(ref.get("reference"), str):
@@ -320,14 +370,59 @@ class Extractor:
         texts = text_candidates(concept)
         if match is None and isinstance(ref, dict) and isinstance(ref.get("display"), str):
             texts.append(ref["display"])
+        combination: str | None = None
         if match is None:
             for text in texts:
-                match = self._terms.lookup_name_in_text(text, ConceptKind.MEDICATION)
-                if match is not None:
+                found = self._terms.lookup_name_in_text(text, ConceptKind.MEDICATION)
+                if found is not None and found.concept.role in VASOACTIVE_ROLES and len(product_components(text)) > 1:
+                    # "lidocaine 1% with epinephrine": a word inside a combination product, not the drug.
+                    combination = combination or f"combination product {text.strip()!r}: {found.concept.id} "
+                    combination += "named inside it is not read as vasopressor support"
+                    continue
+                if found is not None:
+                    match = found
                     break
         if match is None:
-            return None
+            return combination
         return match, (texts[0] if texts else None)
+
+    def _medication_texts(self, resource: Mapping[str, Any]) -> list[str]:
+        """Every text naming the medication (its text, coding displays, reference display)."""
+        concept: object = resource.get("medicationCodeableConcept")
+        ref = resource.get("medicationReference")
+        if concept is None and isinstance(ref, dict) and isinstance(ref.get("reference"), str):
+            concept = self._referenced_medication_code(resource, ref["reference"])
+        texts = text_candidates(concept)
+        if isinstance(ref, dict) and isinstance(ref.get("display"), str):
+            texts.append(ref["display"])
+        return texts
+
+    def _route(self, dosage: Mapping[str, Any], texts: list[str]) -> tuple[str | None, str | None]:
+        """(route concept or ``unrecognised`` or None when not charted, its display).
+
+        With no route charted, the medication's own text may still say it (``... ophthalmic
+        solution``); a route that says nothing recognisable is kept and said.
+        """
+        route = dosage.get("route")
+        if isinstance(route, dict):
+            displays = text_candidates(route)
+            match = self._terms.lookup_codings(codings(route), ConceptKind.ROUTE)
+            for text in displays:
+                if match is not None:
+                    break
+                match = self._terms.lookup_exact_name(text, ConceptKind.ROUTE) or self._terms.lookup_name_in_text(
+                    text, ConceptKind.ROUTE
+                )
+            display = displays[0] if displays else None
+            if match is None:
+                codes = [c for c in status_codes(route) if c]
+                return "unrecognised", display or (codes[0] if codes else "uncoded")
+            return match.concept.id, display or match.concept.id.replace("_", " ")
+        for text in texts:
+            match = self._terms.lookup_name_in_text(text, ConceptKind.ROUTE)
+            if match is not None and match.concept.id == "non_vascular_route":
+                return match.concept.id, f"{match.code} (from the medication name)"
+        return None, None
 
     def _referenced_medication_code(self, resource: Mapping[str, Any], target: str) -> object:
         if target.startswith("#"):
@@ -346,9 +441,36 @@ class Extractor:
         )
         return medication.get("code") if medication is not None else None
 
+    def _unidentified_reason(self, resource: Mapping[str, Any]) -> str | None:
+        """Why the drug of an administration cannot be known, or None when it is named somehow
+        (a code or a text of a drug the service does not grade is simply not this service's)."""
+        concept: object = resource.get("medicationCodeableConcept")
+        ref = resource.get("medicationReference")
+        target = ref.get("reference") if isinstance(ref, dict) else None
+        if concept is None and isinstance(target, str):
+            concept = self._referenced_medication_code(resource, target)
+            if concept is None and not (isinstance(ref, dict) and text_field(ref.get("display"))):
+                return f"medicationReference {target!r} is not in the data read (no Medication resolves it)"
+        named = any(isinstance(c, dict) and (text_field(c.get("code")) or "").strip() for c in codings(concept)) or any(
+            t.strip() for t in text_candidates(concept)
+        )
+        if named or (isinstance(ref, dict) and text_field(ref.get("display"))):
+            return None
+        return "medication has no code and no text"
+
     def _administration(self, resource: Mapping[str, Any], reference: str) -> None:
         found = self._medication_concept(resource)
         if found is None:
+            reason = self._unidentified_reason(resource)
+            if (
+                reason is not None
+                and text_field(resource.get("status")) in ADMINISTRATION_EVIDENCE_STATUSES
+                and self._belongs_to_patient(resource)
+            ):
+                self._record.unidentified_administrations.append(NotEvidence(reference, reason))
+            return
+        if isinstance(found, str):
+            self._reject(reference, found)
             return
         match, display = found
         role = match.concept.role
@@ -360,13 +482,24 @@ class Extractor:
         if not self._belongs_to_patient(resource):
             self._reject(reference, "belongs to another patient")
             return
-        span = self._span(resource, "effectiveDateTime", "effectivePeriod", str(status))
+        span = self._span(resource, "effectiveDateTime", "effectivePeriod", str(status), imprecise_ok=True)
         if isinstance(span, str):
             self._reject(reference, span)
             return
-        start, end = span
         dosage = resource.get("dosage") if isinstance(resource.get("dosage"), dict) else {}
         assert isinstance(dosage, dict)
+        route_note: str | None = None
+        if assert_role in (MedicationRole.VASOPRESSOR, MedicationRole.VASOPRESSIN_ANALOGUE):
+            route, route_display = self._route(dosage, self._medication_texts(resource))
+            if route == "non_vascular_route":
+                self._reject(
+                    reference,
+                    f"{match.concept.id} by the {route_display} route: not vasopressor support "
+                    "(only intravenous or intraosseous is)",
+                )
+                return
+            if route == "unrecognised":
+                route_note = f"route {route_display!r} not recognised: counted as vasopressor support"
         rate_l_min: float | None = None
         dose_mg: float | None = None
         if assert_role is MedicationRole.OXYGEN:
@@ -392,6 +525,7 @@ class Extractor:
             ):
                 self._reject(reference, "infusion rate is 0: not running")
                 return
+        start, end = span.start, span.end
         administration = Administration(
             agent=match.concept.id,
             role=assert_role,
@@ -403,12 +537,16 @@ class Extractor:
             dose_mg=dose_mg,
             rate_l_min=rate_l_min,
             display=display,
+            start_latest=span.start_latest,
+            end_earliest=span.end_earliest,
+            route_note=route_note,
         )
         self._record.administrations.append(administration)
         if assert_role is MedicationRole.OXYGEN:
             self._record.oxygen.append(
                 OxygenRecord(
                     time=start,
+                    latest=span.start_latest,
                     reference=reference,
                     device="oxygen_unspecified",
                     device_display="oxygen (administration, device not stated)",
@@ -419,21 +557,33 @@ class Extractor:
                 )
             )
 
-    @staticmethod
     def _span(
-        resource: Mapping[str, Any], instant_field: str, period_field: str, status: str
-    ) -> tuple[datetime, datetime | None] | str:
-        """When it ran: (start, end); end None while in progress. Reasons when unusable."""
+        self,
+        resource: Mapping[str, Any],
+        instant_field: str,
+        period_field: str,
+        status: str,
+        *,
+        imprecise_ok: bool = False,
+    ) -> _Span | str:
+        """When it ran; end None while in progress. Reasons when unusable.
+
+        Date-only times are intervals (``imprecise_ok``, administrations) or refused with a reason
+        (procedures). An end time that has passed ends it, whatever the status says: ``in-progress``
+        with a period end is over at that end.
+        """
         if instant_field in resource:
-            moment = parse_instant(resource[instant_field])
+            moment = self._when(resource[instant_field], imprecise_ok)
             if isinstance(moment, str):
                 return moment
-            return (moment, None) if status == "in-progress" else (moment, moment)
+            if status == "in-progress":
+                return _Span(moment.earliest, None, start_latest=_latest(moment))
+            return _Span(moment.earliest, moment.latest, start_latest=_latest(moment), end_earliest=_earliest(moment))
         period = resource.get(period_field)
         if not isinstance(period, dict):
             return "no effective time"
-        start = parse_instant(period.get("start")) if "start" in period else None
-        end = parse_instant(period.get("end")) if "end" in period else None
+        start = self._when(period.get("start"), imprecise_ok) if "start" in period else None
+        end = self._when(period.get("end"), imprecise_ok) if "end" in period else None
         if isinstance(start, str):
             return start
         if isinstance(end, str):
@@ -442,13 +592,24 @@ class Extractor:
             if end is None:
                 return "period has neither start nor end"
             start = end
-        if end is not None and end < start:
+        if end is not None and end.latest < start.earliest:
             return "period ends before it starts"
         if end is None and status != "in-progress":
             end = start  # ran at least at its start; no evidence of how long
         if status == "on-hold":
             end = start  # not in effect while on hold, and the hold's start is not recorded
-        return start, end
+        return _Span(
+            start.earliest,
+            end.latest if end is not None else None,
+            start_latest=_latest(start),
+            end_earliest=_earliest(end) if end is not None else None,
+        )
+
+    def _when(self, raw: object, imprecise_ok: bool) -> When | str:
+        if imprecise_ok:
+            return parse_when(raw, self._site_zone)
+        moment = parse_instant(raw)
+        return moment if isinstance(moment, str) else When(moment, moment)
 
     # -- Procedure -------------------------------------------------------------------------
 
@@ -469,11 +630,14 @@ class Extractor:
         if not self._belongs_to_patient(resource):
             self._reject(reference, "belongs to another patient")
             return
-        span = self._span(resource, "performedDateTime", "performedPeriod", str(status))
+        span = self._span(resource, "performedDateTime", "performedPeriod", str(status), imprecise_ok=True)
         if isinstance(span, str):
             self._reject(reference, span)
             return
-        start, end = span
+        start, end = span.start, span.end
+        # Running with an imprecise start: in force now (not from the future). Ended, with an
+        # imprecise time: a point whose interval the grading asks "surely / possibly" about.
+        imprecise_point = end is not None and (span.start_latest is not None or span.end_earliest is not None)
         displays = text_candidates(code)
         room_air = match.concept.id == "room_air"
         self._record.oxygen.append(
@@ -483,9 +647,10 @@ class Extractor:
                 device=None if room_air else match.concept.id,
                 device_display=displays[0] if displays else match.concept.id.replace("_", " "),
                 room_air=room_air,
-                period_end=end,
-                is_period=end is None or end != start,
+                period_end=None if imprecise_point else end,
+                is_period=not imprecise_point and (end is None or end != start),
                 by_text=match.by_text,
+                latest=end if imprecise_point else None,
             )
         )
 
@@ -531,7 +696,10 @@ class Extractor:
             return
         finding = ice_form_finding(resource, reference, time, self._ice_form)
         if isinstance(finding, str):
-            self._reject_assessment(reference, finding)
+            # Kept as an attempt, not dropped: a form the patient could not complete is news.
+            self._record.neuro.append(
+                NeuroFinding(Domain.ICE, time, reference, display="ICE form (incomplete)", incomplete=finding)
+            )
         else:
             self._record.neuro.append(finding)
 
@@ -582,11 +750,54 @@ class Extractor:
             (resource.get("onsetPeriod") or {}).get("start") if isinstance(resource.get("onsetPeriod"), dict) else None,
             resource.get("recordedDate"),
         ):
-            parsed = parse_instant(raw) if raw is not None else None
-            if isinstance(parsed, datetime):
-                onset = parsed
+            # A date-only onset is its day: the latest moment of it, so a therapy counts as
+            # "after onset" only when it surely is (clinical-reference.md section 1).
+            parsed = parse_when(raw, self._site_zone) if raw is not None else None
+            if isinstance(parsed, When):
+                onset = parsed.latest
                 break
         self._record.conditions.append(CrsCondition(onset, reference, match.code))
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """When an administration or procedure ran; imprecise ends carry their other bound."""
+
+    start: datetime
+    end: datetime | None
+    start_latest: datetime | None = None
+    end_earliest: datetime | None = None
+
+
+def _latest(when: When) -> datetime | None:
+    """The interval's upper bound when the time is imprecise, else None (precise)."""
+    return None if when.precise else when.latest
+
+
+def _earliest(when: When) -> datetime | None:
+    return None if when.precise else when.earliest
+
+
+def _blood_pressure(
+    pressures: Mapping[str, float], time: datetime, latest: datetime | None, reference: str
+) -> BloodPressure:
+    """A pressure reading; MAP derived as (SBP + 2 x DBP) / 3 from a pair charted together when
+    no MAP is charted (clinical-reference.md section 1, "Mean arterial pressure")."""
+    systolic = pressures.get("systolic_blood_pressure")
+    diastolic = pressures.get("diastolic_blood_pressure")
+    mean = pressures.get("mean_arterial_pressure")
+    derived = mean is None and systolic is not None and diastolic is not None
+    if derived and systolic is not None and diastolic is not None:
+        mean = round((systolic + 2.0 * diastolic) / 3.0, 1)
+    return BloodPressure(
+        time,
+        reference,
+        systolic_mmhg=systolic,
+        mean_mmhg=mean,
+        diastolic_mmhg=diastolic,
+        mean_derived=derived,
+        latest=latest,
+    )
 
 
 def extract_record(
@@ -597,6 +808,7 @@ def extract_record(
     patient_id: str | None,
     ice_form: IceQuestionnaire | None = None,
     skip: Mapping[str, str] | None = None,
+    site_zone: tzinfo | None = None,
 ) -> PatientRecord:
     """One patient's clinical record from their resources (see :class:`Extractor`)."""
-    return Extractor(terminology, units, patient_id, ice_form).extract(resources, skip=skip)
+    return Extractor(terminology, units, patient_id, ice_form, site_zone).extract(resources, skip=skip)

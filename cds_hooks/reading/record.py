@@ -43,12 +43,15 @@ class SupportLevel(IntEnum):
 @dataclass(frozen=True, slots=True)
 class Temperature:
     time: datetime
+    """When it was taken; for an imprecise (date-only) time, the earliest it can be."""
     celsius: float
     """Rounded to 0.1 degC (clinical-reference.md: compare after rounding)."""
     original: str
     """The value and unit as charted, e.g. ``101.3 [degF]``."""
     reference: str
     site: str | None = None
+    latest: datetime | None = None
+    """Set when the time is imprecise (date only): it lies somewhere in [time, latest]."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,10 @@ class BloodPressure:
     systolic_mmhg: float | None = None
     mean_mmhg: float | None = None
     diastolic_mmhg: float | None = None
+    mean_derived: bool = False
+    """MAP computed as (SBP + 2 x DBP) / 3 from a pair charted together (no MAP charted)."""
+    latest: datetime | None = None
+    """Set when the time is imprecise (date only): it lies somewhere in [time, latest]."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +86,8 @@ class OxygenRecord:
     period_end: datetime | None = None
     is_period: bool = False
     by_text: bool = False
+    latest: datetime | None = None
+    """Set when the time is imprecise (date only): it lies somewhere in [time, latest]."""
 
     @property
     def is_support(self) -> bool:
@@ -96,6 +105,7 @@ class SpO2:
     time: datetime
     percent: float
     reference: str
+    latest: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +113,9 @@ class Administration:
     """A MedicationAdministration of an agent the grading knows, over the time it ran.
 
     ``end`` is None while it is still running (in-progress with no end). A point-in-time
-    administration has ``start == end``.
+    administration has ``start == end``. An imprecise (date-only) start lies in
+    [``start``, ``start_latest``]; the rules ask whether it is *surely* in effect, given, or after
+    a moment, and say "unknown" when only part of the interval satisfies them.
     """
 
     agent: str
@@ -116,9 +128,40 @@ class Administration:
     dose_mg: float | None = None
     rate_l_min: float | None = None
     display: str | None = None
+    start_latest: datetime | None = None
+    """Set when the start is imprecise (date only): it lies somewhere in [start, start_latest]."""
+    end_earliest: datetime | None = None
+    """Set when the end is imprecise (date only): it lies somewhere in [end_earliest, end]."""
+    route_note: str | None = None
+    """Said on the evidence when a charted route was not recognised (still counted)."""
+
+    @property
+    def imprecise(self) -> bool:
+        return self.start_latest is not None or self.end_earliest is not None
+
+    @property
+    def latest_start(self) -> datetime:
+        return self.start_latest or self.start
 
     def in_effect_at(self, at: datetime) -> bool:
+        """Surely in effect at ``at``: started by then and surely not yet ended.
+
+        A charted record is not from the future, so an imprecise start is truncated at ``at``: a
+        running infusion dated today is running now; a completed dose dated today may be over.
+        """
+        end = self.end_earliest or self.end
+        return self.start <= at and (end is None or at <= end)
+
+    def possibly_in_effect_at(self, at: datetime) -> bool:
+        """In effect at ``at`` for some reading of an imprecise time."""
         return self.start <= at and (self.end is None or at <= self.end)
+
+    def surely_given_by(self, at: datetime) -> bool:
+        """Given by ``at``: an imprecise start is truncated at ``at`` (not from the future)."""
+        return self.start <= at
+
+    def surely_after(self, moment: datetime) -> bool:
+        return self.start > moment
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +177,7 @@ class Weight:
     kg: float
     original: str
     reference: str
+    latest: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +213,9 @@ class NeuroFinding:
     present: bool | None = None
     """valueBoolean: the finding is present (type unknown) or absent."""
     display: str | None = None
+    incomplete: str | None = None
+    """An assessment attempted but not completed (an ICE form with unanswered items), and why:
+    it scores nothing, but it is newer than any earlier score (grading names it)."""
 
 
 @dataclass
@@ -220,6 +267,10 @@ class PatientRecord:
     blood_cultures: list[BloodCulture] = field(default_factory=list)
     infections: list[InfectionCondition] = field(default_factory=list)
     not_evidence: list[NotEvidence] = field(default_factory=list)
+    unidentified_administrations: list[NotEvidence] = field(default_factory=list)
+    """MedicationAdministrations whose drug cannot be identified (no code, no text, a reference
+    nothing resolves): any of them could be a tocilizumab dose or a premedication, so the order
+    checks name them instead of skipping them."""
     neuro_not_evidence: list[NotEvidence] = field(default_factory=list)
     """ICANS assessments that could not be used: shown on the ICANS result, not the CRS card."""
     unavailable: dict[DataSource, str] = field(default_factory=dict)

@@ -27,7 +27,14 @@ def _builtin_mappings_dir() -> Path:
 BUILTIN_MAPPINGS_DIR = _builtin_mappings_dir()
 """The mapping files shipped with the service (packaged into the wheel, see pyproject)."""
 
-MAPPING_FILES = ("observations.yaml", "oxygen-support.yaml", "medications.yaml", "conditions.yaml", "icans.yaml")
+MAPPING_FILES = (
+    "observations.yaml",
+    "oxygen-support.yaml",
+    "medications.yaml",
+    "conditions.yaml",
+    "icans.yaml",
+    "routes.yaml",
+)
 
 
 MEMO_LIMIT = 50_000
@@ -49,6 +56,8 @@ class ConceptKind(StrEnum):
     """Condition codes and names that signal an active infection (order checks)."""
     NEUROLOGIC = "neurologic"
     """ICANS assessments (Observation codes) and their coded answers (``icans.py``)."""
+    ROUTE = "route"
+    """Routes of administration: whether a vasoactive drug is vasopressor support."""
 
 
 class MedicationRole(StrEnum):
@@ -95,6 +104,8 @@ OXYGEN_SUPPORT_CONCEPTS = frozenset(
 CONDITION_CONCEPTS = frozenset({"cytokine_release_syndrome"})
 LABORATORY_CONCEPTS = frozenset({"blood_culture"})
 INFECTION_CONCEPTS = frozenset({"active_infection"})
+ROUTE_CONCEPTS = frozenset({"vascular_route", "non_vascular_route"})
+"""Vascular (intravenous, intraosseous): vasopressor support; non-vascular: not (eye drops...)."""
 NEUROLOGIC_CONCEPTS = frozenset(
     {
         # Observation codes: what was assessed (no LOINC code exists for ICE or CAPD).
@@ -153,6 +164,9 @@ class _ConceptEntry(BaseModel):
     kind: ConceptKind
     role: MedicationRole | None = None
     names: tuple[str, ...] = ()
+    us_suffix: bool = False
+    """Names may carry the FDA's four-letter suffix of biological products (``teclistamab-cqyv``,
+    ``tocilizumab-aazg``): a biosimilar or suffixed product is the same agent."""
     codes: tuple[_CodeEntry, ...] = ()
 
     @model_validator(mode="after")
@@ -168,6 +182,7 @@ class _ConceptEntry(BaseModel):
             ConceptKind.LABORATORY: LABORATORY_CONCEPTS,
             ConceptKind.INFECTION: INFECTION_CONCEPTS,
             ConceptKind.NEUROLOGIC: NEUROLOGIC_CONCEPTS,
+            ConceptKind.ROUTE: ROUTE_CONCEPTS,
         }.get(self.kind)
         if allowed is not None and self.id not in allowed:
             raise ValueError(f"unknown {self.kind.value} concept {self.id!r}; known: {sorted(allowed)}")
@@ -191,6 +206,8 @@ class Concept:
     kind: ConceptKind
     role: MedicationRole | None = None
     names: tuple[str, ...] = ()
+    us_suffix: bool = False
+    """Names match with an FDA four-letter suffix too (biological products)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,6 +351,8 @@ def load_terminology(extra_files: Sequence[Path] = (), *, mappings_dir: Path = B
                     prefixes.setdefault(system, []).append((code.code_prefix, concept, code.verified))
             for name in entry.names:
                 names.setdefault(concept.kind, []).append((name, concept))
+    # A site file may turn the suffix on for an existing concept: every entry uses the merged one.
+    names = {kind: [(name, concepts[c.id]) for name, c in entries] for kind, entries in names.items()}
     return Terminology(
         versions=versions,
         concepts=concepts,
@@ -347,22 +366,41 @@ def load_terminology(extra_files: Sequence[Path] = (), *, mappings_dir: Path = B
 def _merge_concept(concepts: dict[str, Concept], entry: _ConceptEntry, path: Path) -> Concept:
     existing = concepts.get(entry.id)
     if existing is None:
-        concept = Concept(entry.id, entry.kind, entry.role, tuple(n.lower() for n in entry.names))
+        concept = Concept(entry.id, entry.kind, entry.role, tuple(n.lower() for n in entry.names), entry.us_suffix)
         concepts[entry.id] = concept
         return concept
     if existing.kind is not entry.kind or (entry.role is not None and entry.role is not existing.role):
         raise MappingError(f"{path}: concept {entry.id!r} redefined with another kind or role")
-    merged = Concept(existing.id, existing.kind, existing.role, existing.names + tuple(n.lower() for n in entry.names))
+    merged = Concept(
+        existing.id,
+        existing.kind,
+        existing.role,
+        existing.names + tuple(n.lower() for n in entry.names),
+        existing.us_suffix or entry.us_suffix,
+    )
     concepts[entry.id] = merged
     return merged
 
 
+US_SUFFIX = r"(?:-[a-z]{4})?"
+"""The FDA's suffix of biological products: a hyphen and four lowercase letters devoid of meaning
+(FDA guidance "Nonproprietary Naming of Biological Products", 2017)."""
+
+
 def _name_patterns(entries: Iterable[tuple[str, Concept]]) -> tuple[tuple[re.Pattern[str], Concept], ...]:
     # Longest names first, so "norepinephrine" is tried before "epinephrine"; word boundaries keep
-    # "epinephrine" from matching inside "norepinephrine" anyway.
+    # "epinephrine" from matching inside "norepinephrine" anyway. The suffix is accepted only for
+    # concepts marked ``us_suffix`` (biologics), so "diphenhydramine-zinc" (a topical combination)
+    # is never read as diphenhydramine.
     ordered = sorted(entries, key=lambda item: -len(item[0]))
     return tuple(
-        (re.compile(r"(?<![\w-])" + re.escape(name.lower()) + r"(?![\w-])", re.IGNORECASE), concept)
+        (
+            re.compile(
+                r"(?<![\w-])" + re.escape(name.lower()) + (US_SUFFIX if concept.us_suffix else "") + r"(?![\w-])",
+                re.IGNORECASE,
+            ),
+            concept,
+        )
         for name, concept in ordered
         if len(name) >= 4
     )

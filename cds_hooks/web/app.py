@@ -74,7 +74,12 @@ def icans_options(settings: Settings) -> IcansOptions | None:
     if not settings.icans:
         return None
     path = settings.ice_questionnaire_file or ICE_QUESTIONNAIRE_FILE
-    return IcansOptions(load_ice_questionnaire(path), timedelta(hours=settings.icans_window_hours))
+    return IcansOptions(
+        load_ice_questionnaire(path),
+        timedelta(hours=settings.icans_window_hours),
+        overdue_after=timedelta(hours=settings.icans_overdue_hours),
+        followed_for=timedelta(days=settings.icans_followed_days),
+    )
 
 
 def build_service(settings: Settings, fetcher: FhirFetcher | None = None) -> CrsService:
