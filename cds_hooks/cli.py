@@ -1,6 +1,7 @@
 """The ``crs-cds`` command: ``serve`` runs the service, ``grade`` grades one patient from a file
 or from a FHIR server (``--fhir-server URL --patient ID``), ``watch`` watches a unit's patients and
-sends alerts (``cds_hooks/watch/``).
+sends alerts (``cds_hooks/watch/``), ``episodes`` turns a Bulk Data export into registry rows,
+``validate`` compares a site's abstracted grades with the computed ones.
 
 ``grade`` uses the same extraction, grading and evidence checks as the hook, so what a clinician
 or analyst sees on the command line is what the card says. From a FHIR server it goes through the
@@ -306,6 +307,93 @@ def _rate(part: int, whole: int) -> str:
     return f"{100 * part / whole:.0f} %" if whole else "-"
 
 
+def _systems_argument(text: str | None) -> list[str] | None:
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+def _cmd_episodes(args: argparse.Namespace, settings: Settings) -> int:
+    # The registry stack (duckdb, pyarrow, pyspark) is imported here, not at start-up.
+    from cds_hooks.registry.export_reader import ExportError  # noqa: PLC0415
+    from cds_hooks.registry.fhir_out import FhirWriter  # noqa: PLC0415
+    from cds_hooks.registry.run import RunChoice, TerminalProgress, registry_options, run_episodes  # noqa: PLC0415
+    from cds_hooks.registry.writers import format_for, open_writer  # noqa: PLC0415
+
+    if args.workers is not None and args.workers < 1:
+        raise InputError("--workers must be at least 1")
+    out = Path(args.out)
+    try:
+        options = registry_options(settings, _systems_argument(args.systems))
+        fmt = format_for(out, args.format)
+        writer = open_writer(out, fmt)
+        fhir = FhirWriter(Path(args.fhir_out)) if args.fhir_out else None
+        progress = TerminalProgress()
+
+        def on_row(row: dict[str, Any]) -> None:
+            writer.write(row)
+            if fhir is not None:
+                fhir.write(row)
+
+        try:
+            summary = run_episodes(
+                Path(args.export_dir),
+                options,
+                on_row,
+                choice=RunChoice(
+                    args.engine, args.workers or os.cpu_count() or 1, args.spark_master, args.memory_limit
+                ),
+                progress=progress if progress.enabled else None,
+                exclude=[out],
+            )
+        finally:
+            progress.finish()
+            writer.close()
+            if fhir is not None:
+                fhir.close()
+    except (ExportError, OSError) as exc:
+        raise InputError(str(exc)) from exc
+    if args.json:
+        sys.stdout.write(orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        where = f"; FHIR resources: {fhir.written} in {args.fhir_out}" if fhir is not None else ""
+        sys.stdout.write(f"{summary.text()}\nrows written to {out} ({fmt}){where}\n")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    from cds_hooks.registry.export_reader import ExportError  # noqa: PLC0415
+    from cds_hooks.registry.rows import Row  # noqa: PLC0415
+    from cds_hooks.registry.run import RunChoice, registry_options, run_episodes  # noqa: PLC0415
+    from cds_hooks.registry.validate import ExpectedFileError, compare, computed_grades, read_expected  # noqa: PLC0415
+
+    rows: list[Row] = []
+    try:
+        expected = read_expected(Path(args.expected))
+        options = registry_options(settings, [args.system])
+        run_episodes(
+            Path(args.export_dir),
+            options,
+            rows.append,
+            choice=RunChoice(args.engine, args.workers or os.cpu_count() or 1, args.spark_master),
+        )
+    except (ExportError, ExpectedFileError, OSError) as exc:
+        raise InputError(str(exc)) from exc
+    report = compare(expected, computed_grades(rows, args.system), args.system)
+    if args.json:
+        sys.stdout.write(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(report.text() + "\n")
+    return 0
+
+
+def _engine_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("export_dir", help="a FHIR Bulk Data export: NDJSON files (.ndjson, .ndjson.gz), manifest.json")
+    parser.add_argument(
+        "--engine", choices=("local", "spark"), default="local", help="local (DuckDB, default) or spark"
+    )
+    parser.add_argument("--workers", type=int, help="worker processes of the local engine (default: the CPU count)")
+    parser.add_argument("--spark-master", help="Spark master URL (default: the usual Spark configuration)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crs-cds", description="CRS grading CDS Hooks service")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -333,6 +421,21 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("feedback-report", help="acceptance and override rates by grade and by suggestion")
     report.add_argument("--database", help="sqlite:///path or postgresql://... (default CRS_CDS_DATABASE_URL)")
     report.add_argument("--json", action="store_true", help="print the report as JSON")
+    episodes = sub.add_parser(
+        "episodes", help="CRS and ICANS episodes of every patient in a Bulk Data export, as registry rows"
+    )
+    _engine_arguments(episodes)
+    episodes.add_argument("--out", required=True, help="the rows file")
+    episodes.add_argument("--format", choices=("csv", "parquet", "ndjson"), help="default: from --out, else csv")
+    episodes.add_argument("--systems", help="comma-separated: ASTCT-2019, ASTCT-2019-ICANS (default: both)")
+    episodes.add_argument("--fhir-out", help="also write each episode as a FHIR Condition + Observation here")
+    episodes.add_argument("--memory-limit", help="DuckDB memory limit, e.g. 2GB (past it, it spills to disk)")
+    episodes.add_argument("--json", action="store_true", help="print the summary as JSON")
+    validate = sub.add_parser("validate", help="a site's abstracted worst grades against the computed ones")
+    _engine_arguments(validate)
+    validate.add_argument("--expected", required=True, help="CSV: patient,maxGrade[,onset]")
+    validate.add_argument("--system", default="ASTCT-2019", help="ASTCT-2019 (default) or ASTCT-2019-ICANS")
+    validate.add_argument("--json", action="store_true", help="print the report as JSON")
     watch = sub.add_parser(
         "watch",
         help="re-grade the watched patients every CRS_CDS_WATCH_INTERVAL_S and send grade-rise and stale-data "
@@ -350,6 +453,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_serve(args, settings)
         if args.command == "feedback-report":
             return _cmd_feedback_report(args, settings)
+        if args.command == "episodes":
+            return _cmd_episodes(args, settings)
+        if args.command == "validate":
+            return _cmd_validate(args, settings)
         if args.command == "watch":
             return _cmd_watch(args, settings)
         return _cmd_grade(args, settings)

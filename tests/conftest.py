@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from cds_hooks.pipeline.evaluate import Grading
 from cds_hooks.reading.terminology import load_terminology
 from cds_hooks.reading.units import load_units
+
+from spark_support import spark_unavailable_reason
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +37,27 @@ def _development_service_settings(tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 _DEV_ENV = ("CRS_CDS_ALLOW_UNAUTHENTICATED", "CRS_CDS_DATABASE_URL")
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    """One local Spark for the whole test session: two cores, two shuffle partitions, no UI."""
+    reason = spark_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("crs-cds-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.default.parallelism", "2")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.pyspark.python", sys.executable)
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()

@@ -207,3 +207,52 @@ def test_icans_episodes(scores: list[tuple[int, float]], expected: list[Expected
 def test_icans_without_assessments_cannot_decide() -> None:
     course = icans_episodes(record_of(*temps("n", 36.9, 10)), until=T)
     assert not course.decided and course.missing
+
+
+@pytest.mark.parametrize(
+    ("system", "resources", "expected", "indeterminate"),
+    [
+        pytest.param(
+            "LEE-2014",
+            SINGLE,
+            [Expected(hours(96), 2, hours(90), hours(80))],
+            False,
+            id="lee-2014:low-pressure-then-one-vasopressor->same-episode-grade-2",
+        ),
+        pytest.param(
+            "CTCAE-5.0",
+            [*temps("f", 38.5, 96, 40), *temps("n", 36.8, 90, 80, 70, 30, 20)],
+            [Expected(hours(96), 1, hours(96), hours(96)), Expected(hours(40), 1, hours(40), hours(40))],
+            True,
+            id="ctcae:fever-twice->two-episodes-at-least-grade-1-(organ-toxicity-unseen)",
+        ),
+    ],
+)
+def test_other_systems_share_the_episode_rules(
+    system: str, resources: list[Resource], expected: list[Expected], indeterminate: bool
+) -> None:
+    """Another CRS system: same data times, signs, onset and resolution; its own grade."""
+    course = crs_episodes(record_of(*resources), until=T, config=GradingConfig(), system=system)
+    assert course.system == system
+    assert [summary(e) for e in course.episodes] == expected
+    assert {e.indeterminate for e in course.episodes} == {indeterminate}
+    assert all(e.system == system for e in course.episodes)
+
+
+def test_icans_worst_grade_is_only_at_least_when_a_later_moment_may_be_worse() -> None:
+    """ICE 5 (grade 2) 48 h before the end, then "awakens to voice" 20 h before with no ICE in
+    the window: that moment is at least grade 2 and could be 3 (an ICE of 0-2 is not excluded).
+    The episode's worst grade is 2 first seen at 48 h, but only "at least": indeterminate."""
+    voice = {
+        "resourceType": "Observation",
+        "id": "loc1",
+        "status": "final",
+        "code": concept(ICANS, "LOC"),
+        "subject": {"reference": f"Patient/{PATIENT_ID}"},
+        "effectiveDateTime": when(20),
+        "valueCodeableConcept": concept(ICANS, "LOC-VOICE"),
+    }
+    course = icans_episodes(record_of(_ice("ice0", 5, 48), voice), until=T)
+    [episode] = course.episodes
+    assert (episode.max_grade, episode.max_grade_at, episode.resolution) == (2, hours(48), None)
+    assert episode.indeterminate

@@ -21,10 +21,12 @@ doses per CRS event) read these episodes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 
+from cds_hooks.grading import GRADERS
 from cds_hooks.grading.astct import PRESSOR_ROLES, AstctGrader, systolic_threshold
 from cds_hooks.grading.config import GradingConfig
 from cds_hooks.grading.icans import DEFAULT_WINDOW as ICANS_WINDOW
@@ -127,21 +129,53 @@ class _Point:
 
 
 def crs_episodes(
-    record: PatientRecord, *, until: datetime, config: GradingConfig, episode_config: EpisodeConfig | None = None
+    record: PatientRecord,
+    *,
+    until: datetime,
+    config: GradingConfig,
+    episode_config: EpisodeConfig | None = None,
+    system: str = CRS_SYSTEM,
 ) -> EpisodeCourse:
-    """The CRS episodes (ASTCT 2019) in the record up to ``until``."""
+    """The CRS episodes in the record up to ``until``, by ASTCT 2019 or another CRS ``system``
+    (CTCAE-5.0, LEE-2014, PENN, MSKCC, CARTOX): the same data times, signs and resolution rule;
+    only the grade at each data time (and the evidence cited for it) is that system's."""
     rules = episode_config or EpisodeConfig()
     grader = AstctGrader(record, config)
     signs = _SignTimes.of(record, config)
     points = [_crs_point(grader, signs, moment) for moment in _crs_times(record, until, config)]
+    evidence: Callable[[datetime], list[str]] = partial(_evidence_references, grader)
+    if system != CRS_SYSTEM:
+        points, evidence = _graded_by(system, record, points, config)
     temperatures = [t.time for t in record.temperatures if t.time <= until]
     spans = _episode_spans(points, temperatures, until, rules)
     episodes = tuple(
-        _crs_episode(grader, points, span, number=number, config=config) for number, span in enumerate(spans, start=1)
+        _crs_episode(grader, points, span, number=number, config=config, system=system, evidence=evidence)
+        for number, span in enumerate(spans, start=1)
     )
     decided = bool(temperatures) or bool(episodes)
     missing = () if decided else ("no temperature charted: whether CRS occurred cannot be decided",)
-    return EpisodeCourse(CRS_SYSTEM, episodes, decided, missing)
+    return EpisodeCourse(system, episodes, decided, missing)
+
+
+def _graded_by(
+    system: str, record: PatientRecord, points: Sequence[_Point], config: GradingConfig
+) -> tuple[list[_Point], Callable[[datetime], list[str]]]:
+    """The points re-graded by another system at each data time (signs unchanged)."""
+    grade = GRADERS[system]
+    results = {p.time: grade(record, p.time, config) for p in points}
+    regraded = [
+        replace(
+            p,
+            value=results[p.time].grade if results[p.time].grade is not None else results[p.time].grade_at_least,
+            graded=results[p.time].grade is not None,
+        )
+        for p in points
+    ]
+
+    def evidence(moment: datetime) -> list[str]:
+        return [e.reference for e in results[moment].evidence if e.status is Status.MET]
+
+    return regraded, evidence
 
 
 def _crs_times(record: PatientRecord, until: datetime, config: GradingConfig) -> list[datetime]:
@@ -251,7 +285,14 @@ def _episode_spans(
 
 
 def _crs_episode(
-    grader: AstctGrader, points: Sequence[_Point], span: _Span, *, number: int, config: GradingConfig
+    grader: AstctGrader,
+    points: Sequence[_Point],
+    span: _Span,
+    *,
+    number: int,
+    config: GradingConfig,
+    system: str,
+    evidence: Callable[[datetime], list[str]],
 ) -> Episode:
     record = grader.record
     onset = points[span.onset_index].time
@@ -266,19 +307,19 @@ def _crs_episode(
     pressors = [a for a in record.administrations_with(*PRESSOR_ROLES) if _overlaps(a, onset, end)]
     fevers = [t for t in record.temperatures if onset <= t.time <= end and t.celsius >= config.fever_threshold_celsius]
     references = [
-        *_evidence_references(grader, onset),
-        *_evidence_references(grader, worst.time),
+        *evidence(onset),
+        *evidence(worst.time),
         *(a.reference for a in (*toci, *steroids, *others, *pressors)),
     ]
     if therapy is not None:
         references.insert(0, therapy.reference)
     return Episode(
-        system=CRS_SYSTEM,
+        system=system,
         number=number,
         onset=onset,
         max_grade=worst.value or 0,
         max_grade_at=worst.time,
-        indeterminate=not worst.graded,
+        indeterminate=_worst_uncertain(inside, worst),
         resolved=span.resolution is not None,
         resolution=span.resolution,
         therapy=therapy.agent if therapy is not None else None,
@@ -297,6 +338,12 @@ def _crs_episode(
         other_anticytokine=tuple(dict.fromkeys(a.agent for a in others)),
         references=tuple(dict.fromkeys(references)),
     )
+
+
+def _worst_uncertain(inside: Sequence[_Point], worst: _Point) -> bool:
+    """The episode's worst grade is only "at least": a moment inside it is indeterminate with a
+    proven minimum that reaches the worst (the truth there may be higher), or the worst itself is."""
+    return any(not p.graded and (p.value or 0) >= (worst.value or 0) for p in inside)
 
 
 def _evidence_references(grader: AstctGrader, moment: datetime) -> list[str]:
@@ -372,7 +419,7 @@ def icans_episodes(
                 onset=onset,
                 max_grade=worst.value or 0,
                 max_grade_at=worst.time,
-                indeterminate=not worst.graded,
+                indeterminate=_worst_uncertain(inside, worst),
                 resolved=span.resolution is not None,
                 resolution=span.resolution,
                 therapy=therapy.agent if therapy is not None else None,

@@ -1,0 +1,130 @@
+"""Episodes benchmark (issue 14): the whole ``crs-cds episodes`` run against the floor.
+
+The floor is what no engine can beat: one process reading every NDJSON line of the export
+(gunzipping where needed) and parsing it with orjson. The episodes run is the command a site
+runs (``crs-cds episodes EXPORT --out rows.csv``, default engine, both cores), start-up included,
+in its own process. Reported: both times and the ratio floor / episodes (the issue's goal:
+>= 0.25, i.e. the whole run costs at most four times the floor). One measurement each, no loop:
+the machine is shared; run it when it is quiet and read the figures as indications.
+
+``python bench/bench_episodes.py [--patients 2000] [--out results.json]``; ``--smoke`` runs a
+tiny export once to prove the benchmark still works (no timing is asserted anywhere).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.generate_export import write_export  # noqa: E402 (after the path is set)
+
+GOAL = 0.25
+
+
+def floor_seconds(export_dir: Path) -> tuple[float, int]:
+    """Read and orjson-parse every line of every NDJSON file, in one process."""
+    started = time.perf_counter()
+    lines = 0
+    for path in sorted(export_dir.iterdir()):
+        if path.name == "manifest.json" or path.name.startswith("."):
+            continue
+        data = path.read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        for line in data.splitlines():
+            if not line.strip():
+                continue
+            lines += 1
+            try:
+                orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+    return time.perf_counter() - started, lines
+
+
+def episodes_seconds(export_dir: Path, out: Path, workers: int) -> float:
+    """The command a site runs, in its own process (start-up, DuckDB, workers, CSV)."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cds_hooks.cli",
+            "episodes",
+            str(export_dir),
+            "--out",
+            str(out),
+            "--workers",
+            str(workers),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"crs-cds episodes failed:\n{done.stdout}\n{done.stderr}")
+    return elapsed
+
+
+def measure(patients: int, workers: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-episodes-") as scratch:
+        export_dir = Path(scratch) / "export"
+        write_export(export_dir, patients)
+        floor, lines = floor_seconds(export_dir)
+        episodes = episodes_seconds(export_dir, Path(scratch) / "rows.csv", workers)
+        rows = sum(1 for _ in (Path(scratch) / "rows.csv").open()) - 1
+    return {
+        "patients": patients,
+        "lines": lines,
+        "rows": rows,
+        "workers": workers,
+        "floorSeconds": round(floor, 3),
+        "episodesSeconds": round(episodes, 3),
+        "ratio": round(floor / episodes, 4) if episodes else None,
+        "goal": GOAL,
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            "| patients | lines | rows | workers | floor (s) | episodes (s) | floor/episodes | goal |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            f"| {result['patients']} | {result['lines']} | {result['rows']} | {result['workers']} | "
+            f"{result['floorSeconds']:.2f} | {result['episodesSeconds']:.2f} | {result['ratio']:.3f} | >= {GOAL} |",
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="crs-cds episodes vs reading+parsing the export (the floor)")
+    parser.add_argument("--patients", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--smoke", action="store_true", help="a tiny export, once: the benchmark still runs")
+    parser.add_argument("--out", type=Path, help="write the result as JSON here")
+    args = parser.parse_args()
+    result = measure(12 if args.smoke else args.patients, args.workers)
+    result["smoke"] = args.smoke
+    print(table(result))
+    if args.out is not None:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""A FHIR Bulk Data export on disk: which files hold it, and whose each line is.
+
+An export (FHIR Bulk Data Access, ``$export``) is a folder of NDJSON files, one resource type per
+file, any file names, plain or gzip, all patients mixed, optionally with the ``manifest.json``
+the server returned. With a manifest, exactly the files it lists are read (matched by the last
+segment of their URL, with or without ``.ndjson``/``.gz``), and a listed file that is absent is an
+error: a partial export must not pass for a whole one. Without a manifest, every file in the
+folder except hidden ones is read. Gzip is recognised by its magic bytes, whatever the name.
+
+:func:`classify` is the one definition of whose a line is; the local engine applies the same rules
+in SQL (``engines.py``) and a test checks both engines agree on the same export.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import orjson
+
+MANIFEST = "manifest.json"
+GZIP_MAGIC = b"\x1f\x8b"
+READ_TYPES = ("Patient", "Observation", "MedicationAdministration", "Procedure", "Condition", "QuestionnaireResponse")
+"""The resource types the reader uses; other types are counted as "not read", never graded."""
+PATIENT_REFERENCE = re.compile(r"(?:^|/)Patient/([^/]+)\Z")
+"""``\\Z`` is the end of the text, as ``$`` is in the local engine's SQL (RE2)."""
+MEDICATION_REFERENCE = re.compile(r"(?:^|/)(Medication/[^/]+)\Z")
+
+# Why a line cannot be placed with a patient (the summary counts them by these words).
+NOT_JSON = "not JSON"
+NO_TYPE = "no resourceType or id"
+NO_PATIENT = "names no patient"
+NOT_A_PATIENT = "subject is not a Patient"
+NOT_UTF8 = "not UTF-8"
+TOO_LONG = "line longer than 16 MB"
+
+
+class ExportError(Exception):
+    """The folder is not a readable export; the message says why."""
+
+
+@dataclass(frozen=True)
+class ExportFiles:
+    plain: tuple[Path, ...]
+    gzip: tuple[Path, ...]
+    transaction_time: str | None = None
+
+    @property
+    def all(self) -> tuple[Path, ...]:
+        return (*self.plain, *self.gzip)
+
+
+def find_files(export_dir: Path, *, exclude: Collection[Path] = ()) -> ExportFiles:
+    """``exclude``: files never read as the export (the rows file being written into the folder)."""
+    if not export_dir.is_dir():
+        raise ExportError(f"{export_dir} is not a folder")
+    manifest_path = export_dir / MANIFEST
+    transaction_time: str | None = None
+    if manifest_path.is_file():
+        files, transaction_time = _from_manifest(export_dir, manifest_path)
+    else:
+        skipped = {p.resolve() for p in exclude}
+        files = sorted(
+            p for p in export_dir.iterdir() if p.is_file() and not p.name.startswith(".") and p.resolve() not in skipped
+        )
+    if not files:
+        raise ExportError(f"{export_dir} holds no NDJSON file")
+    plain: list[Path] = []
+    gzipped: list[Path] = []
+    for path in files:
+        with path.open("rb") as handle:
+            (gzipped if handle.read(2) == GZIP_MAGIC else plain).append(path)
+    return ExportFiles(tuple(plain), tuple(gzipped), transaction_time)
+
+
+def _from_manifest(export_dir: Path, manifest_path: Path) -> tuple[list[Path], str | None]:
+    try:
+        manifest: Any = orjson.loads(manifest_path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise ExportError(f"{manifest_path} is not JSON: {exc}") from exc
+    outputs = manifest.get("output") if isinstance(manifest, dict) else None
+    if not isinstance(outputs, list):
+        raise ExportError(f"{manifest_path} has no output list")
+    files: list[Path] = []
+    for entry in outputs:
+        url = entry.get("url") if isinstance(entry, dict) else None
+        if not isinstance(url, str):
+            raise ExportError(f"{manifest_path}: an output entry has no url")
+        files.append(_local_file(export_dir, url))
+    time = manifest.get("transactionTime")
+    return files, time if isinstance(time, str) else None
+
+
+def _local_file(export_dir: Path, url: str) -> Path:
+    name = Path(urlparse(url).path).name
+    for candidate in (name, f"{name}.ndjson", f"{name}.ndjson.gz", f"{name}.gz"):
+        if candidate and (export_dir / candidate).is_file():
+            return export_dir / candidate
+    raise ExportError(f"the manifest lists {url}, but {export_dir} has no file {name!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """Where one line goes: to a patient (``patient``), the shared Medications (``medication``),
+    nowhere because its type is not read (``not_read``: the type), or rejected (``rejected``)."""
+
+    patient: str | None = None
+    medication: str | None = None
+    medication_reference: str | None = None
+    not_read: str | None = None
+    rejected: str | None = None
+
+
+def classify(line: str) -> Placed:
+    """Whose a line is, by the rules the local engine's SQL applies too."""
+    try:
+        resource: Any = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return Placed(rejected=NOT_JSON)
+    if not isinstance(resource, dict):
+        return Placed(rejected=NOT_JSON)
+    kind = resource.get("resourceType")
+    rid = resource.get("id")
+    if not isinstance(kind, str) or not isinstance(rid, str) or not kind or not rid:
+        return Placed(rejected=NO_TYPE)
+    if kind == "Patient":
+        return Placed(patient=rid)
+    subject = _reference(resource.get("subject")) or _reference(resource.get("patient"))
+    if kind == "Medication" and subject is None:
+        return Placed(medication=f"Medication/{rid}")
+    if kind not in READ_TYPES:
+        return Placed(not_read=kind)
+    if subject is None:
+        return Placed(rejected=NO_PATIENT)
+    found = PATIENT_REFERENCE.search(subject)
+    if found is None:
+        return Placed(rejected=NOT_A_PATIENT)
+    medication = MEDICATION_REFERENCE.search(_reference(resource.get("medicationReference")) or "")
+    return Placed(patient=found.group(1), medication_reference=medication.group(1) if medication else None)
+
+
+def _reference(value: object) -> str | None:
+    if isinstance(value, dict):
+        ref = value.get("reference")
+        if isinstance(ref, str) and ref:
+            return ref
+    return None
