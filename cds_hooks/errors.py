@@ -5,6 +5,8 @@ ServiceError            base: status + a short reason safe to show (no data, no 
   UnknownService        404: no service with that id
   PreconditionFailed    412: required data neither prefetched nor fetchable (CDS Hooks 2.0)
   PayloadTooLarge       413: body over the configured limit
+
+ConfigurationError      not a hook error: unsafe or incomplete settings; the service must not start
 """
 
 from __future__ import annotations
@@ -36,3 +38,10 @@ class PreconditionFailed(ServiceError):
 
 class PayloadTooLarge(ServiceError):
     status = 413
+
+
+class ConfigurationError(Exception):
+    """The settings are unsafe or incomplete: the service must not start.
+
+    Here rather than in ``web/app.py`` so the CLI can catch it without importing the web stack.
+    """

@@ -16,8 +16,9 @@ import httpx
 import jwt
 import pytest
 import respx
+from cds_hooks.errors import ConfigurationError
 from cds_hooks.settings import Settings
-from cds_hooks.web.app import ConfigurationError, create_app
+from cds_hooks.web.app import create_app
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi.testclient import TestClient

@@ -18,6 +18,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
+from operator import attrgetter
 
 from cds_hooks.grading.config import GradingConfig
 from cds_hooks.grading.result import Evidence, GradeResult, Status
@@ -51,7 +52,7 @@ _SUPPORT_LABEL = {
 }
 
 
-@dataclass
+@dataclass(slots=True)
 class _Assessment:
     """The rules evaluated at one moment; evidence is collected as the rules run."""
 
@@ -119,6 +120,10 @@ class _Onset:
     latest: datetime | None = None
 
 
+_TIME = attrgetter("time")
+"""Sort key of every timed record (C-level: the tables are rebuilt at every grading)."""
+
+
 class _Timeline:
     """The record indexed for the rules: sorted series and range tables, built once."""
 
@@ -130,37 +135,36 @@ class _Timeline:
         self.imprecise_oxygen = [o for o in record.oxygen if o.latest is not None and not o.is_period]
         precise_temperatures = [t for t in record.temperatures if t.latest is None]
         precise_pressures = [b for b in record.blood_pressures if b.latest is None]
-        self.temperatures = TimeSeries(precise_temperatures, lambda t: t.time)
+        self.temperatures = TimeSeries(precise_temperatures, _TIME)
         # Hottest first; among equals the later reading, so the evidence is the most recent.
-        self.hottest = RangeBest(self.temperatures.records, lambda a, b: (a.celsius, a.time) > (b.celsius, b.time))
+        self.hottest = RangeBest(self.temperatures.records, attrgetter("celsius", "time"))
         self.fevers = TimeSeries(
-            [t for t in precise_temperatures if t.celsius >= config.fever_threshold_celsius], lambda t: t.time
+            [t for t in precise_temperatures if t.celsius >= config.fever_threshold_celsius], _TIME
         )
-        self.systolic = TimeSeries([b for b in precise_pressures if b.systolic_mmhg is not None], lambda b: b.time)
-        self.lowest_systolic = RangeBest(self.systolic.records, lambda a, b: _below(a.systolic_mmhg, b.systolic_mmhg))
-        self.mean = TimeSeries([b for b in precise_pressures if b.mean_mmhg is not None], lambda b: b.time)
-        self.lowest_mean = RangeBest(self.mean.records, lambda a, b: _below(a.mean_mmhg, b.mean_mmhg))
+        self.systolic = TimeSeries([b for b in precise_pressures if b.systolic_mmhg is not None], _TIME)
+        self.lowest_systolic = RangeBest(self.systolic.records, lambda b: _lowness(b.systolic_mmhg))
+        self.mean = TimeSeries([b for b in precise_pressures if b.mean_mmhg is not None], _TIME)
+        self.lowest_mean = RangeBest(self.mean.records, lambda b: _lowness(b.mean_mmhg))
         points = [o for o in record.oxygen if not o.is_period and o.latest is None]
         # A support record and a room-air record charted at the same moment: support wins.
         support_instants = {o.time for o in points if o.is_support}
-        self.room_air = TimeSeries(
-            [o for o in points if o.room_air and o.time not in support_instants], lambda o: o.time
-        )
+        self.room_air = TimeSeries([o for o in points if o.room_air and o.time not in support_instants], _TIME)
         supports = [o for o in points if o.is_support]
-        self.devices = TimeSeries([o for o in supports if o.device is not None], lambda o: o.time)
-        self.flows = TimeSeries([o for o in supports if o.flow_l_min is not None], lambda o: o.time)
-        self.fio2s = TimeSeries([o for o in supports if o.fio2_percent is not None], lambda o: o.time)
+        self.devices = TimeSeries([o for o in supports if o.device is not None], _TIME)
+        self.flows = TimeSeries([o for o in supports if o.flow_l_min is not None], _TIME)
+        self.fio2s = TimeSeries([o for o in supports if o.fio2_percent is not None], _TIME)
         self.period_oxygen = [o for o in record.oxygen if o.is_period]
         self.support_points = supports
-        self.spo2 = TimeSeries(record.spo2, lambda s: s.time)
+        self.spo2 = TimeSeries(record.spo2, _TIME)
         self.pressors = record.administrations_with(*PRESSOR_ROLES)
         self.imprecise_pressors = [a for a in self.pressors if a.imprecise]
         self.masking_therapies = record.administrations_with(*MASKING_ROLES)
         self.crs_therapy_starts = [a.start for a in record.administrations_with(MedicationRole.CRS_THERAPY)]
 
 
-def _below(a: float | None, b: float | None) -> bool:
-    return (a if a is not None else float("inf")) < (b if b is not None else float("inf"))
+def _lowness(value: float | None) -> float:
+    """Rank for "lowest wins": the lower the pressure, the higher the rank; none charted ranks last."""
+    return -value if value is not None else float("-inf")
 
 
 def systolic_threshold(age_years: int | None, config: GradingConfig) -> float:
@@ -542,6 +546,12 @@ class AstctGrader:
                 if prior:
                     evidence = replace(evidence, detail=f"{evidence.detail}; {_prior_support_note(result)}")
                 result.evidence.append(evidence)
+            if chosen_device is None and result.oxygen_flow_l_min is not None:
+                notes.append(
+                    f"no oxygen device charted: {_fmt(result.oxygen_flow_l_min)} L/min graded as "
+                    f"{_SUPPORT_LABEL[level]} by the flow alone (ASTCT: high flow is > "
+                    f"{_fmt(self.config.low_flow_max_l_min)} L/min)"
+                )
             if chosen_device is not None and result.oxygen_flow_l_min is not None:
                 notes.append(
                     f"{chosen_device.device_display or chosen_device.device} with "
@@ -669,6 +679,18 @@ class AstctGrader:
                     f"oxygen support ({record.device_display or 'oxygen'}, {record.reference}) has a date-only time: "
                     f"it may or may not be in force at {iso(at)} (it would make hypoxia grade {int(level)})"
                 )
+        if result.support is not SupportLevel.POSITIVE_PRESSURE:
+            for unreadable in self.record.unreadable_oxygen:
+                if not oldest < unreadable.time <= at or self._superseded(unreadable.time, at):
+                    continue
+                result.unknown_support.append(
+                    f"oxygen record {unreadable.reference} could not be read ({unreadable.reason}): the oxygen "
+                    f"support at {iso(at)} is unknown, not room air (it could raise the hypoxia grade)"
+                )
+
+    def _superseded(self, moment: datetime, at: datetime) -> bool:
+        """A readable oxygen record charted after ``moment`` (and by ``at``) is the one in force."""
+        return any(moment < o.time <= at for o in self.record.oxygen if not o.is_period)
 
     def _combine(self, result: _Assessment) -> None:
         worst_sign = max(result.hypotension_grade, result.hypoxia_grade)

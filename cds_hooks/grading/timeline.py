@@ -11,7 +11,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -51,24 +51,23 @@ class TimeSeries(Generic[T]):
 class RangeBest(Generic[T]):
     """The best record of any index range in O(1): a sparse table over a fixed list.
 
-    ``better(a, b)`` says whether ``a`` beats ``b`` (e.g. a hotter temperature).
+    ``rank(record)`` orders the records: the best has the highest rank, and among equal ranks
+    the later record wins. Ranks are computed once per record and the table is built by
+    comparing them directly, so building it costs n log n comparisons of plain values rather
+    than n log n calls of a comparison function (the table is rebuilt at every grading).
     """
 
-    def __init__(self, records: Sequence[T], better: Callable[[T, T], bool]) -> None:
+    def __init__(self, records: Sequence[T], rank: Callable[[T], Any]) -> None:
         self._records = list(records)
-        self._better = better
+        ranks = [rank(r) for r in self._records]
+        self._ranks = ranks
         levels: list[list[int]] = [list(range(len(self._records)))]
         width = 1
         while 2 * width <= len(self._records):
             previous = levels[-1]
-            levels.append(
-                [self._pick(previous[i], previous[i + width]) for i in range(len(self._records) - 2 * width + 1)]
-            )
+            levels.append([a if ranks[a] > ranks[b] else b for a, b in zip(previous, previous[width:], strict=False)])
             width *= 2
         self._levels = levels
-
-    def _pick(self, a: int, b: int) -> int:
-        return a if self._better(self._records[a], self._records[b]) else b
 
     def best(self, lo: int, hi: int) -> T | None:
         """The best record with index in [lo, hi), or None for an empty range."""
@@ -76,4 +75,5 @@ class RangeBest(Generic[T]):
             return None
         level = (hi - lo).bit_length() - 1
         row = self._levels[level]
-        return self._records[self._pick(row[lo], row[hi - (1 << level)])]
+        a, b = row[lo], row[hi - (1 << level)]
+        return self._records[a if self._ranks[a] > self._ranks[b] else b]

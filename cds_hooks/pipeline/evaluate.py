@@ -93,6 +93,7 @@ def evaluate(
             ice_form=ice_form,
             skip=skip,
             site_zone=ZoneInfo(grading.config.site_timezone) if grading.config.site_timezone else None,
+            now=at,
         )
         # ICANS data never change the CRS grade: their absence is said on the ICANS result only.
         record.unavailable.update({k: v for k, v in (unavailable or {}).items() if k is not DataSource.ICANS})

@@ -8,9 +8,8 @@ applies them; nothing downstream of the record sees a raw resource again.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from cds_hooks.reading.fhir_time import parse_instant
 
@@ -29,9 +28,12 @@ ACTIVE_CONDITION_STATUSES = frozenset({"active", "recurrence", "relapse"})
 REFUTED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
 
 
-@dataclass(frozen=True, slots=True)
-class SourcedResource:
-    """A resource with the reference evidence will cite (``Type/id``, or its fullUrl)."""
+class SourcedResource(NamedTuple):
+    """A resource with the reference evidence will cite (``Type/id``, or its fullUrl).
+
+    A named tuple (immutable like the frozen dataclass it was): one is made for every resource
+    of every call, and a frozen dataclass's ``__init__`` costs several times more (issue 11).
+    """
 
     resource: Mapping[str, Any]
     reference: str
@@ -90,12 +92,27 @@ def belongs_to_patient(resource: Mapping[str, Any], patient_id: str | None, *, r
     A resource without a subject came from a search that was already by patient; assessments
     that stand alone (``require_subject``) must name their patient.
     """
-    if patient_id is None:
-        return True
-    ref = subject_reference(resource)
-    if ref is None:
-        return not require_subject
-    return ref == f"Patient/{patient_id}" or ref.endswith(f"/Patient/{patient_id}")
+    return PatientCheck(patient_id)(resource, require_subject=require_subject)
+
+
+class PatientCheck:
+    """:func:`belongs_to_patient` for one patient, its two reference forms built once (the
+    reader asks it for every resource of a call)."""
+
+    __slots__ = ("_local", "_patient_id", "_suffix")
+
+    def __init__(self, patient_id: str | None) -> None:
+        self._patient_id = patient_id
+        self._local = f"Patient/{patient_id}"
+        self._suffix = f"/Patient/{patient_id}"
+
+    def __call__(self, resource: Mapping[str, Any], *, require_subject: bool = False) -> bool:
+        if self._patient_id is None:
+            return True
+        ref = subject_reference(resource)
+        if ref is None:
+            return not require_subject
+        return ref == self._local or ref.endswith(self._suffix)
 
 
 def observation_time(resource: Mapping[str, Any]) -> datetime | str:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
-from functools import lru_cache
 
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})?$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _PARTIAL_DATE = re.compile(r"^(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?$")
+"""A year, a year-month or a date: FHIR dateTime values without a time."""
+_LONG_FRACTION = re.compile(r"(\.\d{6})\d+")
 
 EARLIEST_OFFSET = timedelta(hours=14)
 """The most advanced UTC offset in use (UTC+14): a local midnight is at the earliest 14 h before UTC's."""
@@ -44,11 +45,13 @@ def parse_when(raw: object, site_zone: tzinfo | None = None) -> When | str:
     """
     if not isinstance(raw, str):
         return "no time"
+    moment = _parse_text(raw)  # the common case first: a full dateTime (a date never parses here)
+    if not isinstance(moment, str):
+        return When(moment, moment)
     text = raw.strip()
     partial = _PARTIAL_DATE.match(text)
     if partial is None:
-        moment = _parse_text(text)
-        return moment if isinstance(moment, str) else When(moment, moment)
+        return moment
     return _date_interval(text, partial, site_zone)
 
 
@@ -83,26 +86,25 @@ def parse_instant(raw: object) -> datetime | str:
     return _parse_text(raw)
 
 
-@lru_cache(maxsize=8192)
 def _parse_text(raw: str) -> datetime | str:
-    # Charts repeat timestamps (a panel, its device row, its SpO2): parse each string once.
+    """Every resource's time passes here, so the common case is one regex match and one C parse.
+
+    No memo (issue 11): a bulk export holds more distinct timestamps than any bounded memo, and
+    the direct parse is about a microsecond, so no speed depends on a cache a repeated request hits.
+    """
     text = raw.strip()
-    if _DATE.match(text) or re.match(r"^\d{4}(-\d{2})?$", text):
-        return f"time {text!r} is a date only (too imprecise for a time window)"
     if not _DATETIME.match(text):
+        if _PARTIAL_DATE.match(text):
+            return f"time {text!r} is a date only (too imprecise for a time window)"
         return f"time {text!r} is not a FHIR dateTime"
     try:
-        parsed = datetime.fromisoformat(_trim_fraction(text))
+        # Python accepts at most 6 fractional digits; FHIR allows more.
+        parsed = datetime.fromisoformat(_LONG_FRACTION.sub(r"\1", text) if "." in text else text)
     except ValueError:
         return f"time {text!r} is not a valid dateTime"
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
+        return parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
-
-
-def _trim_fraction(text: str) -> str:
-    # Python accepts at most 6 fractional digits; FHIR allows more.
-    return re.sub(r"(\.\d{6})\d+", r"\1", text)
 
 
 def parse_date(raw: object) -> date | None:

@@ -127,6 +127,7 @@ def classify(prefetch: Mapping[str, object] | None, keys: tuple[PrefetchKey, ...
     """Sort each key into present (resources), null (nothing), unavailable or absent (fetch)."""
     state = PrefetchState()
     given = prefetch or {}
+    seen: set[str] = set()  # overlapping searches: each resource is taken once, from the first key
     for key in keys:
         if key.name not in given:
             state.to_fetch.append(key)
@@ -136,7 +137,7 @@ def classify(prefetch: Mapping[str, object] | None, keys: tuple[PrefetchKey, ...
             continue
         if not isinstance(value, dict):
             raise BadRequest(f"prefetch '{key.name}' must be a FHIR resource, a Bundle or null")
-        flat = flatten(value)
+        flat = flatten(value, seen)
         state.resources.extend(flat.resources)
         if flat.malformed:
             state.malformed[key.name] = flat.malformed

@@ -27,8 +27,8 @@ from cds_hooks.reading.fhir_rules import (
     PROCEDURE_EVIDENCE_STATUSES,
     QUESTIONNAIRE_RESPONSE_EVIDENCE_STATUSES,
     REFUTED_VERIFICATION,
+    PatientCheck,
     SourcedResource,
-    belongs_to_patient,
     codings,
     observation_time,
     reference_of,
@@ -50,6 +50,7 @@ from cds_hooks.reading.record import (
     PatientRecord,
     SpO2,
     Temperature,
+    UnreadableOxygen,
     Weight,
 )
 from cds_hooks.reading.terminology import CodeMatch, ConceptKind, MedicationRole, Terminology
@@ -110,8 +111,18 @@ def product_components(text: str) -> list[str]:
     return active or parts[:1]
 
 
+_ANY_VALUE = (float("-inf"), float("inf"))
+_TENTH = Decimal("0.1")
+
+
 def _round_celsius(value: float) -> float:
-    return float(Decimal(repr(value)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+    """Half-up to 0.1 Cel on the decimal digits as charted; a value charted to 0.1 is kept as is
+    (the common case, so it skips the Decimal arithmetic)."""
+    text = repr(value)
+    point = text.find(".")
+    if point != -1 and len(text) - point <= 2 and "e" not in text:  # at most one digit after the point
+        return value
+    return float(Decimal(text).quantize(_TENTH, rounding=ROUND_HALF_UP))
 
 
 class Extractor:
@@ -127,12 +138,16 @@ class Extractor:
         units: UnitTable,
         patient_id: str | None,
         ice_form: IceQuestionnaire | None = None,
+        *,
         site_zone: tzinfo | None = None,
+        now: datetime | None = None,
     ) -> None:
         self._terms = terminology
+        self._now = now
         self._units = units
         self._patient_id = patient_id
         self._ice_form = ice_form
+        self._owns = PatientCheck(patient_id)
         self._site_zone = site_zone
         self._record = PatientRecord(patient_reference=f"Patient/{patient_id}" if patient_id else None)
         self._medications: dict[str, Mapping[str, Any]] = {}
@@ -174,7 +189,7 @@ class Extractor:
         self._record.neuro_not_evidence.append(NotEvidence(reference, reason))
 
     def _belongs_to_patient(self, resource: Mapping[str, Any]) -> bool:
-        return belongs_to_patient(resource, self._patient_id)
+        return self._owns(resource)
 
     def _skipped_assessment(self, item: SourcedResource, reason: str) -> None:
         resource = item.resource
@@ -188,7 +203,7 @@ class Extractor:
         converted = self._units.convert(_QUANTITY_OF[concept_id], quantity)
         if isinstance(converted, str):
             return converted
-        low, high = PLAUSIBLE_RANGES.get(concept_id, (float("-inf"), float("inf")))
+        low, high = PLAUSIBLE_RANGES.get(concept_id, _ANY_VALUE)
         if not low <= converted.value <= high:
             return (
                 f"value {converted.original_value:g} {converted.original_unit} is outside the "
@@ -211,6 +226,8 @@ class Extractor:
 
     def _observation(self, resource: Mapping[str, Any], reference: str) -> None:
         parts = self._observation_parts(resource)
+        if not parts and self._unread(resource):
+            return
         device = self._device_value(resource) if not parts else None
         if not parts and device is None:
             domain = neuro_domain(resource, self._terms)
@@ -219,11 +236,11 @@ class Extractor:
             elif is_blood_culture(resource, self._terms):
                 self._blood_culture(resource, reference)
             return
-        status = text_field(resource.get("status"))
-        if status not in OBSERVATION_EVIDENCE_STATUSES:
-            self._reject(reference, f"Observation status is {status!r}")
+        status = resource.get("status")
+        if not isinstance(status, str) or status not in OBSERVATION_EVIDENCE_STATUSES:
+            self._reject(reference, f"Observation status is {text_field(status)!r}")
             return
-        if not self._belongs_to_patient(resource):
+        if not self._owns(resource):
             self._reject(reference, "belongs to another patient")
             return
         when = self._observation_time(resource)
@@ -236,12 +253,36 @@ class Extractor:
         if "dataAbsentReason" in resource and "component" not in resource:
             self._reject(reference, "no value (dataAbsentReason)")
             return
+        if any(concept_id == "average_blood_pressure" for concept_id, _ in parts):
+            self._reject(
+                reference,
+                "average blood pressure over a period (US Core 96607-7): not a reading at one time, "
+                "so not used for hypotension",
+            )
+            return
         self._observation_values(parts, when, reference)
+
+    def _unread(self, resource: Mapping[str, Any]) -> bool:
+        """True for an Observation no rule reads, decided before anything else is looked at.
+
+        Charts send many (heart rate, respiratory rate, height under the vital-signs category):
+        with no mapped code of any kind and no coded or text value, it can be neither a vital
+        sign, an oxygen device, a neurologic assessment nor a blood culture, so its status, time
+        and value are never read and it is not "not evidence" either.
+        """
+        if "valueCodeableConcept" in resource or "valueString" in resource:
+            return False
+        code = resource.get("code")
+        return not self._terms.maps_any(code.get("coding") if isinstance(code, dict) else None)
 
     def _observation_parts(self, resource: Mapping[str, Any]) -> list[tuple[str, object]]:
         """(concept, valueQuantity) for the Observation itself and each of its components."""
+        # ``lookup_codings`` takes the raw ``coding`` value (anything but a list finds nothing),
+        # so a CodeableConcept is read without building its list first: this runs per component.
         parts: list[tuple[str, object]] = []
-        own = self._terms.lookup_codings(codings(resource.get("code")), ConceptKind.OBSERVATION)
+        lookup = self._terms.lookup_codings
+        code = resource.get("code")
+        own = lookup(code.get("coding") if isinstance(code, dict) else None, ConceptKind.OBSERVATION)
         if own is not None:
             parts.append((own.concept.id, resource.get("valueQuantity")))
         components = resource.get("component")
@@ -249,7 +290,8 @@ class Extractor:
             for component in components:
                 if not isinstance(component, dict):
                     continue
-                match = self._terms.lookup_codings(codings(component.get("code")), ConceptKind.OBSERVATION)
+                code = component.get("code")
+                match = lookup(code.get("coding") if isinstance(code, dict) else None, ConceptKind.OBSERVATION)
                 if match is not None and match.concept.id != "blood_pressure_panel":
                     parts.append((match.concept.id, component.get("valueQuantity")))
         return parts
@@ -278,8 +320,23 @@ class Extractor:
             return parse_when(resource["effectiveInstant"], self._site_zone)
         period = resource.get("effectivePeriod")
         if isinstance(period, dict):
+            in_progress = self._in_progress_at_now(period)
+            if in_progress is not None:
+                return in_progress
             return parse_when(period.get("end") or period.get("start"), self._site_zone)
         return "no effective time"
+
+    def _in_progress_at_now(self, period: Mapping[str, Any]) -> When | None:
+        """A period that covers the evaluation time counts at that time (its value holds then)."""
+        if self._now is None or "start" not in period:
+            return None
+        start = parse_when(period["start"], self._site_zone)
+        end = parse_when(period["end"], self._site_zone) if "end" in period else None
+        if isinstance(start, str) or isinstance(end, str) or start.latest > self._now:
+            return None
+        if end is not None and end.earliest < self._now:
+            return None
+        return When(self._now, self._now)
 
     def _device_record(self, device: tuple[CodeMatch, str | None], when: When, reference: str) -> None:
         match, display = device
@@ -306,17 +363,20 @@ class Extractor:
             converted = self._convert(concept_id, quantity)
             if isinstance(converted, str):
                 problems.append(f"{concept_id.replace('_', ' ')}: {converted}")
-            else:
-                values.setdefault(concept_id, converted)
+            elif concept_id not in values:
+                values[concept_id] = converted
         for problem in problems:
             self._reject(reference, problem)
+            if problem.startswith(("oxygen flow:", "inspired oxygen:")):
+                self._record.unreadable_oxygen.append(UnreadableOxygen(time, reference, problem))
         if not values:
             if not problems:
                 self._reject(reference, "no usable value")
             return
-        if "body_temperature" in values:
-            temp = values["body_temperature"]
-            self._record.temperatures.append(
+        record = self._record
+        temp = values.get("body_temperature")
+        if temp is not None:
+            record.temperatures.append(
                 Temperature(
                     time,
                     _round_celsius(temp.value),
@@ -507,9 +567,13 @@ class Extractor:
             if rate is not None:
                 converted = self._convert("oxygen_flow", rate)
                 if isinstance(converted, str):
+                    # Oxygen was given (at least low flow); how much is unknown, never room air.
                     self._reject(reference, f"oxygen rate: {converted}")
-                    return
-                rate_l_min = converted.value
+                    self._record.unreadable_oxygen.append(
+                        UnreadableOxygen(span.start, reference, f"oxygen rate: {converted}")
+                    )
+                else:
+                    rate_l_min = converted.value
         else:
             dose = self._units.convert("drug_mass", dosage.get("dose"))
             dose_mg = dose.value if isinstance(dose, Converted) else None
@@ -664,7 +728,7 @@ class Extractor:
         if status not in statuses:
             self._reject_assessment(reference, f"{resource.get('resourceType')} status is {status!r}")
             return None
-        if not belongs_to_patient(resource, self._patient_id, require_subject=True):
+        if not self._owns(resource, require_subject=True):
             no_subject = self._patient_id is not None and "subject" not in resource
             self._reject_assessment(reference, "no subject" if no_subject else "belongs to another patient")
             return None
@@ -809,6 +873,13 @@ def extract_record(
     ice_form: IceQuestionnaire | None = None,
     skip: Mapping[str, str] | None = None,
     site_zone: tzinfo | None = None,
+    now: datetime | None = None,
 ) -> PatientRecord:
-    """One patient's clinical record from their resources (see :class:`Extractor`)."""
-    return Extractor(terminology, units, patient_id, ice_form, site_zone).extract(resources, skip=skip)
+    """One patient's clinical record from their resources (see :class:`Extractor`).
+
+    ``now``, the evaluation time when there is one, lets a measurement over a period that covers
+    it count at that time; without it a period is read at its end (or start).
+    """
+    return Extractor(terminology, units, patient_id, ice_form, site_zone=site_zone, now=now).extract(
+        resources, skip=skip
+    )

@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cds_hooks.reading.terminology import BUILTIN_MAPPINGS_DIR, MappingError
+from cds_hooks.reading.terminology import BUILTIN_MAPPINGS_DIR, MappingError, read_yaml_safely
 
 UCUM_SYSTEM = "http://unitsofmeasure.org"
 
@@ -56,9 +56,12 @@ class _Conversion:
         return float((Fraction(str(value)) + self.offset) * self.scale)
 
 
-@dataclass(frozen=True, slots=True)
-class Converted:
-    """A value in canonical units, with the unit it arrived in (shown as evidence)."""
+class Converted(NamedTuple):
+    """A value in canonical units, with the unit it arrived in (shown as evidence).
+
+    A named tuple rather than a frozen dataclass: as immutable, and made for every quantity of
+    every resource, where a frozen dataclass's field-by-field ``__init__`` costs several times more.
+    """
 
     value: float
     canonical_unit: str
@@ -80,19 +83,18 @@ class UnitTable:
         if not isinstance(raw, dict):
             return "no value"
         value = raw.get("value")
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             return "value missing or not a number"
-        if raw.get("comparator") not in (None, ""):
+        if "comparator" in raw and raw["comparator"] not in (None, ""):
             return f"value has a comparator ({raw.get('comparator')!s}), not an exact measurement"
         code = raw.get("code")
-        system = raw.get("system")
-        unit_text = raw.get("unit")
         ucum: str | None = None
         if isinstance(code, str) and code:
-            if system not in (None, UCUM_SYSTEM):
+            system = raw.get("system")
+            if system is not None and system != UCUM_SYSTEM:
                 return f"unit code {code!r} is not from UCUM"
             ucum = code
-        elif isinstance(unit_text, str) and unit_text.strip():
+        elif isinstance(unit_text := raw.get("unit"), str) and unit_text.strip():
             ucum = self.by_alias[quantity].get(unit_text.strip())
             if ucum is None:
                 return f"unknown unit {unit_text.strip()!r}"
@@ -101,7 +103,8 @@ class UnitTable:
         conversion = self.by_code[quantity].get(ucum)
         if conversion is None:
             return f"unit {ucum!r} is not a {quantity.replace('_', ' ')} unit"
-        return Converted(conversion.apply(value), self.canonical[quantity], float(value), ucum)
+        canonical_value = float(value) if conversion.identity else conversion.apply(value)
+        return Converted(canonical_value, self.canonical[quantity], float(value), ucum)
 
 
 def _conversion(unit: _UnitEntry) -> _Conversion:
@@ -117,7 +120,7 @@ def load_units(path: Path = BUILTIN_MAPPINGS_DIR / "units.yaml") -> UnitTable:
     """Read and check the unit table; a bad file stops start-up."""
     try:
         with path.open(encoding="utf-8") as handle:
-            parsed = _UnitsFile.model_validate(yaml.safe_load(handle))
+            parsed = _UnitsFile.model_validate(read_yaml_safely(handle))
     except (OSError, yaml.YAMLError) as exc:
         raise MappingError(f"cannot read unit file {path}: {exc}") from exc
     except ValidationError as exc:

@@ -28,7 +28,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cds_hooks.advice.cards import CardOptions
 from cds_hooks.cds import CdsRequest
-from cds_hooks.errors import BadRequest, PayloadTooLarge, ServiceError, UnknownService, UnprocessableRequest
+from cds_hooks.errors import (
+    BadRequest,
+    ConfigurationError,
+    PayloadTooLarge,
+    ServiceError,
+    UnknownService,
+    UnprocessableRequest,
+)
 from cds_hooks.pipeline.course import course_document
 from cds_hooks.pipeline.evaluate import Grading, IcansOptions
 from cds_hooks.pipeline.hook import HOOK, SERVICE_ID, CrsService, HookOutcome
@@ -44,10 +51,6 @@ from cds_hooks.web.smart_app import smart_enabled, smart_router
 log = logging.getLogger("crs_cds.app")
 
 _ISSUE_CODE = {400: "invalid", 401: "login", 404: "not-found", 412: "incomplete", 413: "too-long", 422: "required"}
-
-
-class ConfigurationError(Exception):
-    """The settings are unsafe or incomplete: the service must not start."""
 
 
 class Unauthenticated(ServiceError):
@@ -335,7 +338,7 @@ async def read_json_body(request: Request, limit: int) -> Any:
     if not body:
         raise BadRequest("request body is empty; a JSON object is required")
     try:
-        return orjson.loads(bytes(body))
+        return orjson.loads(body)  # orjson reads the bytearray in place: no copy of a multi-MB body
     except orjson.JSONDecodeError:
         raise BadRequest("request body is not valid JSON") from None
 
