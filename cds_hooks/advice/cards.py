@@ -15,6 +15,7 @@ from typing import Any, Literal
 from cds_hooks.advice.dosing import TocilizumabAdvice
 from cds_hooks.cds import Action, Card, Coding, Link, Source, Suggestion
 from cds_hooks.grading import GradeResult, Status
+from cds_hooks.grading.result import ScoreResult
 from cds_hooks.pipeline.evaluate import Evaluation
 from cds_hooks.reading.fhir_time import iso
 
@@ -79,7 +80,7 @@ def _grade_card(evaluation: Evaluation, opts: CardOptions) -> Card:
         selectionBehavior="any" if suggestions else None,
         overrideReasons=OVERRIDE_REASONS,
         links=_links(opts),
-        extension={EXTENSION_KEY: [r.to_json() for r in evaluation.results]},
+        extension={EXTENSION_KEY: _result_objects(evaluation)},
     )
 
 
@@ -93,8 +94,42 @@ def _alert_card(evaluation: Evaluation, opts: CardOptions) -> Card:
         source=_source(opts),
         overrideReasons=OVERRIDE_REASONS,
         links=_links(opts),
-        extension={EXTENSION_KEY: [r.to_json() for r in evaluation.results]},
+        extension={EXTENSION_KEY: _result_objects(evaluation)},
     )
+
+
+def _result_objects(evaluation: Evaluation) -> list[dict[str, Any]]:
+    """The grades, then the lab scores beside them (ISTH DIC), as RESULT objects."""
+    return [*(r.to_json() for r in evaluation.results), *(s.to_json() for s in evaluation.scores)]
+
+
+def score_lines(score: ScoreResult) -> list[str]:
+    """A lab score on the card: its value or what the data prove, its evidence, what is missing.
+
+    An indeterminate score says "at least" and never the negative class.
+    """
+    name = SCORE_TITLES.get(score.system, score.system)
+    if score.score is not None:
+        head = f"**{name}: {score.score:g}** ({score.interpretation})"
+    else:
+        proven = f", at least {score.score_at_least:g}" if score.score_at_least is not None else ""
+        overt = f" ({score.interpretation})" if score.interpretation else ""
+        head = f"**{name}: indeterminate{proven}**{overt}: not every component is charted"
+    lines = ["", head, *score.notes]
+    if score.evidence:
+        lines += ["", "| Component | Value | Points | Time | Reference |", "|---|---|---|---|---|"]
+        for e in score.evidence:
+            value = f"{e.value:g} {e.unit or ''}".strip() if isinstance(e.value, float) else markdown_cell(e.value)
+            time = iso(e.time) if e.time is not None else ""
+            lines.append(
+                f"| {markdown_cell(e.criterion)} | {value} | {markdown_cell(e.detail)} | {time} | {e.reference} |"
+            )
+    lines += [f"- Missing: {markdown_cell(m)}" for m in score.missing]
+    lines += [f"- Not used: {n.reference}: {markdown_cell(n.reason)}" for n in score.not_evidence[:10]]
+    return lines
+
+
+SCORE_TITLES = {"ISTH-DIC-2001": "ISTH overt DIC score"}
 
 
 def _indicator(result: GradeResult) -> Indicator:
@@ -232,6 +267,8 @@ def _detail(evaluation: Evaluation) -> str:
         lines += ["", "| System | Grade | Worst |", "|---|---|---|"]
         for other in evaluation.results:
             lines.append(f"| {other.system} | {_grade_text(other.grade)} | {_grade_text(other.worst_grade)} |")
+    for score in evaluation.scores:
+        lines += score_lines(score)
     lines += ["", "**Suggested management** (ASCO 2021; institutional protocols apply)", *_management_lines(evaluation)]
     lines += ["", "**Choices in force**", *(f"- {k}: {v}" for k, v in result.choices.items())]
     lines += ["", f"Grading: {result.citation}. Grade 5 is never inferred."]

@@ -14,15 +14,26 @@ from zoneinfo import ZoneInfo
 from cds_hooks.advice.dosing import TocilizumabAdvice, tocilizumab_advice
 from cds_hooks.grading import GRADERS, GradeResult, GradingConfig
 from cds_hooks.grading.astct import SYSTEM as ASTCT
+from cds_hooks.grading.dic import DicConfig, score_dic
 from cds_hooks.grading.icans import DEFAULT_WINDOW as ICANS_WINDOW
 from cds_hooks.grading.icans import FOLLOWED_FOR, OVERDUE_AFTER, grade_icans
+from cds_hooks.grading.result import ScoreResult
 from cds_hooks.reading.evidence_check import invalid_references
 from cds_hooks.reading.fhir_time import age_in_years
+from cds_hooks.reading.labs import LabTable, builtin_labs
 from cds_hooks.reading.neuro import IceQuestionnaire
 from cds_hooks.reading.reader import SourcedResource, extract_record
 from cds_hooks.reading.record import DataSource, NotEvidence, PatientRecord
 from cds_hooks.reading.terminology import Terminology
 from cds_hooks.reading.units import UnitTable
+
+
+@dataclass(frozen=True)
+class LabOptions:
+    """The lab table (``mappings/labs.yaml``) and the settings of the scores read from it."""
+
+    table: LabTable = field(default_factory=builtin_labs)
+    dic: DicConfig = field(default_factory=DicConfig)
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,8 @@ class Grading:
     systems: Sequence[str] = (ASTCT,)
     icans: IcansOptions | None = None
     """ICANS grading (``CRS_CDS_ICANS``); None leaves it out of the evaluation."""
+    labs: LabOptions | None = field(default_factory=LabOptions)
+    """Laboratory values and the scores read from them (``CRS_CDS_LABS``); None: not read."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,8 @@ class Evaluation:
     tocilizumab: TocilizumabAdvice
     icans: GradeResult | None = None
     """ASTCT ICANS, graded beside CRS when enabled; drives its own card."""
+    scores: tuple[ScoreResult, ...] = ()
+    """Lab scores beside the grades (ISTH DIC): shown on the CRS card, never change its grade."""
 
     @property
     def primary(self) -> GradeResult:
@@ -93,9 +108,10 @@ def evaluate(
             ice_form=ice_form,
             skip=skip,
             site_zone=ZoneInfo(grading.config.site_timezone) if grading.config.site_timezone else None,
+            labs=grading.labs.table if grading.labs is not None else None,
         )
-        # ICANS data never change the CRS grade: their absence is said on the ICANS result only.
-        record.unavailable.update({k: v for k, v in (unavailable or {}).items() if k is not DataSource.ICANS})
+        # ICANS and lab data never change the CRS grade: their absence is said on their own results.
+        record.unavailable.update({k: v for k, v in (unavailable or {}).items() if k not in _NOT_CRS_SOURCES})
         record.not_evidence.extend(NotEvidence(ref, reason) for ref, reason in skip.items())
         results = tuple(GRADERS[system](record, at, grading.config) for system in _ordered(grading.systems))
         advice = tocilizumab_advice(record, at, grading.config)
@@ -103,6 +119,8 @@ def evaluate(
         cited = [ref for result in results for ref in (*result.references, *result.worst_grade_references)]
         if icans is not None:
             cited.extend(icans.references)
+        scores = _scores(grading, record=record, at=at, unavailable=unavailable)
+        cited.extend(ref for score in scores for ref in score.references)
         if advice.weight is not None:
             cited.append(advice.weight.reference)
         if record.patient_reference is not None:
@@ -111,7 +129,20 @@ def evaluate(
         if not bad:
             break
         skip.update(bad)
-    return Evaluation(record.patient_reference, at, results, record, advice, icans)
+    return Evaluation(record.patient_reference, at, results, record, advice, icans, scores)
+
+
+_NOT_CRS_SOURCES = frozenset({DataSource.ICANS, DataSource.LAB_RESULTS})
+
+
+def _scores(
+    grading: Grading, *, record: PatientRecord, at: datetime, unavailable: Mapping[DataSource, str] | None
+) -> tuple[ScoreResult, ...]:
+    """The lab scores shown beside the grades; none when labs are not read."""
+    if grading.labs is None:
+        return ()
+    dic = score_dic(record, at, grading.labs.dic, unavailable=(unavailable or {}).get(DataSource.LAB_RESULTS))
+    return (dic,) if dic is not None else ()
 
 
 def _icans(

@@ -27,6 +27,7 @@ from cds_hooks.reading.prefetch import (
     ORDER_ONLY_SOURCES,
     PrefetchKey,
     build_icans_prefetch,
+    build_lab_prefetch,
     build_order_prefetch,
     build_prefetch,
     classify,
@@ -101,9 +102,15 @@ class CrsService:
         self.allow_client_time = allow_client_time
         self.fetcher = fetcher
         icans_keys = build_icans_prefetch(grading.terminology) if grading.icans is not None else ()
-        self.prefetch_keys: tuple[PrefetchKey, ...] = (*build_prefetch(grading.terminology), *icans_keys)
+        lab_keys = build_lab_prefetch(grading.labs.table) if grading.labs is not None else ()
+        self.prefetch_keys: tuple[PrefetchKey, ...] = (*build_prefetch(grading.terminology), *icans_keys, *lab_keys)
         # ICANS assessments too: an engager dose is held during ICANS (the labels' boxed warnings).
-        self.order_prefetch_keys: tuple[PrefetchKey, ...] = (*build_order_prefetch(grading.terminology), *icans_keys)
+        # Labs too: the order cards of a CAR-T order show the risk scores read from them.
+        self.order_prefetch_keys: tuple[PrefetchKey, ...] = (
+            *build_order_prefetch(grading.terminology),
+            *icans_keys,
+            *lab_keys,
+        )
 
     @property
     def service_ids(self) -> frozenset[str]:

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from cds_hooks.errors import BadRequest
 from cds_hooks.reading.bundles import flatten
+from cds_hooks.reading.labs import LabTable
 from cds_hooks.reading.reader import SourcedResource
 from cds_hooks.reading.record import DataSource
 from cds_hooks.reading.terminology import ConceptKind, Terminology
@@ -78,6 +79,22 @@ def build_prefetch(terminology: Terminology) -> tuple[PrefetchKey, ...]:
         ),
         PrefetchKey(
             "conditions", f"Condition?patient={patient}&code={_codes(condition_codes)}", DataSource.CONDITIONS, False
+        ),
+    )
+
+
+def build_lab_prefetch(labs: LabTable) -> tuple[PrefetchKey, ...]:
+    """Laboratory values, asking only for the codes ``mappings/labs.yaml`` maps. Optional, as
+    for ICANS: a client that predates it gets its CRS card as before, and the lab scores say the
+    labs are unavailable. (CDS Hooks 2.0 has no date token; a 3.0 client could narrow by date.)"""
+    patient = "{{context.patientId}}"
+    return (
+        PrefetchKey(
+            "labResults",
+            f"Observation?patient={patient}&code={_codes(labs.codes())}",
+            DataSource.LAB_RESULTS,
+            False,
+            optional=True,
         ),
     )
 
