@@ -20,7 +20,7 @@ from cds_hooks.settings import Settings
 from cds_hooks.web.app import create_app
 from fastapi.testclient import TestClient
 
-from fhir_builders import PATIENT_ID, T, Resource, lab, patient, reference, temperature, when
+from fhir_builders import PATIENT_ID, Resource, T, lab, patient, reference, temperature, when
 from hook_requests import patient_view, prefetch_from_bundle
 
 
