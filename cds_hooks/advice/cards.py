@@ -109,15 +109,16 @@ def score_lines(score: ScoreResult) -> list[str]:
     An indeterminate score says "at least" and never the negative class.
     """
     name = SCORE_TITLES.get(score.system, score.system)
-    if score.score is not None:
-        head = f"**{name}: {score.score:g}** ({score.interpretation})"
+    shown = score.score if score.score is not None else score.value
+    if not score.missing and shown is not None:
+        head = f"**{name}: {shown:g}**" + (f" ({score.interpretation})" if score.interpretation else "")
     else:
         proven = f", at least {score.score_at_least:g}" if score.score_at_least is not None else ""
         overt = f" ({score.interpretation})" if score.interpretation else ""
         head = f"**{name}: indeterminate{proven}**{overt}: not every component is charted"
     lines = ["", head, *score.notes]
     if score.evidence:
-        lines += ["", "| Component | Value | Points | Time | Reference |", "|---|---|---|---|---|"]
+        lines += ["", "| Component | Value | Note | Time | Reference |", "|---|---|---|---|---|"]
         for e in score.evidence:
             value = f"{e.value:g} {e.unit or ''}".strip() if isinstance(e.value, float) else markdown_cell(e.value)
             time = iso(e.time) if e.time is not None else ""
@@ -129,7 +130,7 @@ def score_lines(score: ScoreResult) -> list[str]:
     return lines
 
 
-SCORE_TITLES = {"ISTH-DIC-2001": "ISTH overt DIC score"}
+SCORE_TITLES = {"ISTH-DIC-2001": "ISTH overt DIC score", "M-EASIX": "m-EASIX", "EASIX": "EASIX"}
 
 
 def _indicator(result: GradeResult) -> Indicator:
