@@ -37,7 +37,7 @@ EXPECTED: dict[str, dict[str, Any]] = json.loads((VIGNETTES / "expected.json").r
 PREFETCH_KEYS = (
     *build_prefetch(load_terminology()),
     *build_icans_prefetch(load_terminology()),
-    *build_lab_prefetch(builtin_labs()),
+    *build_lab_prefetch(builtin_labs(), load_terminology()),
 )
 QUERIES = len(PREFETCH_KEYS)
 OBSERVATION_QUERIES = sum(1 for key in PREFETCH_KEYS if key.template.startswith("Observation?"))

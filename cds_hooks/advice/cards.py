@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from cds_hooks.advice.dosing import TocilizumabAdvice
+from cds_hooks.advice.sepsis import sepsis_lines
 from cds_hooks.cds import Action, Card, Coding, Link, Source, Suggestion
 from cds_hooks.grading import GradeResult, Status
 from cds_hooks.grading.result import ScoreResult
@@ -241,6 +242,7 @@ def _detail(evaluation: Evaluation) -> str:
         lines.append(
             f"**ASTCT CRS grade indeterminate{at_least}** at {iso(result.at)}: the data cannot exclude a higher grade."
         )
+    lines += sepsis_lines(evaluation.record, result.at, fever=result.components.get("fever") == Status.MET.value)
     if result.possible_grade is not None:
         lines.append(
             f"Possible grade if the unknown is CRS: **{result.possible_grade}** (the card's indicator follows it)."

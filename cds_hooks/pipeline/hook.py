@@ -102,7 +102,7 @@ class CrsService:
         self.allow_client_time = allow_client_time
         self.fetcher = fetcher
         icans_keys = build_icans_prefetch(grading.terminology) if grading.icans is not None else ()
-        lab_keys = build_lab_prefetch(grading.labs.table) if grading.labs is not None else ()
+        lab_keys = build_lab_prefetch(grading.labs.table, grading.terminology) if grading.labs is not None else ()
         self.prefetch_keys: tuple[PrefetchKey, ...] = (*build_prefetch(grading.terminology), *icans_keys, *lab_keys)
         # ICANS assessments too: an engager dose is held during ICANS (the labels' boxed warnings).
         # Labs too: the order cards of a CAR-T order show the risk scores read from them.

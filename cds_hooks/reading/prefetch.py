@@ -83,15 +83,17 @@ def build_prefetch(terminology: Terminology) -> tuple[PrefetchKey, ...]:
     )
 
 
-def build_lab_prefetch(labs: LabTable) -> tuple[PrefetchKey, ...]:
-    """Laboratory values, asking only for the codes ``mappings/labs.yaml`` maps. Optional, as
-    for ICANS: a client that predates it gets its CRS card as before, and the lab scores say the
-    labs are unavailable. (CDS Hooks 2.0 has no date token; a 3.0 client could narrow by date.)"""
+def build_lab_prefetch(labs: LabTable, terminology: Terminology | None = None) -> tuple[PrefetchKey, ...]:
+    """Laboratory values, asking only for the codes ``mappings/labs.yaml`` maps, and the blood
+    culture codes of the terminology (a positive culture keeps sepsis in view on the CRS card).
+    Optional, as for ICANS: a client that predates it gets its CRS card as before and no lab
+    score. (CDS Hooks 2.0 has no date token; a 3.0 client could narrow by date.)"""
     patient = "{{context.patientId}}"
+    cultures = terminology.codes_for(*terminology.concepts_of_kind(ConceptKind.LABORATORY)) if terminology else []
     return (
         PrefetchKey(
             "labResults",
-            f"Observation?patient={patient}&code={_codes(labs.codes())}",
+            f"Observation?patient={patient}&code={_codes([*labs.codes(), *cultures])}",
             DataSource.LAB_RESULTS,
             False,
             optional=True,
