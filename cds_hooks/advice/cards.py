@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from cds_hooks.advice.dosing import TocilizumabAdvice
+from cds_hooks.advice.monitoring import panel_lines
 from cds_hooks.advice.sepsis import sepsis_lines
 from cds_hooks.cds import Action, Card, Coding, Link, Source, Suggestion
 from cds_hooks.grading import GradeResult, Status
@@ -272,6 +273,8 @@ def _detail(evaluation: Evaluation) -> str:
             lines.append(f"| {other.system} | {_grade_text(other.grade)} | {_grade_text(other.worst_grade)} |")
     for score in evaluation.scores:
         lines += score_lines(score)
+    if evaluation.panel is not None:
+        lines += panel_lines(evaluation.panel)
     lines += ["", "**Suggested management** (ASCO 2021; institutional protocols apply)", *_management_lines(evaluation)]
     lines += ["", "**Choices in force**", *(f"- {k}: {v}" for k, v in result.choices.items())]
     lines += ["", f"Grading: {result.citation}. Grade 5 is never inferred."]

@@ -12,9 +12,12 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from cds_hooks.advice.dosing import TocilizumabAdvice, tocilizumab_advice
+from cds_hooks.advice.monitoring import OVERDUE_AFTER as LAB_OVERDUE_AFTER
+from cds_hooks.advice.monitoring import MonitoringPanel, monitoring_panel
 from cds_hooks.grading import GRADERS, GradeResult, GradingConfig
 from cds_hooks.grading.astct import SYSTEM as ASTCT
 from cds_hooks.grading.dic import DicConfig, score_dic
+from cds_hooks.grading.episodes import crs_episodes
 from cds_hooks.grading.icans import DEFAULT_WINDOW as ICANS_WINDOW
 from cds_hooks.grading.icans import FOLLOWED_FOR, OVERDUE_AFTER, grade_icans
 from cds_hooks.grading.result import ScoreResult
@@ -34,6 +37,8 @@ class LabOptions:
 
     table: LabTable = field(default_factory=builtin_labs)
     dic: DicConfig = field(default_factory=DicConfig)
+    overdue_after: timedelta = LAB_OVERDUE_AFTER
+    """An ASCO lab is overdue during an active CRS episode when older than this [choice]."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,8 @@ class Evaluation:
     """ASTCT ICANS, graded beside CRS when enabled; drives its own card."""
     scores: tuple[ScoreResult, ...] = ()
     """Lab scores beside the grades (ISTH DIC): shown on the CRS card, never change its grade."""
+    panel: MonitoringPanel | None = None
+    """The ASCO monitoring labs while a CRS episode is active (and lab results could be had)."""
 
     @property
     def primary(self) -> GradeResult:
@@ -129,7 +136,32 @@ def evaluate(
         if not bad:
             break
         skip.update(bad)
-    return Evaluation(record.patient_reference, at, results, record, advice, icans, scores)
+    panel = _panel(grading, record=record, at=at, crs=results[0], unavailable=unavailable)
+    return Evaluation(record.patient_reference, at, results, record, advice, icans, scores, panel)
+
+
+def _panel(
+    grading: Grading,
+    *,
+    record: PatientRecord,
+    at: datetime,
+    crs: GradeResult,
+    unavailable: Mapping[DataSource, str] | None,
+) -> MonitoringPanel | None:
+    """The panel while a CRS episode is in progress at ``at``; none without lab results (a client
+    that offers none gets its card as before) or when no sign was ever graded.
+
+    The episode rules are only run when the worst grade in the look-back could be >= 1: they
+    re-grade the course, which a patient with no CRS sign need not pay for.
+    """
+    if grading.labs is None or DataSource.LAB_RESULTS in (unavailable or {}):
+        return None
+    proven = max(crs.grade or 0, crs.grade_at_least or 0, crs.worst_grade or 0, crs.possible_grade or 0)
+    if proven < 1:
+        return None
+    if crs_episodes(record, until=at, config=grading.config).current(at) is None:
+        return None
+    return monitoring_panel(record, at, grading.labs.table, grading.labs.overdue_after)
 
 
 _NOT_CRS_SOURCES = frozenset({DataSource.ICANS, DataSource.LAB_RESULTS})

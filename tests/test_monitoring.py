@@ -1,0 +1,91 @@
+"""Issue 18 item 2: the ASCO monitoring labs on the CRS card while a CRS episode is active.
+
+The latest value and time of each lab, the ones outside the Observation's reference range, and
+the ones overdue (never charted, or older than 24 h [choice]); no panel without an episode or
+when the client offers no lab results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from cds_hooks.advice.monitoring import monitoring_panel
+from cds_hooks.reading.fhir_rules import SourcedResource
+from cds_hooks.reading.labs import builtin_labs
+from cds_hooks.reading.reader import extract_record
+from cds_hooks.reading.terminology import load_terminology
+from cds_hooks.reading.units import load_units
+from cds_hooks.settings import Settings
+from cds_hooks.web.app import create_app
+from fastapi.testclient import TestClient
+
+from fhir_builders import PATIENT_ID, Resource, T, lab, patient, reference, temperature, when
+from hook_requests import patient_view, prefetch_from_bundle
+
+
+def crp(value: float, **kw: Any) -> Resource:
+    return lab("crp", "1988-5", value, "mg/L", **kw)
+
+
+def platelets(value: float, **kw: Any) -> Resource:
+    return lab("plt", "777-3", value, "10*9/L", reference_range=(150, 400), **kw)
+
+
+@pytest.mark.parametrize(
+    ("resource", "row", "flag", "overdue"),
+    [
+        pytest.param(crp(40, hours_before=24), "crp", None, False, id="24h-old->not-overdue"),
+        pytest.param(crp(40, hours_before=24.02), "crp", None, True, id="24h+1min-old->overdue"),
+        pytest.param(platelets(120), "platelets", "low", False, id="below-range->low"),
+        pytest.param(platelets(450), "platelets", "high", False, id="above-range->high"),
+        pytest.param(platelets(150), "platelets", None, False, id="at-range-low->normal"),
+        pytest.param(crp(400), "crp", None, False, id="no-range->no-flag"),
+    ],
+)
+def test_panel_rows(resource: Resource, row: str, flag: str | None, overdue: bool) -> None:
+    sourced = [SourcedResource(r, reference(r)) for r in [patient(45), resource]]
+    record = extract_record(sourced, load_terminology(), load_units(), patient_id=PATIENT_ID)
+    panel = monitoring_panel(record, T, builtin_labs(), timedelta(hours=24))
+    rows = {r.lab: r for r in panel.rows}
+    assert (rows[row].flag, rows[row].overdue) == (flag, overdue)
+    assert rows["ferritin"].latest is None and rows["ferritin"].overdue  # never charted -> overdue
+    assert "d_dimer_feu" not in rows  # ASCO 2021 Table 1 does not list it
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:
+    with TestClient(create_app(Settings())) as test_client:
+        yield test_client
+
+
+def _card(client: TestClient, resources: list[Resource], *, with_labs: bool = True) -> dict[str, Any]:
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
+    prefetch = prefetch_from_bundle(bundle)
+    if not with_labs:
+        prefetch.pop("labResults")
+    response = client.post("/cds-services/crs-grade", json=patient_view(PATIENT_ID, prefetch=prefetch, at=when(0)))
+    assert response.status_code == 200
+    (card,) = response.json()["cards"]
+    detail: dict[str, Any] = card
+    return detail
+
+
+def test_panel_on_the_crs_card_during_an_episode(client: TestClient) -> None:
+    card = _card(
+        client,
+        [patient(45), temperature("t1", 38.9, hours_before=1), platelets(90), crp(80, hours_before=30)],
+    )
+    detail = card["detail"]
+    assert "**Monitoring labs during CRS**" in detail
+    assert "Outside the reference range: Platelets (low)" in detail
+    assert "Overdue or not charted: C-reactive protein, Ferritin" in detail
+    assert "| Platelets | 90 10*9/L |" in detail and "Observation/plt" in detail
+    assert "magnesium" in detail  # ASCO-listed, not mapped: named, not dropped
+
+
+def test_no_panel_without_lab_results_from_the_client(client: TestClient) -> None:
+    card = _card(client, [patient(45), temperature("t1", 38.9, hours_before=1)], with_labs=False)
+    assert "Monitoring labs during CRS" not in card["detail"]
