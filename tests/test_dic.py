@@ -75,6 +75,8 @@ def replaced(*changes: Resource) -> tuple[Resource, ...]:
         pytest.param((pt(16.0),), "prothrombin_time", 1, id="pt+3s->1"),
         pytest.param((pt(18.9),), "prothrombin_time", 1, id="pt+5.9s->1"),
         pytest.param((pt(19.0),), "prothrombin_time", 2, id="pt+6s->2"),
+        pytest.param((pt(17.4, normal_high=14.4),), "prothrombin_time", 1, id="pt-17.4-vs-14.4->+3s->1"),
+        pytest.param((d_dimer(1.2, uln=0.6),), "fibrin_marker", 2, id="d-dimer-1.2/0.6-exactly-2xULN->2"),
         pytest.param((d_dimer(0.99),), "fibrin_marker", 0, id="d-dimer-1.98xULN->0"),
         pytest.param((d_dimer(1.0),), "fibrin_marker", 2, id="d-dimer-2xULN->2"),
         pytest.param((d_dimer(2.0),), "fibrin_marker", 2, id="d-dimer-4xULN->2"),

@@ -132,7 +132,14 @@ def score_lines(score: ScoreResult) -> list[str]:
     return lines
 
 
-SCORE_TITLES = {"ISTH-DIC-2001": "ISTH overt DIC score", "M-EASIX": "m-EASIX", "EASIX": "EASIX"}
+SCORE_TITLES = {
+    "ISTH-DIC-2001": "ISTH overt DIC score",
+    "M-EASIX": "m-EASIX",
+    "EASIX": "EASIX",
+    "CARHLH-2018": "carHLH (Neelapu 2018)",
+    "HSCORE": "HScore (Fardet 2014)",
+    "IEC-HS-FLAG": "Possible IEC-HS (flag, no grade)",
+}
 
 
 def _indicator(result: GradeResult) -> Indicator:

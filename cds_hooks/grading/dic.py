@@ -111,7 +111,7 @@ def _fibrin_marker(labs: Sequence[LabResult], at: datetime, config: DicConfig) -
         return _Component(
             "fibrin_marker", None, None, f"D-dimer ({lab.reference}) has no reference range and no normal is configured"
         )
-    ratio = lab.value / uln
+    ratio = round(lab.value / uln, 9)  # 1.0 / 0.5 is 2.0, and 1.2 / 0.6 must be too
     if ratio > config.d_dimer_strong_above_x_uln:
         points = 3
     elif ratio >= config.d_dimer_moderate_x_uln:
@@ -143,7 +143,7 @@ def _prothrombin_time(labs: Sequence[LabResult], at: datetime, config: DicConfig
                 None,
                 f"PT ({pt.reference}) has no reference range and no normal is configured",
             )
-        prolonged = pt.value - normal
+        prolonged = round(pt.value - normal, 9)  # 15.1 - 12.1 is 3.0 s, not 2.9999...
         points = _pt_points(prolonged)
         return _Component(
             "prothrombin_time",
@@ -158,7 +158,7 @@ def _prothrombin_time(labs: Sequence[LabResult], at: datetime, config: DicConfig
             "prothrombin_time", None, None, f"only INR charted ({inr.reference}); no INR-to-PT conversion is configured"
         )
     normal = config.inr_normal_pt_s
-    prolonged = normal * inr.value ** (1 / config.inr_isi) - normal
+    prolonged = round(normal * inr.value ** (1 / config.inr_isi) - normal, 9)
     points = _pt_points(prolonged)
     detail = f"PT from INR (normal {normal:g} s, ISI {config.inr_isi:g}): prolonged {prolonged:+.1f} s"
     return _Component("prothrombin_time", points, _row("prothrombin time (from INR)", points, inr, threshold, detail))

@@ -18,6 +18,7 @@ from cds_hooks.grading import GRADERS, GradeResult, GradingConfig
 from cds_hooks.grading.astct import SYSTEM as ASTCT
 from cds_hooks.grading.dic import DicConfig, score_dic
 from cds_hooks.grading.episodes import crs_episodes
+from cds_hooks.grading.hlh import flag_iec_hs, score_carhlh, score_hscore
 from cds_hooks.grading.icans import DEFAULT_WINDOW as ICANS_WINDOW
 from cds_hooks.grading.icans import FOLLOWED_FOR, OVERDUE_AFTER, grade_icans
 from cds_hooks.grading.result import ScoreResult
@@ -126,7 +127,7 @@ def evaluate(
         cited = [ref for result in results for ref in (*result.references, *result.worst_grade_references)]
         if icans is not None:
             cited.extend(icans.references)
-        scores = _scores(grading, record=record, at=at, unavailable=unavailable)
+        scores = _scores(grading, record=record, at=at, crs=results[0], unavailable=unavailable)
         cited.extend(ref for score in scores for ref in score.references)
         if advice.weight is not None:
             cited.append(advice.weight.reference)
@@ -168,13 +169,25 @@ _NOT_CRS_SOURCES = frozenset({DataSource.ICANS, DataSource.LAB_RESULTS})
 
 
 def _scores(
-    grading: Grading, *, record: PatientRecord, at: datetime, unavailable: Mapping[DataSource, str] | None
+    grading: Grading,
+    *,
+    record: PatientRecord,
+    at: datetime,
+    crs: GradeResult,
+    unavailable: Mapping[DataSource, str] | None,
 ) -> tuple[ScoreResult, ...]:
     """The lab scores shown beside the grades; none when labs are not read."""
     if grading.labs is None:
         return ()
     dic = score_dic(record, at, grading.labs.dic, unavailable=(unavailable or {}).get(DataSource.LAB_RESULTS))
-    return (dic,) if dic is not None else ()
+    resolving = crs.grade is not None and crs.worst_grade is not None and crs.grade < crs.worst_grade
+    found = (
+        dic,
+        score_carhlh(record, at),
+        score_hscore(record, at),
+        flag_iec_hs(record, at, crs_resolving=resolving),
+    )
+    return tuple(score for score in found if score is not None)
 
 
 def _icans(

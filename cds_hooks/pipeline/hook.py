@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cds_hooks.advice.cards import CardOptions, build_cards
+from cds_hooks.advice.hlh_cards import build_hlh_cards
 from cds_hooks.advice.icans_cards import build_icans_cards
 from cds_hooks.advice.order_cards import build_order_cards
 from cds_hooks.advice.order_checks import OrderCheckError, check_orders, read_draft_orders
@@ -178,7 +179,11 @@ class CrsService:
             return await self._call_order(request)
         evaluation = await self.gather_and_evaluate(request)
         cards = one_steroid_regimen(
-            [*build_cards(evaluation, self.card_options), *build_icans_cards(evaluation, self.card_options)]
+            [
+                *build_cards(evaluation, self.card_options),
+                *build_icans_cards(evaluation, self.card_options),
+                *build_hlh_cards(evaluation, self.card_options),
+            ]
         )
         return HookOutcome(CdsResponse(cards=cards), evaluation)
 
