@@ -1,11 +1,12 @@
 # Two commands for a newcomer: `make run` starts the service, `make test` runs every test.
-# Both create the virtual environment (.venv) and install the project on first use.
+# Both create the virtual environment (.venv) and install the project on first use; `make test`
+# first runs .ci/setup, the machine set-up CI uses too (PostgreSQL and Chromium when missing).
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint bench bench-smoke clean
+.PHONY: install setup run test lint bench bench-smoke clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,11 +16,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Local demo: no CDS client authentication (development only), http FHIR servers allowed.
+# Debian packages the integration tests need (as root or with sudo), then the virtual environment.
+setup:
+	MAKE="$(MAKE)" .ci/setup
+
+# Local demo: no CDS client authentication (development only). FHIR call-backs keep the production
+# rules: https and on CRS_CDS_FHIR_SERVER_ALLOWLIST (an http test server also needs
+# CRS_CDS_ALLOW_INSECURE_FHIR_SERVER=true in the environment).
 run: $(STAMP)
 	CRS_CDS_ALLOW_UNAUTHENTICATED=true $(VENV)/bin/crs-cds serve --host 127.0.0.1 --port 8080
 
-test: $(STAMP)
+test: setup
 	$(PY) -m pytest
 
 lint: $(STAMP)

@@ -4,8 +4,9 @@ It reads the request body, parses it with ``orjson.loads`` (the parser the servi
 the comparison is fair) and answers one fixed card. Whatever the service costs beyond this app is
 its own work: validation, extraction, grading, cards and the card store. Run it with
 ``python -m bench.baseline_app --port N``: the launcher calls ``uvicorn.run`` with exactly the
-arguments ``crs-cds serve`` uses (one worker, default loop and HTTP implementation, no log config,
-no access log), so both servers run under the same uvicorn settings.
+arguments ``crs-cds serve`` uses (one worker, default loop, the header-limited httptools protocol,
+no log config, no access log: ``cds_hooks.web.server.uvicorn_options``), so both servers run under
+the same uvicorn settings.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from contextlib import asynccontextmanager
 
 import orjson
 import uvicorn
+from cds_hooks.web.server import uvicorn_options
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
@@ -64,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
-    # The same call as cds_hooks.cli._cmd_serve: do not add workers, loop or http options here.
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+    # The same call as cds_hooks.cli._cmd_serve (parser, header limit, no log config, no access log):
+    # do not add workers, loop or http options here.
+    uvicorn.run(app, host=args.host, port=args.port, **uvicorn_options())
     return 0
 
 

@@ -25,7 +25,7 @@ import orjson
 from pydantic import ValidationError
 
 from cds_hooks.errors import ConfigurationError, ServiceError
-from cds_hooks.grading import GRADERS
+from cds_hooks.grading import KNOWN_SYSTEMS
 from cds_hooks.pipeline.evaluate import Evaluation, Grading, evaluate
 from cds_hooks.reading.bundles import resources_of
 from cds_hooks.reading.fhir_time import iso, parse_instant
@@ -140,9 +140,9 @@ def patient_id_of(resources: Sequence[SourcedResource], requested: str | None) -
 
 def _grading(settings: Settings, systems: Sequence[str] | None) -> Grading:
     chosen = tuple(systems) if systems else tuple(settings.systems)
-    unknown = [s for s in chosen if s not in GRADERS]
+    unknown = [s for s in chosen if s not in KNOWN_SYSTEMS]
     if unknown:
-        raise InputError(f"unknown grading systems {unknown}; known: {sorted(GRADERS)}")
+        raise InputError(f"unknown grading systems {unknown}; known: {list(KNOWN_SYSTEMS)}")
     return Grading(load_terminology(settings.mapping_files), load_units(), settings.grading_config(), chosen)
 
 
@@ -294,21 +294,24 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from cds_hooks.logging_setup import configure_logging  # noqa: PLC0415
     from cds_hooks.web.app import create_app  # noqa: PLC0415
+    from cds_hooks.web.server import uvicorn_options  # noqa: PLC0415
 
     configure_logging(settings.log_level)
     app = create_app(settings)
-    uvicorn.run(
-        app, host=args.host or settings.host, port=args.port or settings.port, log_config=None, access_log=False
-    )
+    uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port, **uvicorn_options())
     return 0
 
 
 def _cmd_feedback_report(args: argparse.Namespace, settings: Settings) -> int:
-    from cds_hooks.stores.feedback_store import FeedbackStore, sqlite_path  # noqa: PLC0415
+    from cds_hooks.stores.database import missing_driver, sqlite_path  # noqa: PLC0415
+    from cds_hooks.stores.feedback_store import FeedbackStore  # noqa: PLC0415
 
     url = args.database or settings.database_url
     if url.startswith("sqlite:///") and not sqlite_path(url).is_file():
         raise InputError(f"no feedback database at {sqlite_path(url)}")
+    problem = missing_driver(url)
+    if problem:
+        raise InputError(problem)
     store = FeedbackStore.open(url)
     try:
         report = store.report()

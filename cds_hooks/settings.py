@@ -6,6 +6,7 @@ with a half-read configuration would grade with windows nobody chose.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import datetime
 from pathlib import Path
@@ -16,21 +17,53 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from cds_hooks.grading import GRADERS, GradingConfig
+from cds_hooks.grading import KNOWN_SYSTEMS, GradingConfig
 from cds_hooks.grading.config import DEFAULT_MASKING_WINDOWS_HOURS
+from cds_hooks.reading.fhir_time import parse_instant
+from cds_hooks.stores.database import missing_driver
 
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1), compared as parsed, never as a prefix."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_https_or_loopback_http(url: str) -> bool:
+    """https with a host, or plain http to this machine only (local development and tests).
+
+    Why parsed: a prefix test accepted ``http://127.0.0.1.attacker.example`` (a public host whose
+    name begins with the loopback address) and ``http://127.0.0.1@attacker.example`` (userinfo).
+    """
+    try:
+        parts = urlsplit(url.strip())
+        _ = parts.port  # a malformed port raises here
+    except ValueError:
+        return False
+    if not parts.hostname or parts.username is not None or parts.password is not None:
+        return False
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    if parts.netloc.lower() not in (host, f"{host}:{parts.port}"):
+        return False  # e.g. "[::1].attacker.example", which urlsplit reads as host "::1"
+    if parts.scheme == "https":
+        return True
+    return parts.scheme == "http" and is_loopback_host(parts.hostname)
 
 
 def _https_or_loopback(value: str, name: str) -> str:
-    """https, or http to this machine (the host itself is compared, so ``localhost.example`` fails)."""
-    parts = urlsplit(value)
-    loopback = parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS
-    if not parts.netloc or not (parts.scheme == "https" or loopback):
-        raise ValueError(f"{name} must be https (or http on a loopback address for local use)")
-    if parts.username or parts.password:
+    """https, or http to this machine: the one rule of :func:`is_https_or_loopback_http`."""
+    if urlsplit(value).username is not None or urlsplit(value).password is not None:
         raise ValueError(f"{name} must not carry credentials")
+    if not is_https_or_loopback_http(value):
+        raise ValueError(f"{name} must be https (or http on a loopback address for local use)")
     return value
 
 
@@ -51,7 +84,8 @@ class Settings(BaseSettings):
     """Extra (site) mapping files, comma-separated, loaded after the built-in ones."""
 
     systems: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["ASTCT-2019"])
-    """Grading systems shown on the card; ASTCT is always first."""
+    """Grading systems: CRS systems shown on the CRS card (ASTCT always first) and ICANS systems shown
+    on the ICANS card beside ASTCT's (``ASTCT-2019-ICANS``, ``CTCAE-6.0-ICANS``)."""
 
     fever_window_hours: float = Field(default=24.0, gt=0, le=168)
     prior_crs_lookback_days: float = Field(default=14.0, ge=0, le=90)
@@ -187,9 +221,9 @@ class Settings(BaseSettings):
     @field_validator("systems")
     @classmethod
     def _known_systems(cls, value: list[str]) -> list[str]:
-        unknown = [s for s in value if s not in GRADERS]
+        unknown = [s for s in value if s not in KNOWN_SYSTEMS]
         if unknown:
-            raise ValueError(f"unknown grading systems {unknown}; known: {sorted(GRADERS)}")
+            raise ValueError(f"unknown grading systems {unknown}; known: {list(KNOWN_SYSTEMS)}")
         return value
 
     @field_validator("ice_questionnaire_file")
@@ -220,8 +254,7 @@ class Settings(BaseSettings):
     def _redirect_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        loopback = value.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]"))
-        if not value.startswith("https://") and not loopback:
+        if not is_https_or_loopback_http(value):
             raise ValueError("smart_redirect_url must be https (or http on a loopback address for local use)")
         return value
 
@@ -230,8 +263,7 @@ class Settings(BaseSettings):
     def _public_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        loopback = value.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]"))
-        if not value.startswith("https://") and not loopback:
+        if not is_https_or_loopback_http(value):
             raise ValueError("public_base_url must be https (or http on a loopback address for local use)")
         return value.rstrip("/")
 
@@ -290,6 +322,9 @@ class Settings(BaseSettings):
     def _known_database(cls, value: str) -> str:
         if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError("database_url must be sqlite:///<path> or postgresql://...")
+        problem = missing_driver(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("masking_windows_hours", mode="before")
@@ -331,6 +366,10 @@ class Settings(BaseSettings):
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("evaluation_time needs a timezone (e.g. 2025-03-04T08:00:00Z)")
+        if value is not None:
+            checked = parse_instant(value.isoformat())
+            if isinstance(checked, str):
+                raise ValueError(f"evaluation_time: {checked}")
         return value
 
     def grading_config(self) -> GradingConfig:

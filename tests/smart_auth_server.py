@@ -55,6 +55,8 @@ class AuthState:
     authorize_requests: list[dict[str, str]] = field(default_factory=list)
     token_requests: list[dict[str, str]] = field(default_factory=list)
     fhir_requests: list[str] = field(default_factory=list)
+    configuration_requests: int = 0
+    """How often ``.well-known/smart-configuration`` was read."""
     authorize_error: str | None = None
     """Set to e.g. ``access_denied`` to make ``/authorize`` refuse."""
 
@@ -65,6 +67,7 @@ def build_auth_app(state: AuthState, base_url: str) -> FastAPI:
 
     @app.get("/fhir/.well-known/smart-configuration")
     async def smart_configuration() -> Response:
+        state.configuration_requests += 1
         return JSONResponse(
             {
                 "issuer": base_url,

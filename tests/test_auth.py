@@ -4,6 +4,7 @@ JWKS endpoint is mocked with respx."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -19,8 +20,13 @@ import respx
 from cds_hooks.errors import ConfigurationError
 from cds_hooks.settings import Settings
 from cds_hooks.web.app import create_app
+from cds_hooks.web.auth import JwksCache, Unauthorized
+from cds_hooks.web.routes import cds_services, course, feedback
+from cds_hooks.web.security import authenticate
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from fastapi import APIRouter
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from pydantic import ValidationError
@@ -137,6 +143,14 @@ def _hs256_with_public_key() -> str:
     return signing.encode(json.dumps(claims()).encode(), pem, algorithm="HS256", headers=header)
 
 
+def _forged(header: dict[str, Any], signature: bytes = b"\x01" * 96, payload: object = None) -> str:
+    """A token with any header and signature bytes: what an attacker can send without a key."""
+    encode = jwt.utils.base64url_encode
+    body = claims() if payload is None else payload
+    parts = (encode(json.dumps(header).encode()), encode(json.dumps(body).encode()), encode(signature))
+    return b".".join(parts).decode()
+
+
 ATTACKS: list[Any] = [
     pytest.param(lambda: None, id="no-token"),
     pytest.param(lambda: "not-a-jwt", id="garbage-token"),
@@ -152,6 +166,36 @@ ATTACKS: list[Any] = [
     pytest.param(lambda: sign(claims(), key=ROGUE_KEY), id="signed-by-another-key"),
     pytest.param(lambda: sign(claims(), key=ROGUE_KEY, jku=OTHER_JKU), id="jku-not-allowed"),
     pytest.param(lambda: sign(claims(), key=RSA_KEY, alg="RS384", kid="ec-1"), id="kid-of-another-key-type"),
+    pytest.param(lambda: _forged({"alg": "ES256", "typ": "JWT", "kid": "ec-1"}), id="es256-header-on-the-es384-key"),
+    pytest.param(
+        lambda: _forged({"alg": "ES512", "typ": "JWT", "kid": "ec-1"}, b"\x02" * 132),
+        id="es512-header-on-the-es384-key",
+    ),
+    pytest.param(
+        lambda: _forged({"alg": "ES384", "typ": "JWT", "kid": "ec-1"}, b"\x03" * 7),
+        id="es384-signature-of-wrong-length",
+    ),
+    pytest.param(
+        lambda: _forged({"alg": "PS384", "typ": "JWT", "kid": "rsa-1"}, b"\x04" * 256),
+        id="ps384-header-on-the-rs384-key",
+    ),
+    pytest.param(
+        lambda: _forged({"alg": "ES384", "typ": "JWT", "kid": "ec-1"}, payload=["not", "an", "object"]),
+        id="payload-not-an-object",
+    ),
+    pytest.param(
+        lambda: _forged({"alg": "ES384", "typ": "JWT", "kid": "ec-1", "crit": ["unknown-ext"]}),
+        id="unknown-critical-header",
+    ),
+    pytest.param(
+        lambda: _forged({"alg": "ES384", "typ": "JWT", "kid": "ec-1", "jku": ["a", "b"]}), id="jku-not-a-string"
+    ),
+    pytest.param(lambda: _forged({"alg": ["ES384"], "typ": "JWT", "kid": "ec-1"}), id="alg-not-a-string"),
+    pytest.param(lambda: _forged({"alg": "ES384", "typ": {"x": 1}, "kid": "ec-1"}), id="typ-not-a-string"),
+    pytest.param(
+        lambda: _forged({"alg": "ES384", "typ": "JWT", "kid": "ec-1"}, payload={"iss": ["a"], "exp": "soon"}),
+        id="claims-of-wrong-types",
+    ),
 ]
 
 
@@ -286,3 +330,87 @@ def test_no_cors_by_default(client: TestClient) -> None:
         SERVICE_PATH, headers={"Origin": "https://sandbox.cds-hooks.org", "Access-Control-Request-Method": "POST"}
     )
     assert "access-control-allow-origin" not in response.headers
+
+
+def test_failing_jwks_url_is_not_fetched_on_every_request(tmp_path: Path) -> None:
+    """Issue 12: while the issuer's JWKS fails, each request answered 401 after fetching it again."""
+    with respx.mock() as router:
+        route = router.get(JWKS_URL).mock(side_effect=httpx.ConnectError("down"))
+        with TestClient(create_app(_settings(tmp_path))) as client:
+            statuses = [_call(client, sign(claims())).status_code for _ in range(5)]
+    assert statuses == [401] * 5
+    assert route.call_count == 1, "the backoff (1 s first) holds later requests off the failing URL"
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# Seconds after the first failure -> fetches made so far (backoff 1, 2, 4, 8 ... s).
+BACKOFF: list[Any] = [
+    pytest.param([0.0, 0.5, 0.99], 1, id="within-first-second->no-refetch"),
+    pytest.param([0.0, 1.0], 2, id="after-1s->one-retry"),
+    pytest.param([0.0, 1.0, 2.5], 2, id="second-retry-waits-2s"),
+    pytest.param([0.0, 1.0, 3.0], 3, id="after-1s+2s->second-retry"),
+    pytest.param([0.0, 1.0, 3.0, 7.0, 15.0, 31.0, 63.0, 123.0], 8, id="doubling-up-to-the-cap"),
+    pytest.param([0.0, 1.0, 3.0, 7.0, 15.0, 31.0, 63.0, 122.0], 7, id="capped-at-60s"),
+]
+
+
+@pytest.mark.parametrize(("times", "fetches"), BACKOFF)
+def test_jwks_backoff_schedule(times: list[float], fetches: int) -> None:
+    clock = _Clock()
+    start = clock.now
+
+    async def run() -> int:
+        with respx.mock() as router:
+            route = router.get(JWKS_URL).mock(side_effect=httpx.ConnectError("down"))
+            async with httpx.AsyncClient() as http:
+                cache = JwksCache(http, clock=clock)
+                for offset in times:
+                    clock.now = start + offset
+                    with pytest.raises(Unauthorized):
+                        await cache.key(JWKS_URL, "ec-1")
+            return route.call_count
+
+    assert asyncio.run(run()) == fetches
+
+
+def test_jwks_recovers_after_the_backoff() -> None:
+    clock = _Clock()
+
+    async def run() -> tuple[str, int]:
+        with respx.mock() as router:
+            route = router.get(JWKS_URL).mock(
+                side_effect=[httpx.ConnectError("down"), httpx.Response(200, json=JWKS), httpx.Response(500)]
+            )
+            async with httpx.AsyncClient() as http:
+                cache = JwksCache(http, clock=clock)
+                with pytest.raises(Unauthorized):
+                    await cache.key(JWKS_URL, "ec-1")
+                clock.now += 1.0
+                key = await cache.key(JWKS_URL, "ec-1")
+                clock.now += 0.1
+                await cache.key(JWKS_URL, "ec-1")  # cached: no fetch
+            return str(key.key_id), route.call_count
+
+    assert asyncio.run(run()) == ("ec-1", 2)
+
+
+@pytest.mark.parametrize(
+    "router",
+    [
+        pytest.param(cds_services.router, id="discovery-and-hooks"),
+        pytest.param(course.router, id="course"),
+        pytest.param(feedback.router, id="feedback"),
+    ],
+)
+def test_every_cds_router_requires_the_client_token(router: APIRouter) -> None:
+    """Authentication is a router dependency: a CDS route added later cannot forget it."""
+    assert router.routes
+    assert all(isinstance(r, APIRoute) and r.path.startswith("/cds-services") for r in router.routes)
+    assert authenticate in {dependency.dependency for dependency in router.dependencies}

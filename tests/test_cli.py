@@ -98,3 +98,28 @@ def test_cli_errors_exit_2_with_a_reason(args: list[str], message: str, capsys: 
     bundle = str(FIXTURES / "vignettes" / "V01.bundle.json")
     assert main([a.replace("{bundle}", bundle) for a in args]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "env_url"),
+    [
+        pytest.param(["serve"], "postgresql://crs@db.example.org/crs", id="serve-postgresql-url-from-settings"),
+        pytest.param(["serve"], "postgres://crs@db.example.org/crs", id="serve-postgres-scheme"),
+        pytest.param(
+            ["feedback-report", "--database", "postgresql://crs@db.example.org/crs"], None, id="report-database-option"
+        ),
+    ],
+)
+def test_postgresql_url_without_psycopg_is_one_line_and_exit_2(
+    args: list[str], env_url: str | None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A newcomer's PostgreSQL URL without the optional driver: one line naming the fix, like any bad setting."""
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if not installed: find_spec answers None
+    monkeypatch.setenv("CRS_CDS_ALLOW_UNAUTHENTICATED", "true")
+    if env_url is not None:
+        monkeypatch.setenv("CRS_CDS_DATABASE_URL", env_url)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "needs psycopg" in err
+    assert "crs-cds-hooks[postgres]" in err

@@ -9,6 +9,7 @@ access token must reach the FHIR server and nowhere else: no log record, no resp
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ import httpx
 import pytest
 import respx
 from cds_hooks.cli import EXIT_UNAVAILABLE, EXIT_USAGE, TOKEN_ENV, main
+from cds_hooks.logging_setup import LIBRARY_LOGGERS, configure_logging
 from cds_hooks.reading.labs import builtin_labs
 from cds_hooks.reading.prefetch import build_icans_prefetch, build_lab_prefetch, build_prefetch
 from cds_hooks.reading.terminology import load_terminology
@@ -660,3 +662,58 @@ def test_cli_observation_fault_exits_unavailable(
     assert code == EXIT_UNAVAILABLE
     assert out == ""
     assert "Observation data could not be obtained" in err and "401" in err
+
+
+@pytest.fixture
+def service_log() -> Iterator[io.StringIO]:
+    """The service's own log set-up (``crs-cds serve``) at DEBUG, written to a buffer; undone after."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    names = [*logging.root.manager.loggerDict, *LIBRARY_LOGGERS]
+    levels = {name: logging.getLogger(name).level for name in names}
+    stream = io.StringIO()
+    configure_logging("debug", stream=stream)
+    yield stream
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, saved in levels.items():
+        logging.getLogger(name).setLevel(saved)
+
+
+PATIENT_ID_SHAPES = [f"Patient/{PATIENT}", f"patient={PATIENT}", f"Patient%2F{PATIENT}", PATIENT]
+
+
+def test_no_patient_id_or_token_in_any_log_line_even_at_debug(
+    ehr: Ehr, service_log: io.StringIO, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 12: httpx logged every FHIR URL (``Patient/<id>``, ``?patient=<id>``) at INFO."""
+    for name in [*logging.root.manager.loggerDict, *LIBRARY_LOGGERS]:
+        logging.getLogger(name).setLevel(logging.DEBUG)  # every logger, libraries included
+    _install(ehr)
+    assert _grading(_post(_request()))["grade"] == 1
+    assert any(f"patient={PATIENT}" in str(r.url) for r in ehr.fake.requests), "the id was on the wire"
+    lines = service_log.getvalue()
+    assert '"logger":"httpx"' in lines, "the FHIR requests' library lines were emitted (and redacted)"
+    for shape in PATIENT_ID_SHAPES:
+        assert shape not in lines, f"{shape!r} in the service's log"
+    assert TOKEN not in lines
+    library_records = [r for r in caplog.records if r.name in LIBRARY_LOGGERS]
+    assert library_records
+    for record in library_records:
+        assert PATIENT not in record.getMessage(), f"{record.name}: {record.getMessage()}"
+
+
+def test_library_request_lines_are_quiet_at_the_default_level(ehr: Ehr) -> None:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        configure_logging("info", stream=stream)
+        _install(ehr)
+        assert _grading(_post(_request()))["grade"] == 1
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    lines = stream.getvalue()
+    assert '"logger":"httpx"' not in lines and "HTTP Request" not in lines
+    assert '"message":"hook answered"' in lines

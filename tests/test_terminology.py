@@ -13,7 +13,8 @@ from cds_hooks.reading.reader import SourcedResource
 from cds_hooks.reading.terminology import ConceptKind, MappingError, MedicationRole, load_terminology
 from cds_hooks.reading.units import load_units
 
-SHARED_CODES = Path(__file__).resolve().parents[2] / "shared" / "clinical" / "codes.csv"
+CODES_CSV = Path(__file__).resolve().parents[1] / "docs" / "reference" / "codes.csv"
+"""The repository's copy of the team's code list (provenance: docs/reference/README.md)."""
 SITE_FILE = Path(__file__).resolve().parents[1] / "mappings" / "examples" / "site-example.yaml"
 AT = datetime(2025, 3, 4, 8, tzinfo=UTC)
 
@@ -90,7 +91,7 @@ def test_every_verified_grading_code_in_codes_csv_is_mapped() -> None:
         "body weight",
     )
     unmapped = []
-    with SHARED_CODES.open(encoding="utf-8") as handle:
+    with CODES_CSV.open(encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
             if row["status"] != "verified" or not row["code"]:
                 continue

@@ -28,13 +28,13 @@ from vignette_fhir import (
     VARIANTS,
     celsius_to_fahrenheit,
     load_public_vignettes,
-    shared_dir,
     vignette_to_bundle,
 )
 
 VIGNETTES = load_public_vignettes()
 BY_ID = {vignette["id"]: vignette for vignette in VIGNETTES}
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+CODES_CSV = Path(__file__).resolve().parents[1] / "docs" / "reference" / "codes.csv"
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 ATC = "http://www.whocc.no/atc"
@@ -229,7 +229,7 @@ def test_salt_forms_keep_atc_when_it_is_the_only_code() -> None:
 
 def test_salt_forms_are_listed_in_codes_csv() -> None:
     """The salt codes are the verified 'salt PIN' rows of codes.csv, not remembered numbers."""
-    with (shared_dir() / "clinical" / "codes.csv").open(encoding="utf-8", newline="") as handle:
+    with CODES_CSV.open(encoding="utf-8", newline="") as handle:
         rows = [row for row in csv.DictReader(handle) if row["system"] == RXNORM]
     verified = {row["code"]: row for row in rows if row["status"] == "verified"}
     for ingredient, (salt, display) in SALT_FORMS.items():
@@ -312,12 +312,11 @@ def test_unknown_variant_is_rejected() -> None:
         vignette_to_bundle(BY_ID["V01"], variant="fahrenhiet")
 
 
-def test_shared_dir_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """CRS_CDS_SHARED_DIR points the loader at another copy of the shared data."""
-    (tmp_path / "clinical").mkdir()
+def test_clinical_dir_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CRS_CDS_CLINICAL_DIR points the loader at another copy of the vignettes."""
     document = {"vignettes": [BY_ID["V02"]]}
-    (tmp_path / "clinical" / "vignettes-public.json").write_text(json.dumps(document), encoding="utf-8")
-    monkeypatch.setenv("CRS_CDS_SHARED_DIR", str(tmp_path))
+    (tmp_path / "vignettes-public.json").write_text(json.dumps(document), encoding="utf-8")
+    monkeypatch.setenv("CRS_CDS_CLINICAL_DIR", str(tmp_path))
     assert [v["id"] for v in load_public_vignettes()] == ["V02"]
 
 

@@ -24,8 +24,8 @@ from typing import Any
 __all__ = [
     "VARIANTS",
     "celsius_to_fahrenheit",
+    "clinical_dir",
     "load_public_vignettes",
-    "shared_dir",
     "vignette_to_bundle",
 ]
 
@@ -98,26 +98,26 @@ _MONTHS_PAST_BIRTHDAY = 3
 _CONTAINED_MEDICATION_ID = "med"
 
 
-def shared_dir() -> Path:
-    """Return the shared reference directory (docs/, clinical/).
+def clinical_dir() -> Path:
+    """Return the directory holding the public vignettes (``tests/fixtures/clinical``).
 
-    Computed relative to this file (``<root>/main/tests`` -> ``<root>/shared``) so tests do not
-    depend on the working directory; ``CRS_CDS_SHARED_DIR`` overrides it for other checkouts
-    and CI layouts.
+    The repository carries its own copy (provenance in that folder's README), so a clone with
+    nothing beside it runs every test; ``CRS_CDS_CLINICAL_DIR`` points at another copy, e.g. a
+    newer set being reviewed.
     """
-    override = os.environ.get("CRS_CDS_SHARED_DIR")
+    override = os.environ.get("CRS_CDS_CLINICAL_DIR")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[2] / "shared"
+    return Path(__file__).resolve().parent / "fixtures" / "clinical"
 
 
 def load_public_vignettes() -> list[dict[str, Any]]:
-    """Read the vignettes from ``<shared>/clinical/vignettes-public.json``.
+    """Read the vignettes from ``<clinical_dir>/vignettes-public.json``.
 
     Returns only the ``vignettes`` list: the assumptions block is prose for humans, and each
     vignette is self-contained.
     """
-    path = shared_dir() / "clinical" / "vignettes-public.json"
+    path = clinical_dir() / "vignettes-public.json"
     with path.open(encoding="utf-8") as handle:
         document = json.load(handle)
     vignettes = document["vignettes"]

@@ -60,9 +60,16 @@ class TocilizumabAdvice:
     def calculation(self) -> str:
         if self.dose_mg is None or self.weight is None or self.mg_per_kg is None:
             return ""
-        raw = self.weight.kg * self.mg_per_kg
-        capped = " capped at 800 mg" if raw > MAX_DOSE_MG else ""
-        return f"{self.mg_per_kg:g} mg/kg x {self.weight.kg:g} kg = {raw:g} mg{capped}"
+        return dose_calculation(self.weight, self.mg_per_kg)
+
+
+def dose_calculation(weight: Weight, mg_per_kg: float) -> str:
+    """The arithmetic behind a dose, with the weight's value, date and reference (shown on cards)."""
+    raw = weight.kg * mg_per_kg
+    capped = f", capped at {MAX_DOSE_MG:g} mg" if raw > MAX_DOSE_MG else ""
+    kg = f"{weight.kg:g} kg"
+    charted = kg if weight.original == kg else f"{kg} ({weight.original})"  # e.g. "68.0389 kg (150 [lb_av])"
+    return f"{mg_per_kg:g} mg/kg x {charted}, weighed {weight.charted} ({weight.reference}) = {raw:g} mg{capped}"
 
 
 @dataclass(frozen=True, slots=True)

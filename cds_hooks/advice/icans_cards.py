@@ -43,7 +43,7 @@ from cds_hooks.pipeline.evaluate import Evaluation
 from cds_hooks.reading.fhir_time import iso
 
 ICANS_DIAGNOSIS = {0: "G92.00", 1: "G92.01", 2: "G92.02", 3: "G92.03", 4: "G92.04"}
-"""ICD-10-CM G92.0x (../shared/clinical/codes.csv, verified); G92.00 is "grade unspecified"."""
+"""ICD-10-CM G92.0x (docs/reference/codes.csv, verified); G92.00 is "grade unspecified"."""
 
 ICANS_OVERRIDE_REASONS = [
     Coding(system=OVERRIDE_SYSTEM, code="other-cause", display="Findings attributed to another cause (e.g. sedation)"),
@@ -93,7 +93,7 @@ def build_icans_cards(evaluation: Evaluation, options: CardOptions | None = None
                     else []
                 ),
             ],
-            extension={EXTENSION_KEY: [result.to_json()]},
+            extension={EXTENSION_KEY: [r.to_json() for r in (evaluation.icans_results or (result,))]},
         )
     ]
 
@@ -135,6 +135,10 @@ def _detail(evaluation: Evaluation, result: GradeResult, level: int) -> str:
         at_least = f" (at least {result.grade_at_least})" if result.grade_at_least else ""
         lines.append(f"**ASTCT ICANS grade indeterminate{at_least}** at {iso(result.at)}.")
     lines += evidence_table(result, first_column="Domain")
+    others = [r for r in evaluation.icans_results if r.system != result.system]
+    if others:
+        lines += ["", "**Other ICANS grading systems** (the card's advice follows ASTCT)"]
+        lines += [f"- {markdown_cell(_grade_phrase(r))}" for r in others]
     for title, items in (
         ("Alerts", result.alerts),
         ("Missing", result.missing),
@@ -151,6 +155,15 @@ def _detail(evaluation: Evaluation, result: GradeResult, level: int) -> str:
     lines += ["", "**Choices in force**", *(f"- {k}: {v}" for k, v in result.choices.items())]
     lines += ["", f"Grading: {result.citation}. Grade 5 is never inferred."]
     return "\n".join(lines)
+
+
+def _grade_phrase(result: GradeResult) -> str:
+    """``CTCAE-6.0-ICANS: grade 3`` or ``...: indeterminate (at least 3): <first reason>``."""
+    if result.grade is not None:
+        return f"{result.system}: grade {result.grade}"
+    at_least = f" (at least {result.grade_at_least})" if result.grade_at_least else ""
+    reason = f": {result.missing[0]}" if result.missing else ""
+    return f"{result.system}: indeterminate{at_least}{reason}"
 
 
 def _management(evaluation: Evaluation, level: int) -> list[str]:

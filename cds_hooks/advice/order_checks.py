@@ -29,6 +29,7 @@ from cds_hooks.advice.dosing import (
     MAX_DOSES_PER_24H,
     MAX_DOSES_TOTAL,
     MIN_INTERVAL,
+    dose_calculation,
     dose_history,
     weight_basis,
     whole_vial_dose_mg,
@@ -304,9 +305,7 @@ class TocilizumabOrderFinding:
     def calculation(self) -> str:
         if self.weight is None or self.mg_per_kg is None:
             return ""
-        raw = self.weight.kg * self.mg_per_kg
-        capped = f", capped at {MAX_DOSE_MG:g} mg" if raw > MAX_DOSE_MG else ""
-        return f"{self.mg_per_kg:g} mg/kg x {self.weight.kg:g} kg = {raw:g} mg{capped}"
+        return dose_calculation(self.weight, self.mg_per_kg)
 
 
 def check_tocilizumab(

@@ -546,6 +546,12 @@ class AstctGrader:
                 if prior:
                     evidence = replace(evidence, detail=f"{evidence.detail}; {_prior_support_note(result)}")
                 result.evidence.append(evidence)
+            if chosen_device is None and result.oxygen_flow_l_min is not None:
+                notes.append(
+                    f"no oxygen device charted: {_fmt(result.oxygen_flow_l_min)} L/min graded as "
+                    f"{_SUPPORT_LABEL[level]} by the flow alone (ASTCT: high flow is > "
+                    f"{_fmt(self.config.low_flow_max_l_min)} L/min)"
+                )
             if chosen_device is not None and result.oxygen_flow_l_min is not None:
                 notes.append(
                     f"{chosen_device.device_display or chosen_device.device} with "
@@ -673,6 +679,18 @@ class AstctGrader:
                     f"oxygen support ({record.device_display or 'oxygen'}, {record.reference}) has a date-only time: "
                     f"it may or may not be in force at {iso(at)} (it would make hypoxia grade {int(level)})"
                 )
+        if result.support is not SupportLevel.POSITIVE_PRESSURE:
+            for unreadable in self.record.unreadable_oxygen:
+                if not oldest < unreadable.time <= at or self._superseded(unreadable.time, at):
+                    continue
+                result.unknown_support.append(
+                    f"oxygen record {unreadable.reference} could not be read ({unreadable.reason}): the oxygen "
+                    f"support at {iso(at)} is unknown, not room air (it could raise the hypoxia grade)"
+                )
+
+    def _superseded(self, moment: datetime, at: datetime) -> bool:
+        """A readable oxygen record charted after ``moment`` (and by ``at``) is the one in force."""
+        return any(moment < o.time <= at for o in self.record.oxygen if not o.is_period)
 
     def _combine(self, result: _Assessment) -> None:
         worst_sign = max(result.hypotension_grade, result.hypoxia_grade)

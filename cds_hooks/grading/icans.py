@@ -1,4 +1,4 @@
-"""ASTCT 2019 ICANS grade: pure, from :class:`~cds_hooks.reading.record.IcansFindings` at a time ``at``.
+"""ICANS grade (ASTCT 2019; CTCAE v6.0): pure, from :class:`~cds_hooks.reading.record.IcansFindings` at ``at``.
 
 Source: Lee DW et al., ASTCT consensus grading for CRS and neurologic toxicity associated with
 immune effector cells, Biol Blood Marrow Transplant 2019;25:625-638 (ICANS grading for adults and
@@ -16,6 +16,18 @@ Missing data is a value: without an encephalopathy score (ICE, or CAPD under 12)
 the grade is indeterminate ("at least" what the other domains show), never 0. Grade 5 is never
 inferred. "Not attributable to another cause" cannot be read from the chart: it is an assumption
 stated on every result.
+
+CTCAE v6.0 (10 July 2025) adds the term "Immune effector cell-associated neurotoxicity syndrome"
+(MedDRA 10083347), graded by the same scores (docs/reference/ctcae.md, verbatim): grade 1 ICE 7-9,
+or CAPD 1-8 and awakens spontaneously; 2 ICE 3-6, or CAPD 1-8 and awakens to voice; 3 ICE 0-2, or
+CAPD >= 9 and awakens only to touch; 4 "life-threatening consequences; urgent intervention
+indicated". Each system is a table (:class:`IcansRules`) over the same reading: windows, the
+score by age and missing data are the same for both. CTCAE's grade 4 is read as for CRS [choice]:
+a finding that is itself a life-threatening emergency needing urgent intervention is 4
+(unarousable or coma; a prolonged or repetitive seizure; diffuse oedema, posturing or Cushing's
+triad); ASTCT's other grade-4 findings (deep focal motor weakness, CN VI palsy, papilloedema) are
+"severe" (3) and may be 4, which the chart cannot show: indeterminate "at least 3". Seizures and
+oedema that ASTCT grades 3 are CTCAE's "severe symptoms" (3) [choice].
 """
 
 from __future__ import annotations
@@ -33,6 +45,28 @@ CITATION = (
     "Lee DW et al. ASTCT consensus grading for cytokine release syndrome and neurologic toxicity "
     "associated with immune effector cells. Biol Blood Marrow Transplant 2019;25:625-638 (ICANS)"
 )
+CTCAE_V6_SYSTEM = "CTCAE-6.0-ICANS"
+CTCAE_V6_CITATION = (
+    "NCI Common Terminology Criteria for Adverse Events v6.0 (10 July 2025), Immune effector "
+    "cell-associated neurotoxicity syndrome (MedDRA 10083347)"
+)
+CTCAE_V6_ROWS: Mapping[int, str] = {
+    1: (
+        "Mild symptoms; Immune Effector Cell-Associated Encephalopathy (ICE) score 7 - 9; Cornell Assessment of "
+        "Pediatric Delirium (CAPD) score 1 - 8 AND awakens spontaneously"
+    ),
+    2: (
+        "Moderate symptoms; ICE score 3 - 6; CAPD score 1 - 8 AND awakens to voice; limiting instrumental ADL or "
+        "mild/moderate impact on age-appropriate normal daily activity (pediatric)"
+    ),
+    3: (
+        "Severe symptoms; ICE score 0 - 2; CAPD score >=9 AND awakens only to tactile stimulus; limiting self-care "
+        "ADL or severe impact on age-appropriate normal daily activity (pediatric)"
+    ),
+    4: "Life-threatening consequences; urgent intervention indicated",
+    5: "Death",
+}
+"""CTCAE v6.0 ICANS, grade -> the NCI's text (docs/reference/ctcae.md)."""
 
 CAPD_MAX_AGE_YEARS = 12
 """CAPD replaces ICE for children younger than 12 (Lee 2019; ASCO 2021)."""
@@ -82,6 +116,22 @@ BOOLEAN_PRESENT: Mapping[Domain, tuple[int, int]] = {
 """A yes without its type: (proven grade, possible grade). A seizure is at least 3, and 4 if
 prolonged; oedema at least 3 (focal), and 4 if diffuse; deep focal weakness is always 4."""
 
+CTCAE_V6_ANSWER_GRADE: Mapping[str, tuple[int, int]] = {
+    **{answer: (grade, grade) for answer, grade in ANSWER_GRADE.items()},
+    "motor_deep_focal_weakness": (3, 4),
+    "cranial_nerve_vi_palsy": (3, 4),
+    "papilledema": (3, 4),
+}
+"""CTCAE v6.0 ICANS: (proven, possible) grade per coded answer. As ASTCT, except the grade-4 findings
+that are not in themselves a life-threatening emergency: severe (3), possibly 4 [choice]."""
+
+CTCAE_V6_BOOLEAN_PRESENT: Mapping[Domain, tuple[int, int]] = {
+    Domain.SEIZURE: (3, 4),
+    Domain.MOTOR: (3, 4),
+    Domain.EDEMA: (3, 4),
+}
+"""CTCAE v6.0: a yes without its type is severe (3) and may be 4."""
+
 THRESHOLDS: Mapping[Domain, str] = {
     Domain.ICE: "7-9 -> 1; 3-6 -> 2; 0-2 -> 3",
     Domain.CAPD: "1-8 -> 1; >= 9 -> 3",
@@ -90,6 +140,61 @@ THRESHOLDS: Mapping[Domain, str] = {
     Domain.MOTOR: "deep focal weakness 4",
     Domain.EDEMA: "focal 3; diffuse/posturing/CN VI/papilloedema/Cushing 4",
 }
+
+
+CTCAE_V6_THRESHOLDS: Mapping[Domain, str] = {
+    **THRESHOLDS,
+    Domain.MOTOR: "deep focal weakness: severe 3, 4 if life-threatening",
+    Domain.EDEMA: "focal 3; diffuse/posturing/Cushing 4; CN VI/papilloedema 3, 4 if life-threatening",
+}
+
+
+@dataclass(frozen=True)
+class IcansRules:
+    """One system's ICANS table over the shared reading (scores by age, windows, missing data)."""
+
+    system: str
+    citation: str
+    answer_grade: Mapping[str, tuple[int, int]]
+    """Coded answer -> (grade it proves, grade it may be); equal when the system decides it."""
+    boolean_present: Mapping[Domain, tuple[int, int]]
+    """A yes charted without its type -> (proven, possible)."""
+    thresholds: Mapping[Domain, str]
+    undecided: str
+    """Why an answer's grade is open (``{finding}`` and the two grades filled in)."""
+    label: str
+    """How the card names the system, e.g. ``ASTCT``."""
+    attribution: str
+    """Where "not attributable to another cause" comes from, said on every result."""
+
+
+ASTCT_RULES = IcansRules(
+    system=SYSTEM,
+    citation=CITATION,
+    answer_grade={answer: (grade, grade) for answer, grade in ANSWER_GRADE.items()},
+    boolean_present=BOOLEAN_PRESENT,
+    thresholds=THRESHOLDS,
+    undecided="{finding}: type not charted (grade {proven} or {possible})",
+    label="ASTCT",
+    attribution="as ASTCT requires",
+)
+
+CTCAE_V6_RULES = IcansRules(
+    system=CTCAE_V6_SYSTEM,
+    citation=CTCAE_V6_CITATION,
+    answer_grade=CTCAE_V6_ANSWER_GRADE,
+    boolean_present=CTCAE_V6_BOOLEAN_PRESENT,
+    thresholds=CTCAE_V6_THRESHOLDS,
+    undecided=(
+        "{finding}: severe (grade {proven}); grade {possible} needs 'life-threatening consequences; urgent "
+        "intervention indicated' (CTCAE v6.0), which the chart cannot show"
+    ),
+    label="CTCAE v6.0",
+    attribution="as for ASTCT (CTCAE v6.0: following immune effector therapy)",
+)
+
+ICANS_RULES: Mapping[str, IcansRules] = {rules.system: rules for rules in (ASTCT_RULES, CTCAE_V6_RULES)}
+"""Every ICANS grading system, by its RESULT ``system`` name (``CRS_CDS_SYSTEMS`` may name them)."""
 
 
 def ice_grade(score: float) -> int:
@@ -117,7 +222,7 @@ class _Domain:
     finding: NeuroFinding
 
 
-def _domain_grade(finding: NeuroFinding) -> _Domain:
+def _domain_grade(finding: NeuroFinding, rules: IcansRules) -> _Domain:
     if finding.domain is Domain.ICE and finding.score is not None:
         grade = ice_grade(finding.score)
         return _Domain(grade, grade, finding)
@@ -125,10 +230,10 @@ def _domain_grade(finding: NeuroFinding) -> _Domain:
         grade = capd_grade(finding.score)
         return _Domain(grade, grade, finding)
     if finding.answer is not None:
-        grade = ANSWER_GRADE[finding.answer]
-        return _Domain(grade, grade, finding)
+        proven, possible = rules.answer_grade[finding.answer]
+        return _Domain(proven, possible, finding)
     if finding.present:
-        proven, possible = BOOLEAN_PRESENT.get(finding.domain, (0, 0))
+        proven, possible = rules.boolean_present.get(finding.domain, (0, 0))
         return _Domain(proven, possible, finding)
     return _Domain(0, 0, finding)
 
@@ -140,8 +245,9 @@ def grade_icans(
     *,
     overdue_after: timedelta = OVERDUE_AFTER,
     followed_for: timedelta = FOLLOWED_FOR,
+    rules: IcansRules = ASTCT_RULES,
 ) -> GradeResult:
-    """The ICANS grade at ``at`` from the assessments in ``(at - window, at]``.
+    """The ICANS grade at ``at`` from the assessments in ``(at - window, at]`` (ASTCT unless ``rules``).
 
     State domains (scores, consciousness, motor, oedema) use the latest assessment; seizures, which
     are events, the worst in the window [choice]. Missing, stale, incomplete and superseded
@@ -153,7 +259,7 @@ def grade_icans(
     """
     recent = [f for f in findings.findings if at - window < f.time <= at]
     age = age_in_years(findings.birth_date, at) if findings.birth_date else None
-    assumptions = ["Findings are taken as not attributable to another cause (e.g. sedation), as ASTCT requires."]
+    assumptions = [f"Findings are taken as not attributable to another cause (e.g. sedation), {rules.attribution}."]
     missing: list[str] = []
     alerts: list[str] = []
     hours = f"{window.total_seconds() / 3600:g} h"
@@ -197,12 +303,12 @@ def grade_icans(
     if score is not None:
         chosen.append(_score_domain(score, consciousness, missing))
     if consciousness is not None:
-        chosen.append(_domain_grade(consciousness))
+        chosen.append(_domain_grade(consciousness, rules))
     for domain in (Domain.MOTOR, Domain.EDEMA):
         found = latest(domain)
         if found is not None:
-            chosen.append(_domain_grade(found))
-    seizures = [_domain_grade(f) for f in recent if f.domain is Domain.SEIZURE]
+            chosen.append(_domain_grade(found, rules))
+    seizures = [_domain_grade(f, rules) for f in recent if f.domain is Domain.SEIZURE]
     if seizures:
         chosen.append(max(seizures, key=lambda d: (d.grade, d.possible, d.finding.time)))
 
@@ -210,9 +316,9 @@ def grade_icans(
     possible = max((d.possible for d in chosen), default=0)
     for d in chosen:
         if d.possible > d.grade and d.possible > proven and d.finding.domain not in (Domain.ICE, Domain.CAPD):
-            missing.append(f"{d.finding.domain.value}: type not charted (grade {d.grade} or {d.possible})")
+            missing.append(_undecided(d, rules))
 
-    evidence = [_evidence(d) for d in chosen]
+    evidence = [_evidence(d, rules) for d in chosen]
     if stale_by_attempt and attempt is not None:
         evidence.append(
             Evidence(
@@ -236,7 +342,7 @@ def grade_icans(
                 value=gcs.score,
                 unit="points",
                 time=gcs.time,
-                detail="supporting finding only; not an ASTCT ICANS criterion",
+                detail=f"supporting finding only; not an {rules.label} ICANS criterion",
             )
         )
         if gcs_conflict:
@@ -260,7 +366,7 @@ def grade_icans(
     if overdue is not None:
         components["assessment"] = "overdue"
     return GradeResult(
-        system=SYSTEM,
+        system=rules.system,
         at=at,
         grade=grade,
         components=components,
@@ -270,8 +376,8 @@ def grade_icans(
         not_evidence=tuple(findings.not_evidence),
         assumptions=tuple(assumptions),
         alerts=tuple(alerts),
-        choices=_choices(hours, overdue_after, followed_for),
-        citation=CITATION,
+        choices=_choices(hours, overdue_after, followed_for, rules),
+        citation=rules.citation,
     )
 
 
@@ -279,7 +385,7 @@ def _score_domain(score: NeuroFinding, consciousness: NeuroFinding | None, missi
     """The ICE or CAPD domain; its upper bound when the level of consciousness that ASTCT needs to
     place it is not charted: ICE 0 is 3 awake with aphasia or 4 unarousable; a child's CAPD 1-8 is
     1 or 2 by consciousness."""
-    graded = _domain_grade(score)
+    graded = _domain_grade(score, ASTCT_RULES)  # scores are graded alike by every system
     if consciousness is not None or score.score is None:
         return graded
     if score.domain is Domain.ICE and score.score == 0:
@@ -298,7 +404,7 @@ def _overdue(findings: IcansFindings, at: datetime, *, overdue_after: timedelta,
     charted in ``followed_for``) and no ICE or CAPD assessment was charted in ``overdue_after``."""
     period = [f for f in findings.findings if at - followed_for < f.time <= at]
     assessments = [f for f in period if f.domain in (Domain.ICE, Domain.CAPD)]
-    followed = bool(assessments) or any(_domain_grade(f).grade >= 1 for f in period)
+    followed = bool(assessments) or any(_domain_grade(f, ASTCT_RULES).grade >= 1 for f in period)
     if not followed:
         return None
     last = max(assessments, key=lambda f: f.time, default=None)
@@ -334,7 +440,15 @@ def _encephalopathy_score(
     return newest, f"Age unknown: the latest score ({newest.domain.value}) is used."
 
 
-def _evidence(d: _Domain) -> Evidence:
+def _undecided(d: _Domain, rules: IcansRules) -> str:
+    """Why a domain's grade is open: its type was not charted, or the system leaves grade 4 undefined."""
+    if d.finding.answer is None:
+        return ASTCT_RULES.undecided.format(finding=d.finding.domain.value, proven=d.grade, possible=d.possible)
+    finding = d.finding.display or d.finding.answer
+    return rules.undecided.format(finding=finding, proven=d.grade, possible=d.possible)
+
+
+def _evidence(d: _Domain, rules: IcansRules) -> Evidence:
     f = d.finding
     if f.score is not None:
         value: float | str | None = f.score
@@ -348,7 +462,7 @@ def _evidence(d: _Domain) -> Evidence:
         f.reference,
         value=value,
         unit="points" if f.score is not None else None,
-        threshold=THRESHOLDS.get(f.domain),
+        threshold=rules.thresholds.get(f.domain),
         time=f.time,
         detail=f"domain grade {d.grade}" + (f" (up to {d.possible})" if d.possible > d.grade else ""),
     )
@@ -366,8 +480,8 @@ def _component(domain: Domain) -> str:
     }[domain]
 
 
-def _choices(hours: str, overdue_after: timedelta, followed_for: timedelta) -> dict[str, str]:
-    return {
+def _choices(hours: str, overdue_after: timedelta, followed_for: timedelta, rules: IcansRules) -> dict[str, str]:
+    choices = {
         "icansWindow": f"assessments in the {hours} before T; latest per domain, worst seizure",
         "icansScore": "ICE from age 12, CAPD under 12; no score in the window -> indeterminate",
         "capdZero": "CAPD 0 is grade 0 (the ASTCT CAPD row starts at 1)",
@@ -378,6 +492,13 @@ def _choices(hours: str, overdue_after: timedelta, followed_for: timedelta) -> d
         "icansSuperseded": "a level of consciousness charted before a newer ICE score > 0 is superseded by it",
         "icansGcs": f"GCS <= {GCS_DEPRESSED_MAX} beside an ICANS grade below 3 -> indeterminate",
     }
+    if rules is CTCAE_V6_RULES:
+        choices["ctcaeGrade4"] = (
+            "unarousable, prolonged/repetitive seizure, diffuse oedema, posturing, Cushing's triad -> 4; "
+            "deep focal weakness, CN VI palsy, papilloedema -> at least 3"
+        )
+        choices["ctcaeConsciousness"] = "awakening (CAPD rows) read at every age, as ASTCT: voice 2, touch 3"
+    return choices
 
 
 def summary_findings(result: GradeResult) -> Sequence[str]:

@@ -20,7 +20,8 @@ from cds_hooks.grading.dic import DicConfig, score_dic
 from cds_hooks.grading.episodes import crs_episodes
 from cds_hooks.grading.hlh import flag_iec_hs, score_carhlh, score_hscore
 from cds_hooks.grading.icans import DEFAULT_WINDOW as ICANS_WINDOW
-from cds_hooks.grading.icans import FOLLOWED_FOR, OVERDUE_AFTER, grade_icans
+from cds_hooks.grading.icans import FOLLOWED_FOR, ICANS_RULES, OVERDUE_AFTER, grade_icans
+from cds_hooks.grading.icans import SYSTEM as ASTCT_ICANS
 from cds_hooks.grading.result import ScoreResult
 from cds_hooks.reading.evidence_check import invalid_references
 from cds_hooks.reading.fhir_time import age_in_years
@@ -50,6 +51,7 @@ class Grading:
     units: UnitTable
     config: GradingConfig = field(default_factory=GradingConfig)
     systems: Sequence[str] = (ASTCT,)
+    """CRS systems (ASTCT always first) and, when ICANS is graded, ICANS systems beside ASTCT's."""
     icans: IcansOptions | None = None
     """ICANS grading (``CRS_CDS_ICANS``); None leaves it out of the evaluation."""
     labs: LabOptions | None = field(default_factory=LabOptions)
@@ -77,8 +79,11 @@ class Evaluation:
     tocilizumab: TocilizumabAdvice
     icans: GradeResult | None = None
     """ASTCT ICANS, graded beside CRS when enabled; drives its own card."""
+    icans_results: tuple[GradeResult, ...] = ()
+    """Every ICANS result: ASTCT's first, then the other ICANS systems chosen (e.g. CTCAE v6.0)."""
     scores: tuple[ScoreResult, ...] = ()
-    """Lab scores beside the grades (ISTH DIC): shown on the CRS card, never change its grade."""
+    """Lab scores beside the grades (ISTH DIC, carHLH, HScore, IEC-HS flag): shown on the CRS
+    card, never change its grade."""
     panel: MonitoringPanel | None = None
     """The ASCO monitoring labs while a CRS episode is active (and lab results could be had)."""
 
@@ -116,6 +121,7 @@ def evaluate(
             ice_form=ice_form,
             skip=skip,
             site_zone=ZoneInfo(grading.config.site_timezone) if grading.config.site_timezone else None,
+            now=at,
             labs=grading.labs.table if grading.labs is not None else None,
         )
         # ICANS and lab data never change the CRS grade: their absence is said on their own results.
@@ -123,10 +129,10 @@ def evaluate(
         record.not_evidence.extend(NotEvidence(ref, reason) for ref, reason in skip.items())
         results = tuple(GRADERS[system](record, at, grading.config) for system in _ordered(grading.systems))
         advice = tocilizumab_advice(record, at, grading.config)
-        icans = _icans(grading, record=record, at=at, unavailable=unavailable)
+        icans_results = _icans(grading, record=record, at=at, unavailable=unavailable)
         cited = [ref for result in results for ref in (*result.references, *result.worst_grade_references)]
-        if icans is not None:
-            cited.extend(icans.references)
+        for icans_result in icans_results:
+            cited.extend(icans_result.references)
         scores = _scores(grading, record=record, at=at, crs=results[0], unavailable=unavailable)
         cited.extend(ref for score in scores for ref in score.references)
         if advice.weight is not None:
@@ -138,7 +144,8 @@ def evaluate(
             break
         skip.update(bad)
     panel = _panel(grading, record=record, at=at, crs=results[0], unavailable=unavailable)
-    return Evaluation(record.patient_reference, at, results, record, advice, icans, scores, panel)
+    icans = icans_results[0] if icans_results else None
+    return Evaluation(record.patient_reference, at, results, record, advice, icans, icans_results, scores, panel)
 
 
 def _panel(
@@ -192,19 +199,32 @@ def _scores(
 
 def _icans(
     grading: Grading, *, record: PatientRecord, at: datetime, unavailable: Mapping[DataSource, str] | None
-) -> GradeResult | None:
+) -> tuple[GradeResult, ...]:
+    """ASTCT ICANS, then each other ICANS system named in ``systems``; nothing when ICANS is off."""
     if grading.icans is None:
-        return None
-    findings = record.icans_view()
+        return ()
     reason = (unavailable or {}).get(DataSource.ICANS)
-    if reason is not None:
-        findings.unavailable[DataSource.ICANS.value] = reason
     options = grading.icans
-    return grade_icans(
-        findings, at, options.window, overdue_after=options.overdue_after, followed_for=options.followed_for
-    )
+    chosen = [ASTCT_ICANS, *(s for s in dict.fromkeys(grading.systems) if s in ICANS_RULES and s != ASTCT_ICANS)]
+    results = []
+    for system in chosen:
+        findings = record.icans_view()
+        if reason is not None:
+            findings.unavailable[DataSource.ICANS.value] = reason
+        results.append(
+            grade_icans(
+                findings,
+                at,
+                options.window,
+                overdue_after=options.overdue_after,
+                followed_for=options.followed_for,
+                rules=ICANS_RULES[system],
+            )
+        )
+    return tuple(results)
 
 
 def _ordered(systems: Sequence[str]) -> list[str]:
-    rest = [s for s in dict.fromkeys(systems) if s != ASTCT]
+    """The CRS systems, ASTCT first; ICANS systems are graded by :func:`_icans`."""
+    rest = [s for s in dict.fromkeys(systems) if s != ASTCT and s in GRADERS]
     return [ASTCT, *rest]

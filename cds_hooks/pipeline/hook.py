@@ -20,6 +20,8 @@ from cds_hooks.advice.order_checks import OrderCheckError, check_orders, read_dr
 from cds_hooks.advice.steroids import one_steroid_regimen
 from cds_hooks.cds import CdsRequest, CdsResponse, Discovery, ServiceDefinition
 from cds_hooks.errors import BadRequest, PreconditionFailed, UnknownService, UnprocessableRequest
+from cds_hooks.grading import ICANS_SYSTEMS
+from cds_hooks.grading.icans import SYSTEM as ASTCT_ICANS
 from cds_hooks.pipeline.evaluate import Evaluation, Grading, evaluate
 from cds_hooks.reading.bundles import unique
 from cds_hooks.reading.fhir_client import FhirFetcher, FhirServerRejected
@@ -117,8 +119,17 @@ class CrsService:
     def service_ids(self) -> frozenset[str]:
         return frozenset(SERVICE_HOOKS)
 
+    def icans_systems(self) -> list[str]:
+        """The ICANS systems graded (ASTCT's first, then those chosen); none when ICANS is off."""
+        if self.grading.icans is None:
+            return []
+        chosen = [s for s in dict.fromkeys(self.grading.systems) if s in ICANS_SYSTEMS and s != ASTCT_ICANS]
+        return [ASTCT_ICANS, *chosen]
+
     def discovery(self) -> Discovery:
-        systems = ", ".join(self.grading.systems)
+        crs_systems = [s for s in dict.fromkeys(self.grading.systems) if s not in ICANS_SYSTEMS]
+        icans_systems = self.icans_systems()
+        icans = f"; grades ICANS on a separate card ({', '.join(icans_systems)})" if icans_systems else ""
         return Discovery(
             services=[
                 ServiceDefinition(
@@ -127,7 +138,8 @@ class CrsService:
                     title="Cytokine release syndrome grade (ASTCT)",
                     description=(
                         "Grades CRS after CAR-T or T-cell engager therapy from vital signs, oxygen support and "
-                        f"vasopressors ({systems}); shows the evidence, what is missing, and guideline actions "
+                        f"vasopressors ({', '.join(crs_systems)}){icans}; shows the evidence, what is missing, and "
+                        "guideline actions "
                         "with tocilizumab dosing within label limits."
                     ),
                     prefetch={key.name: key.template for key in self.prefetch_keys},
@@ -135,7 +147,10 @@ class CrsService:
                         "Patients after CAR-T or bispecific T-cell engager therapy. Needs vital signs, oxygen "
                         "support records and MedicationAdministrations (prefetch or FHIR server access)."
                     ),
-                    extension={"crs-cds-hooks.systems": list(self.grading.systems)},
+                    extension={
+                        "crs-cds-hooks.systems": crs_systems,
+                        **({"crs-cds-hooks.icans-systems": icans_systems} if icans_systems else {}),
+                    },
                 ),
                 *(self._order_definition(service_id, hook) for service_id, hook in ORDER_SERVICES.items()),
             ]

@@ -1,10 +1,12 @@
-"""FHIR date and dateTime parsing, strict about precision.
+"""FHIR date and dateTime parsing, strict about precision and range.
 
 A vital sign needs a time to the minute to fall in a 24 h window. A bare date (or year-month, or
 year) is not an error but an interval: the whole calendar day in the site's time zone when one is
 configured, otherwise wide enough for every UTC offset (-12:00 to +14:00). ``parse_instant`` keeps
 refusing such values for the places that need an instant; ``parse_when`` returns the interval
-(clinical-reference.md section 1, "Imprecise times are intervals, not errors").
+(clinical-reference.md section 1, "Imprecise times are intervals, not errors"). A valid but
+extreme value (year 1 or 9999 with an offset, or an interval reaching past them) is refused with a
+reason: its UTC value or the window arithmetic on it would not be representable.
 """
 
 from __future__ import annotations
@@ -12,6 +14,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
+
+EARLIEST_SUPPORTED = datetime(2, 1, 1, tzinfo=UTC)
+LATEST_SUPPORTED = datetime(9998, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+"""Instants outside this range are not evidence, and not an evaluation time: FHIR allows years 1 to
+9999 with any offset, but some of those are not representable in UTC (0001-01-01T00:30+01:00), and
+every window the graders subtract or add (at most 90 days of look-back, hours of look-ahead) must
+stay representable. A year of margin on each side covers every window, with no clinical loss."""
+_RANGE_TEXT = "years 0002 to 9998 UTC"
 
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})?$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -61,17 +71,22 @@ def _date_interval(text: str, partial: re.Match[str], site_zone: tzinfo | None) 
         first = date(int(year), int(month or 1), int(day or 1))
     except ValueError:
         return f"time {text!r} is not a valid date"
-    if day is not None:
-        after = first + timedelta(days=1)
-    elif month is not None:
-        after = date(first.year + (first.month == 12), first.month % 12 + 1, 1)
-    else:
-        after = date(first.year + 1, 1, 1)
-    zone = site_zone or UTC
-    start = datetime(first.year, first.month, first.day, tzinfo=zone).astimezone(UTC)
-    end = datetime(after.year, after.month, after.day, tzinfo=zone).astimezone(UTC) - timedelta(microseconds=1)
-    if site_zone is None:
-        start, end = start - EARLIEST_OFFSET, end + LATEST_OFFSET
+    try:
+        if day is not None:
+            after = first + timedelta(days=1)
+        elif month is not None:
+            after = date(first.year + (first.month == 12), first.month % 12 + 1, 1)
+        else:
+            after = date(first.year + 1, 1, 1)
+        zone = site_zone or UTC
+        start = datetime(first.year, first.month, first.day, tzinfo=zone).astimezone(UTC)
+        end = datetime(after.year, after.month, after.day, tzinfo=zone).astimezone(UTC) - timedelta(microseconds=1)
+        if site_zone is None:
+            start, end = start - EARLIEST_OFFSET, end + LATEST_OFFSET
+    except (OverflowError, ValueError):  # e.g. the day after 9999-12-31, or 0001-01-01 minus 14 h
+        return f"time {text!r} is outside the supported range ({_RANGE_TEXT})"
+    if start < EARLIEST_SUPPORTED or end > LATEST_SUPPORTED:
+        return f"time {text!r} is outside the supported range ({_RANGE_TEXT})"
     return When(start, end)
 
 
@@ -103,8 +118,14 @@ def _parse_text(raw: str) -> datetime | str:
     except ValueError:
         return f"time {text!r} is not a valid dateTime"
     if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        moment = parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:30:00+01:00 is in year 0 in UTC
+        return f"time {text!r} is outside the supported range ({_RANGE_TEXT})"
+    if not EARLIEST_SUPPORTED <= moment <= LATEST_SUPPORTED:
+        return f"time {text!r} is outside the supported range ({_RANGE_TEXT})"
+    return moment
 
 
 def parse_date(raw: object) -> date | None:

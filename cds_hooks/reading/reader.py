@@ -52,6 +52,7 @@ from cds_hooks.reading.record import (
     PatientRecord,
     SpO2,
     Temperature,
+    UnreadableOxygen,
     Weight,
 )
 from cds_hooks.reading.terminology import CodeMatch, ConceptKind, MedicationRole, Terminology
@@ -139,11 +140,13 @@ class Extractor:
         units: UnitTable,
         patient_id: str | None,
         ice_form: IceQuestionnaire | None = None,
-        site_zone: tzinfo | None = None,
         *,
+        site_zone: tzinfo | None = None,
+        now: datetime | None = None,
         labs: LabTable | None = None,
     ) -> None:
         self._terms = terminology
+        self._now = now
         self._labs = labs if labs is not None else builtin_labs()
         self._units = units
         self._patient_id = patient_id
@@ -258,6 +261,13 @@ class Extractor:
         if "dataAbsentReason" in resource and "component" not in resource:
             self._reject(reference, "no value (dataAbsentReason)")
             return
+        if any(concept_id == "average_blood_pressure" for concept_id, _ in parts):
+            self._reject(
+                reference,
+                "average blood pressure over a period (US Core 96607-7): not a reading at one time, "
+                "so not used for hypotension",
+            )
+            return
         self._observation_values(parts, when, reference)
 
     def _lab(self, resource: Mapping[str, Any], reference: str, lab: LabDefinition) -> None:
@@ -353,8 +363,23 @@ class Extractor:
             return parse_when(resource["effectiveInstant"], self._site_zone)
         period = resource.get("effectivePeriod")
         if isinstance(period, dict):
+            in_progress = self._in_progress_at_now(period)
+            if in_progress is not None:
+                return in_progress
             return parse_when(period.get("end") or period.get("start"), self._site_zone)
         return "no effective time"
+
+    def _in_progress_at_now(self, period: Mapping[str, Any]) -> When | None:
+        """A period that covers the evaluation time counts at that time (its value holds then)."""
+        if self._now is None or "start" not in period:
+            return None
+        start = parse_when(period["start"], self._site_zone)
+        end = parse_when(period["end"], self._site_zone) if "end" in period else None
+        if isinstance(start, str) or isinstance(end, str) or start.latest > self._now:
+            return None
+        if end is not None and end.earliest < self._now:
+            return None
+        return When(self._now, self._now)
 
     def _device_record(self, device: tuple[CodeMatch, str | None], when: When, reference: str) -> None:
         match, display = device
@@ -385,6 +410,8 @@ class Extractor:
                 values[concept_id] = converted
         for problem in problems:
             self._reject(reference, problem)
+            if problem.startswith(("oxygen flow:", "inspired oxygen:")):
+                self._record.unreadable_oxygen.append(UnreadableOxygen(time, reference, problem))
         if not values:
             if not problems:
                 self._reject(reference, "no usable value")
@@ -583,9 +610,13 @@ class Extractor:
             if rate is not None:
                 converted = self._convert("oxygen_flow", rate)
                 if isinstance(converted, str):
+                    # Oxygen was given (at least low flow); how much is unknown, never room air.
                     self._reject(reference, f"oxygen rate: {converted}")
-                    return
-                rate_l_min = converted.value
+                    self._record.unreadable_oxygen.append(
+                        UnreadableOxygen(span.start, reference, f"oxygen rate: {converted}")
+                    )
+                else:
+                    rate_l_min = converted.value
         else:
             dose = self._units.convert("drug_mass", dosage.get("dose"))
             dose_mg = dose.value if isinstance(dose, Converted) else None
@@ -885,7 +916,14 @@ def extract_record(
     ice_form: IceQuestionnaire | None = None,
     skip: Mapping[str, str] | None = None,
     site_zone: tzinfo | None = None,
+    now: datetime | None = None,
     labs: LabTable | None = None,
 ) -> PatientRecord:
-    """One patient's clinical record from their resources (see :class:`Extractor`)."""
-    return Extractor(terminology, units, patient_id, ice_form, site_zone, labs=labs).extract(resources, skip=skip)
+    """One patient's clinical record from their resources (see :class:`Extractor`).
+
+    ``now``, the evaluation time when there is one, lets a measurement over a period that covers
+    it count at that time; without it a period is read at its end (or start).
+    """
+    return Extractor(terminology, units, patient_id, ice_form, site_zone=site_zone, now=now, labs=labs).extract(
+        resources, skip=skip
+    )

@@ -70,6 +70,19 @@ class BloodPressure:
 
 
 @dataclass(frozen=True, slots=True)
+class UnreadableOxygen:
+    """An oxygen flow or FiO2 that was charted but cannot be read (e.g. an unknown unit).
+
+    Support that cannot be read is not room air: the hypoxia criterion is unknown while it is
+    the latest oxygen record (the grade is then indeterminate, "at least").
+    """
+
+    time: datetime
+    reference: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class OxygenRecord:
     """One charted fact about oxygen support: a device, a flow, an FiO2, or room air.
 
@@ -181,6 +194,14 @@ class Weight:
     reference: str
     latest: datetime | None = None
 
+    @property
+    def charted(self) -> str:
+        """When it was charted, as a clinician reads it: the instant, or the day of a date-only one."""
+        if self.latest is None or self.latest == self.time:
+            return self.time.isoformat().replace("+00:00", "Z")
+        middle = self.time + (self.latest - self.time) / 2  # the charted day, whatever offset widened it
+        return f"{middle.date().isoformat()} (date only)"
+
 
 @dataclass(frozen=True, slots=True)
 class NotEvidence:
@@ -287,6 +308,7 @@ class PatientRecord:
     administrations: list[Administration] = field(default_factory=list)
     conditions: list[CrsCondition] = field(default_factory=list)
     weights: list[Weight] = field(default_factory=list)
+    unreadable_oxygen: list[UnreadableOxygen] = field(default_factory=list)
     neuro: list[NeuroFinding] = field(default_factory=list)
     """ICANS assessments (ICE/CAPD scores, consciousness, seizures, motor, oedema, GCS)."""
     blood_cultures: list[BloodCulture] = field(default_factory=list)

@@ -85,6 +85,7 @@ OBSERVATION_CONCEPTS = frozenset(
         "oxygen_flow",
         "inspired_oxygen",
         "body_weight",
+        "average_blood_pressure",
     }
 )
 """Observation concepts the extractor understands; a mapping may not invent others."""

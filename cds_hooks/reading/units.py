@@ -3,6 +3,12 @@
 Units come from ``mappings/units.yaml``. A Quantity whose unit is missing or unknown is not
 evidence (clinical-reference.md section 1), so conversion returns a reason, never a guess.
 Arithmetic is exact (``Fraction``) so 100.4 [degF] is exactly 38.0 Cel.
+
+UCUM is case-sensitive and has several spellings for some units (the litre is ``l`` and ``L``;
+``L/min`` is also ``L.min-1``): every spelling UCUM defines for a unit in use is listed in the
+table (``ucum``) and accepted as a code, each converted as its unit; a spelling UCUM does not
+define (``degF``, ``mmHg``) is accepted only as display text when no code is given. A hand table
+rather than a UCUM library: a dozen spellings, exact arithmetic, and nothing to load at start-up.
 """
 
 from __future__ import annotations
@@ -25,9 +31,13 @@ Quantity = Literal["temperature", "pressure", "oxygen_flow", "oxygen_fraction", 
 class _UnitEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     code: str
+    """The spelling shown as the unit the value arrived in, and matched as Quantity.code."""
     offset: str | int | float = 0
     scale: str | int | float = 1
+    ucum: tuple[str, ...] = ()
+    """Other UCUM spellings of the same unit (case-sensitive), also matched as Quantity.code."""
     aliases: tuple[str, ...] = ()
+    """Display texts (Quantity.unit) accepted only when Quantity.code is absent."""
 
 
 class _QuantityEntry(BaseModel):
@@ -102,9 +112,13 @@ class UnitTable:
             return "unit missing"
         conversion = self.by_code[quantity].get(ucum)
         if conversion is None:
-            return f"unit {ucum!r} is not a {quantity.replace('_', ' ')} unit"
+            return f"unit {ucum!r} is not {_with_article(quantity.replace('_', ' '))} unit"
         canonical_value = float(value) if conversion.identity else conversion.apply(value)
         return Converted(canonical_value, self.canonical[quantity], float(value), ucum)
+
+
+def _with_article(noun: str) -> str:
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
 
 
 def _conversion(unit: _UnitEntry) -> _Conversion:
@@ -131,10 +145,19 @@ def load_units(path: Path = BUILTIN_MAPPINGS_DIR / "units.yaml") -> UnitTable:
     try:
         for quantity, entry in parsed.quantities.items():
             canonical[quantity] = entry.canonical
-            by_code[quantity] = {u.code: _conversion(u) for u in entry.units}
-            by_alias[quantity] = {u.code: u.code for u in entry.units}
+            by_code[quantity] = {}
+            by_alias[quantity] = {}
             for unit in entry.units:
-                by_alias[quantity].update({alias: unit.code for alias in unit.aliases})
+                conversion = _conversion(unit)
+                for spelling in (unit.code, *unit.ucum):
+                    if spelling in by_code[quantity]:
+                        raise MappingError(f"unit file {path}: {spelling!r} is listed twice for {quantity}")
+                    by_code[quantity][spelling] = conversion
+                    by_alias[quantity][spelling] = spelling
+            for unit in entry.units:
+                by_alias[quantity].update(
+                    {alias: unit.code for alias in unit.aliases if alias not in by_alias[quantity]}
+                )
     except (ValueError, ZeroDivisionError) as exc:
         raise MappingError(f"unit file {path} has a bad offset or scale: {exc}") from exc
     missing = set(Quantity.__args__) - set(by_code)  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ connect timeout. Work given to ``run`` must be safe to repeat: every write here 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import sqlite3
 import threading
@@ -64,6 +65,18 @@ def sqlite_path(database_url: str) -> Path:
 
 def is_postgres_url(database_url: str) -> bool:
     return database_url.startswith(("postgresql://", "postgres://"))
+
+
+def missing_driver(database_url: str) -> str | None:
+    """Why this installation cannot open ``database_url`` (an optional driver not installed), or None.
+
+    Checked when the settings are read, so a PostgreSQL URL without psycopg stops start-up with one
+    line naming the fix instead of a traceback when the store is first opened. Only looks the
+    module up (no import), so start-up does not pay for a driver it may not use.
+    """
+    if is_postgres_url(database_url) and importlib.util.find_spec("psycopg") is None:
+        return "a postgresql:// database URL needs psycopg: pip install 'crs-cds-hooks[postgres]'"
+    return None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,7 +24,9 @@ from typing import Any, Protocol
 import httpx
 import jwt
 from jwt import PyJWK, PyJWKSet
-from jwt.exceptions import InvalidTokenError, PyJWKError, PyJWKSetError
+from jwt.exceptions import PyJWKError, PyJWKSetError, PyJWTError
+
+from cds_hooks.settings import is_https_or_loopback_http
 
 log = logging.getLogger("crs_cds.auth")
 
@@ -59,23 +61,23 @@ def parse_trusted_issuers(raw: Mapping[str, Any]) -> dict[str, TrustedIssuer]:
         jwks_file = spec.get("jwks_file")
         if (jwks_url is None) == (jwks_file is None):
             raise ValueError(f"trusted issuer {iss!r}: give exactly one of jwks_url or jwks_file")
-        if jwks_url is not None and not str(jwks_url).startswith("https://") and not _is_loopback_http(str(jwks_url)):
+        if jwks_url is not None and not is_https_or_loopback_http(str(jwks_url)):
             raise ValueError(f"trusted issuer {iss!r}: jwks_url must be https")
         if jwks_file is not None and not Path(jwks_file).is_file():
             raise ValueError(f"trusted issuer {iss!r}: jwks_file {jwks_file} not found")
+        jku_allowlist = tuple(str(u) for u in spec.get("jku_allowlist", ()))
+        insecure_jku = [u for u in jku_allowlist if not is_https_or_loopback_http(u)]
+        if insecure_jku:
+            raise ValueError(f"trusted issuer {iss!r}: jku_allowlist entries must be https: {insecure_jku}")
         tenants = spec.get("tenants")
         issuers[iss] = TrustedIssuer(
             iss=iss,
             jwks_url=str(jwks_url) if jwks_url is not None else None,
             jwks_file=Path(jwks_file) if jwks_file is not None else None,
-            jku_allowlist=tuple(str(u) for u in spec.get("jku_allowlist", ())),
+            jku_allowlist=jku_allowlist,
             tenants=tuple(str(t) for t in tenants) if tenants is not None else None,
         )
     return issuers
-
-
-def _is_loopback_http(url: str) -> bool:
-    return url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]"))
 
 
 class ReplayCache(Protocol):
@@ -112,29 +114,80 @@ class _CachedJwks:
 
 
 @dataclass
+class _Failing:
+    """An issuer's JWKS URL that failed: how often in a row, and when it may be tried again."""
+
+    failures: int
+    retry_at: float
+
+
+JWKS_BACKOFF_FIRST_SECONDS = 1.0
+JWKS_BACKOFF_MAX_SECONDS = 60.0
+"""While a JWKS URL fails, it is tried again after 1 s, 2 s, 4 s ... at most every 60 s."""
+
+
+@dataclass
 class JwksCache:
-    """JWKS per URL, cached; an unknown ``kid`` re-fetches at most once per ``min_refetch_seconds``."""
+    """JWKS per URL, cached; an unknown ``kid`` re-fetches at most once per ``min_refetch_seconds``.
+
+    While a URL fails (unreachable, not 200, malformed), requests naming it answer 401 without
+    fetching it again until its backoff ends (exponential, ``backoff_first_seconds`` doubling up to
+    ``backoff_max_seconds``): a flood of tokens naming a dead issuer must not become a flood of
+    outbound requests. One lock per URL, so a slow issuer does not hold up the others.
+    """
 
     client: httpx.AsyncClient
     ttl_seconds: float = 3600.0
     min_refetch_seconds: float = 30.0
     timeout_seconds: float = 3.0
+    backoff_first_seconds: float = JWKS_BACKOFF_FIRST_SECONDS
+    backoff_max_seconds: float = JWKS_BACKOFF_MAX_SECONDS
+    clock: Callable[[], float] = time.monotonic
     _cache: dict[str, _CachedJwks] = field(default_factory=dict)
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _failing: dict[str, _Failing] = field(default_factory=dict)
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     async def key(self, url: str, kid: str) -> PyJWK:
+        found = self._usable(url, kid)
+        if found is not None:
+            return found
+        if self._may_refetch(url):
+            async with self._locks.setdefault(url, asyncio.Lock()):
+                # Another request may have fetched (or failed) while this one waited.
+                found = self._usable(url, kid)
+                if found is not None:
+                    return found
+                if self._may_refetch(url):
+                    await self._fetch_or_back_off(url)
         cached = self._cache.get(url)
-        now = time.monotonic()
-        fresh = cached is not None and now - cached.fetched_at < self.ttl_seconds
-        if cached is not None and fresh and kid in cached.keys:
-            return cached.keys[kid]
-        may_refetch = cached is None or not fresh or now - cached.fetched_at >= self.min_refetch_seconds
-        if may_refetch:
-            async with self._lock:
-                cached = await self._fetch(url)
         if cached is None or kid not in cached.keys:
             raise Unauthorized("unknown kid")
         return cached.keys[kid]
+
+    def _usable(self, url: str, kid: str) -> PyJWK | None:
+        cached = self._cache.get(url)
+        if cached is not None and self.clock() - cached.fetched_at < self.ttl_seconds:
+            return cached.keys.get(kid)
+        return None
+
+    def _may_refetch(self, url: str) -> bool:
+        now = self.clock()
+        failing = self._failing.get(url)
+        if failing is not None and now < failing.retry_at:
+            raise Unauthorized("jwks failing, backing off")
+        cached = self._cache.get(url)
+        return cached is None or now - cached.fetched_at >= min(self.min_refetch_seconds, self.ttl_seconds)
+
+    async def _fetch_or_back_off(self, url: str) -> None:
+        try:
+            await self._fetch(url)
+        except Unauthorized:
+            failures = self._failing[url].failures + 1 if url in self._failing else 1
+            wait = min(self.backoff_max_seconds, self.backoff_first_seconds * 2 ** (failures - 1))
+            self._failing[url] = _Failing(failures, self.clock() + wait)
+            log.warning("jwks fetch failed", extra={"failures": failures, "retry_in_s": wait})
+            raise
+        self._failing.pop(url, None)
 
     async def _fetch(self, url: str) -> _CachedJwks:
         try:
@@ -147,7 +200,7 @@ class JwksCache:
             keys = _keys_from_jwks(response.json())
         except (ValueError, PyJWKSetError, PyJWKError):
             raise Unauthorized("jwks malformed") from None
-        entry = _CachedJwks(keys, time.monotonic())
+        entry = _CachedJwks(keys, self.clock())
         self._cache[url] = entry
         return entry
 
@@ -180,10 +233,10 @@ class ClientAuthenticator:
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
-        except InvalidTokenError:
+        except PyJWTError:
             raise Unauthorized("malformed token") from None
         alg = header.get("alg")
-        if alg not in ALLOWED_ALGORITHMS:
+        if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
             raise Unauthorized("algorithm not allowed")
         if header.get("typ") not in (None, "JWT"):
             raise Unauthorized("typ is not JWT")
@@ -194,7 +247,7 @@ class ClientAuthenticator:
         if issuer is None:
             raise Unauthorized("untrusted issuer")
         key = await self._key(issuer, kid, header.get("jku"))
-        if key.algorithm_name is not None and key.algorithm_name != alg and _family(key.algorithm_name) != _family(alg):
+        if not _key_fits(key, alg):
             raise Unauthorized("key does not match algorithm")
         try:
             claims: dict[str, Any] = jwt.decode(
@@ -206,7 +259,9 @@ class ClientAuthenticator:
                 leeway=self.leeway_seconds,
                 options={"require": ["iss", "aud", "exp", "iat", "jti"]},
             )
-        except InvalidTokenError as exc:
+        except PyJWTError as exc:
+            # Every PyJWT failure, not only InvalidTokenError: a header naming another curve than
+            # the key's raises InvalidKeyError, and a forged header must never be a 500.
             raise Unauthorized(f"token rejected: {type(exc).__name__}") from None
         self._check_age_and_replay(claims, issuer)
         return claims
@@ -243,8 +298,17 @@ class ClientAuthenticator:
         raise Unauthorized("issuer has no keys")
 
 
-def _family(alg: str) -> str:
-    return alg[:2]
+def _key_fits(key: PyJWK, alg: str) -> bool:
+    """Whether ``alg`` may be verified with ``key``.
+
+    An EC key's curve fixes its algorithm (P-256 ES256, P-384 ES384, P-521 ES512), so ES needs an
+    exact match; an RSA key serves every hash size of its own padding family (RS or PS).
+    """
+    if key.algorithm_name is None:
+        return True
+    if alg.startswith("ES") or key.algorithm_name.startswith("ES"):
+        return key.algorithm_name == alg
+    return key.algorithm_name[:2] == alg[:2]
 
 
 def _bearer(authorization: str | None) -> str:

@@ -167,6 +167,20 @@ def test_service_log_never_holds_the_token(exchange: Callable[[str], Exchange], 
     assert "Bearer" not in log
 
 
+def test_service_log_never_holds_a_patient_id(
+    exchange: Callable[[str], Exchange], service: RunningService, vignettes: dict[str, dict[str, Any]]
+) -> None:
+    """Issue 12: the HTTP client logged every FHIR URL (``Patient/<id>``, ``?patient=<id>``)."""
+    for vignette_id in VIGNETTE_IDS:
+        assert exchange(vignette_id).fetched.status_code == 200
+    log = service.full_log()
+    assert "fhir query done" in log
+    for bundle in vignettes.values():
+        patient_id = _patient_id(bundle)
+        for shape in (f"Patient/{patient_id}", f"patient={patient_id}", f"Patient%2F{patient_id}"):
+            assert shape not in log, f"{shape} in the service log"
+
+
 def test_cli_grades_a_vignette_from_the_fhir_server(
     fhir_server: RunningFhirServer, vignettes: dict[str, dict[str, Any]]
 ) -> None:

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from cds_hooks.settings import Settings
 from cds_hooks.web.app import create_app
-from cds_hooks.web.smart_app import COOKIE, SessionStore, SmartSession, pkce_pair
+from cds_hooks.web.smart.sessions import COOKIE, SessionStore, SmartSession, pkce_pair
 from fastapi.testclient import TestClient
 
 from fhir_server import RunningFhirServer
@@ -149,7 +149,10 @@ def test_wrong_state_is_refused_and_no_token_is_requested(app_client: TestClient
     assert refused.status_code == 400
     assert "state does not match" in refused.text
     assert len(auth.state.token_requests) == before
-    # The pending launch is spent: the right state cannot be replayed afterwards either.
+    # Issue 12: no state change on a GET that failed the state check (any page can send one), so
+    # the pending launch is kept and the real callback still completes, once.
+    assert "set-cookie" not in refused.headers
+    assert app_client.get("/smart/callback", params=back).status_code == 303
     again = app_client.get("/smart/callback", params=back)
     assert again.status_code == 400 and "No launch is pending" in again.text
 
@@ -281,13 +284,122 @@ def test_session_store_expires_and_bounds_sessions() -> None:
     now = [0.0]
     store = SessionStore(limit=2, clock=lambda: now[0])
     first = store.create(SmartSession(iss="https://f/fhir", expires=10))
-    store.create(SmartSession(iss="https://f/fhir", expires=10))
-    store.create(SmartSession(iss="https://f/fhir", expires=10))
+    second = store.create(SmartSession(iss="https://f/fhir", expires=10))
+    third = store.create(SmartSession(iss="https://f/fhir", expires=10))
     assert len(store) == 2 and store.get(first) is None  # the oldest was dropped
     now[0] = 11
-    assert all(store.get(k) is None for k in list(store._sessions))
+    assert store.get(second) is None and store.get(third) is None
 
 
 def test_pkce_pair_is_s256() -> None:
     verifier, challenge = pkce_pair()
     assert 43 <= len(verifier) <= 128 and s256(verifier) == challenge
+
+
+def _sign_in(client: TestClient, auth: RunningAuthServer) -> None:
+    launched = _launch(client, auth, launch="x", at=AT)
+    done = client.get("/smart/callback", params=_authorize(launched.headers["location"]))
+    assert done.status_code == 303, done.text
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        pytest.param({}, id="no-parameters"),
+        pytest.param({"state": "forged", "code": "forged"}, id="wrong-state-and-code"),
+        pytest.param({"error": "access_denied"}, id="error-without-state"),
+    ],
+)
+def test_stray_callback_keeps_the_signed_in_session(
+    app_client: TestClient, auth: RunningAuthServer, params: dict[str, str]
+) -> None:
+    """Issue 12: a GET any page can trigger must not sign the clinician out."""
+    _sign_in(app_client, auth)
+    stray = app_client.get("/smart/callback", params=params)
+    assert stray.status_code == 400
+    assert "set-cookie" not in stray.headers
+    assert app_client.get("/smart/app", params={"at": AT}).status_code == 200
+
+
+def test_launch_flood_does_not_evict_signed_in_sessions(
+    auth: RunningAuthServer, tmp_path: Path, app_client: TestClient
+) -> None:
+    """Issue 12: unauthenticated launches may evict only other pending launches."""
+    app_client.app.state.smart.sessions = SessionStore(limit=100, pending_limit=10)  # type: ignore[attr-defined]
+    _sign_in(app_client, auth)
+    attacker = TestClient(app_client.app, follow_redirects=False)  # no cookies; shares the running app
+    for _ in range(30):
+        assert _launch(attacker, auth).status_code == 302
+    assert app_client.app.state.smart.sessions.counts() == (10, 1)  # type: ignore[attr-defined]
+    assert app_client.get("/smart/app", params={"at": AT}).status_code == 200
+
+
+def test_ten_thousand_pending_launches_leave_signed_in_sessions_alone() -> None:
+    store = SessionStore()
+    signed_in = store.create(
+        SmartSession(iss="https://f/fhir", expires=store.now() + 600, access_token="t", patient="p")
+    )
+    for _ in range(10_000):
+        store.create(SmartSession(iss="https://f/fhir", expires=store.now() + 600, state="s", verifier="v"))
+    store.create(SmartSession(iss="https://f/fhir", expires=store.now() + 600, state="s", verifier="v"))
+    assert store.get(signed_in) is not None
+    assert store.counts() == (10_000, 1)
+
+
+def test_smart_configuration_is_read_once_for_many_launches(auth: RunningAuthServer, tmp_path: Path) -> None:
+    """Issue 12: each unauthenticated launch made an outbound request to the issuer."""
+    with TestClient(create_app(_settings(auth, tmp_path)), follow_redirects=False) as client:
+        before = auth.state.configuration_requests
+        for _ in range(5):
+            assert _launch(client, auth, launch="x").status_code == 302
+    assert auth.state.configuration_requests - before == 1
+
+
+EXTREME_TIMES = [
+    pytest.param("0001-01-01T00:30:00+01:00", id="year-0-in-utc"),
+    pytest.param("9999-12-31T23:30:00-01:00", id="year-10000-in-utc"),
+]
+
+
+@pytest.mark.parametrize("at", EXTREME_TIMES)
+def test_extreme_evaluation_time_is_refused_on_every_smart_page(
+    app_client: TestClient, auth: RunningAuthServer, at: str
+) -> None:
+    """Issue 12: an evaluation time near year 1 or 9999 gave a 500; it is refused with a reason."""
+    refused = _launch(app_client, auth, launch="x", at=at)
+    assert refused.status_code == 400 and "Evaluation time refused" in refused.text
+    _sign_in(app_client, auth)
+    page = app_client.get("/smart/app", params={"at": at})
+    assert page.status_code == 400 and "Evaluation time refused" in page.text
+    course = app_client.get("/smart/course", params={"at": at})
+    assert course.status_code == 400 and course.json()["error"] == "Evaluation time refused"
+
+
+def test_extreme_charted_times_leave_the_smart_page_drawable(
+    app_client: TestClient, auth: RunningAuthServer, fhir_server: RunningFhirServer
+) -> None:
+    """Issue 12: a chart with dateTimes outside what UTC can hold still gives the page."""
+    text = VIGNETTE.read_text().replace("Patient/v31", "Patient/xdates").replace('"id": "v31"', '"id": "xdates"')
+    resources = [entry["resource"] for entry in json.loads(text)["entry"]]
+    for resource in resources:
+        if resource["resourceType"] != "Patient":
+            resource["id"] = f"xd-{resource['id']}"
+    extremes = []
+    for number, effective in enumerate(("0001-01-01T00:30:00+01:00", "9999-12-31T23:30:00-01:00")):
+        fever = next(r for r in resources if r["resourceType"] == "Observation" and "valueQuantity" in r)
+        extreme = json.loads(json.dumps(fever))
+        extreme["id"] = f"xd-extreme-{number}"
+        extreme["effectiveDateTime"] = effective
+        extremes.append(extreme)
+    fhir_server.load([*resources, *extremes])
+    auth.state.patient = "xdates"
+    try:
+        _sign_in(app_client, auth)
+    finally:
+        auth.state.patient = "v31"
+    page = app_client.get("/smart/app", params={"at": AT})
+    assert page.status_code == 200, page.text
+    assert 'id="worst-grade">Grade 3<' in page.text, "the rest of the chart is graded as before"
+    course = app_client.get("/smart/course", params={"at": AT})
+    assert course.status_code == 200
+    assert "xd-extreme" not in course.text

@@ -5,9 +5,11 @@ Why a browser: only a browser proves the cookie attributes, the redirects and th
 driven with Debian's ``chromium`` + ``chromium-driver`` over the W3C WebDriver protocol, spoken
 directly with httpx (no extra client library to pin). The service runs as deployed
 (``crs-cds serve`` with settings from the environment). A screenshot is saved to
-``test-artifacts/smart-app.png`` and copied to ``docs/smart-app.png`` for the README.
+``test-artifacts/smart-app.png`` only (git-ignored): a test run never rewrites a tracked file; the
+README's ``docs/smart-app.png`` is refreshed by hand from it when the page changes.
 
-Like the FHIR server, a missing browser fails rather than skips: ``.ci/run`` installs it.
+Like the FHIR server, a missing browser fails rather than skips: ``.ci/setup`` (run by ``make test``
+and ``.ci/run``) installs it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -105,7 +106,10 @@ class WebDriver:
 def browser() -> Iterator[WebDriver]:
     driver_path = shutil.which("chromedriver")
     if driver_path is None or shutil.which("chromium") is None:
-        pytest.fail("Debian's chromium and chromium-driver are needed (.ci/run installs them)", pytrace=False)
+        pytest.fail(
+            "Debian's chromium and chromium-driver are needed (make test runs .ci/setup, which installs them)",
+            pytrace=False,
+        )
     port = free_loopback_port()
     profile = tempfile.TemporaryDirectory(prefix="crs-cds-chromium-")
     proc = subprocess.Popen(
@@ -185,7 +189,6 @@ def test_browser_launch_shows_grade_and_tracks(
     shot = browser.screenshot()
     assert shot.startswith(b"\x89PNG")
     (ARTIFACTS / "smart-app.png").write_bytes(shot)
-    Path(PROJECT_ROOT / "docs" / "smart-app.png").write_bytes(shot)
     assert time.monotonic() - started < 30
     for token in auth.state.tokens:
         assert token not in service.full_log()

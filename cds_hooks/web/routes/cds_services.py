@@ -1,0 +1,78 @@
+"""CDS Hooks discovery and service calls: ``GET /cds-services``, ``POST /cds-services/{id}``.
+
+Routes only: the hook's work is ``CrsService.call``; this module reads the request, records the
+issued cards (so feedback can be joined to what was shown) and logs one line per call, with the
+patient as a hash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from cds_hooks.cds import CdsRequest
+from cds_hooks.pipeline.hook import HookOutcome
+from cds_hooks.stores.feedback_store import IssuedCard, patient_hash
+from cds_hooks.web.bodies import read_hook_request
+from cds_hooks.web.responses import OrjsonResponse
+from cds_hooks.web.security import CLIENT_AUTH
+from cds_hooks.web.state import ServiceDep, SettingsDep, StoreDep
+
+log = logging.getLogger("crs_cds.app")
+
+router = APIRouter(dependencies=[CLIENT_AUTH])
+
+
+@router.get("/cds-services")
+async def discovery(service: ServiceDep) -> Response:
+    return OrjsonResponse(service.discovery().dump())
+
+
+@router.post("/cds-services/{service_id}")
+async def call_service(
+    service_id: str, request: Request, service: ServiceDep, settings: SettingsDep, store: StoreDep
+) -> Response:
+    started = time.perf_counter()
+    hook_request = await read_hook_request(request, settings.max_body_bytes)
+    outcome = await service.call(service_id, hook_request)
+    body = outcome.response.dump()
+    if store is not None and outcome.response.cards:
+        await asyncio.to_thread(store.record_cards, issued_cards(service_id, hook_request, outcome))
+    primary = outcome.evaluation.primary
+    log.info(
+        "hook answered",
+        extra={
+            "service": service_id,
+            "hook_instance": hook_request.hookInstance,
+            "patient": patient_hash(hook_request.context.patientId),
+            "grade": primary.grade,
+            "grade_at_least": primary.grade_at_least,
+            "cards": len(body["cards"]),
+            "ms": round((time.perf_counter() - started) * 1000, 1),
+        },
+    )
+    return OrjsonResponse(body)
+
+
+def issued_cards(service_id: str, request: CdsRequest, outcome: HookOutcome) -> list[IssuedCard]:
+    """What the store keeps of each card shown: grade, evidence references, suggestions; no ids."""
+    primary = outcome.evaluation.primary
+    return [
+        IssuedCard(
+            card_uuid=card.uuid,
+            service_id=service_id,
+            hook_instance=request.hookInstance,
+            patient_hash=patient_hash(request.context.patientId),
+            system=primary.system,
+            grade=primary.grade,
+            grade_at_least=primary.grade_at_least,
+            evaluated_at=primary.at,
+            evidence_references=primary.references,
+            suggestions=[(s.uuid or "", s.label) for s in card.suggestions or []],
+        )
+        for card in outcome.response.cards
+    ]

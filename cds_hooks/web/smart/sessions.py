@@ -1,0 +1,118 @@
+"""The SMART app's server-side sessions: a random, HttpOnly cookie id -> launch state or tokens.
+
+Why server-side: the access token reads a patient's chart, so it never reaches the browser. The
+token, the PKCE verifier and the ``state`` live in this process's memory only.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+COOKIE = "crs_smart_session"
+COOKIE_PATH = "/smart"
+PENDING_SECONDS = 600.0
+"""A launch must come back from the authorization server within this time."""
+MAX_SESSIONS = 10_000
+"""Oldest sessions of each kind (pending launches, signed-in sessions) are dropped beyond this:
+launches cannot grow memory without bound."""
+
+
+@dataclass
+class SmartSession:
+    """One browser's launch: pending (state + verifier) until the callback, then signed in."""
+
+    iss: str
+    expires: float
+    state: str | None = None
+    verifier: str | None = None
+    token_endpoint: str | None = None
+    at: str | None = None
+    access_token: str | None = field(default=None, repr=False)
+    scope: str = ""
+    patient: str | None = None
+
+
+class SessionStore:
+    """In-memory sessions keyed by a random id (``secrets.token_urlsafe``); one process only.
+
+    Pending launches (state + verifier, no token) and signed-in sessions are kept and bounded
+    apart: a launch needs no authentication, so a flood of ``/smart/launch`` calls may only evict
+    other pending launches, never a clinician's signed-in session. Each kind drops its oldest
+    beyond its own limit.
+
+    Several replicas would need sticky sessions or a shared store; the page is a convenience for
+    one ward, and keeping tokens out of any database is the safer default.
+    """
+
+    def __init__(
+        self,
+        limit: int = MAX_SESSIONS,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        pending_limit: int | None = None,
+    ) -> None:
+        self._signed_in: OrderedDict[str, SmartSession] = OrderedDict()
+        self._pending: OrderedDict[str, SmartSession] = OrderedDict()
+        self._limit = limit
+        self._pending_limit = limit if pending_limit is None else pending_limit
+        self._clock = clock
+
+    def now(self) -> float:
+        return self._clock()
+
+    def create(self, session: SmartSession) -> str:
+        """Store ``session`` under a new random id: signed in when it holds a token, else pending."""
+        signed_in = session.access_token is not None
+        sessions = self._signed_in if signed_in else self._pending
+        limit = self._limit if signed_in else self._pending_limit
+        _purge(sessions, self._clock())
+        session_id = secrets.token_urlsafe(32)
+        sessions[session_id] = session
+        while len(sessions) > limit:
+            sessions.popitem(last=False)
+        return session_id
+
+    def get(self, session_id: str | None) -> SmartSession | None:
+        if not session_id:
+            return None
+        for sessions in (self._signed_in, self._pending):
+            session = sessions.get(session_id)
+            if session is None:
+                continue
+            if session.expires <= self._clock():
+                del sessions[session_id]
+                return None
+            return session
+        return None
+
+    def pop(self, session_id: str | None) -> SmartSession | None:
+        session = self.get(session_id)
+        if session is not None and session_id is not None:
+            self._signed_in.pop(session_id, None)
+            self._pending.pop(session_id, None)
+        return session
+
+    def counts(self) -> tuple[int, int]:
+        """(pending launches, signed-in sessions) currently held."""
+        return len(self._pending), len(self._signed_in)
+
+    def __len__(self) -> int:
+        return len(self._pending) + len(self._signed_in)
+
+
+def _purge(sessions: OrderedDict[str, SmartSession], now: float) -> None:
+    for key in [k for k, s in sessions.items() if s.expires <= now]:
+        del sessions[key]
+
+
+def pkce_pair() -> tuple[str, str]:
+    """A PKCE verifier (86 characters of 512 random bits) and its S256 challenge (RFC 7636)."""
+    verifier = secrets.token_urlsafe(64)
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
