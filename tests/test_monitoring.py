@@ -89,3 +89,24 @@ def test_panel_on_the_crs_card_during_an_episode(client: TestClient) -> None:
 def test_no_panel_without_lab_results_from_the_client(client: TestClient) -> None:
     card = _card(client, [patient(45), temperature("t1", 38.9, hours_before=1)], with_labs=False)
     assert "Monitoring labs during CRS" not in card["detail"]
+
+
+def test_course_route_carries_lab_trends_and_scores(client: TestClient) -> None:
+    resources = [
+        patient(45),
+        temperature("t1", 38.9, hours_before=1),
+        lab("p1", "777-3", 140, "10*9/L", hours_before=30, reference_range=(150, 400)),
+        lab("p2", "777-3", 45, "10*3/uL", hours_before=2, reference_range=(150, 400)),
+        lab("dd", "48065-7", 2.5, "mg/L", reference_range=(None, 0.5)),
+    ]
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
+    request = patient_view(PATIENT_ID, prefetch=prefetch_from_bundle(bundle), at=when(0))
+    response = client.post("/cds-services/crs-grade/course", json=request)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [(p["value"], p["reference"]) for p in body["labs"]["platelets"]] == [
+        (140, "Observation/p1"),
+        (45, "Observation/p2"),
+    ]
+    dic = next(s for s in body["scores"] if s["system"] == "ISTH-DIC-2001")
+    assert dic["status"] == "indeterminate" and dic["scoreAtLeast"] == 5
