@@ -254,3 +254,33 @@ def test_dic_score_on_the_crs_card(client: TestClient, labs: tuple[Resource, ...
     assert dic["status"] == status
     assert line in card["detail"]
     assert "not overt" not in card["detail"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "pt_component"),
+    [
+        pytest.param({}, "unknown", id="no-configured-normal->pt-unknown"),
+        pytest.param({"dic_pt_normal_s": 13.0}, 1, id="CRS_CDS_DIC_PT_NORMAL_S=13->pt-16s-scores-1"),
+    ],
+)
+def test_site_settings_reach_the_score(overrides: dict[str, float], pt_component: int | str) -> None:
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    labs = (platelets(40), d_dimer(1.5), pt(16.0, normal_high=None), fibrinogen(2.0))
+    bundle = _bundle(patient(45), temperature("t1", 38.9, hours_before=1), *labs)
+    request = patient_view(PATIENT_ID, prefetch=prefetch_from_bundle(bundle), at=when(0))
+    with TestClient(create_app(settings)) as local:
+        response = local.post("/cds-services/crs-grade", json=request)
+    assert response.status_code == 200
+    (card,) = [c for c in response.json()["cards"] if "CRS" in c["summary"]]
+    dic = next(r for r in card["extension"]["crs-cds-hooks.grading"] if r["system"] == SYSTEM)
+    assert dic["components"]["prothrombin_time"] == pt_component
+
+
+def test_labs_off_leaves_no_lab_key_and_no_score() -> None:
+    with TestClient(create_app(Settings(labs=False))) as local:
+        services = {s["id"]: s for s in local.get("/cds-services").json()["services"]}
+        assert "labResults" not in services["crs-grade"]["prefetch"]
+        bundle = _bundle(patient(45), temperature("t1", 38.9, hours_before=1), platelets(40))
+        request = patient_view(PATIENT_ID, prefetch=prefetch_from_bundle(bundle), at=when(0))
+        (card,) = local.post("/cds-services/crs-grade", json=request).json()["cards"]
+    assert all(r["system"] != SYSTEM for r in card["extension"]["crs-cds-hooks.grading"])

@@ -122,7 +122,7 @@ def evaluate(
             skip=skip,
             site_zone=ZoneInfo(grading.config.site_timezone) if grading.config.site_timezone else None,
             now=at,
-            labs=grading.labs.table if grading.labs is not None else None,
+            labs=grading.labs.table if grading.labs is not None else NO_LABS,
         )
         # ICANS and lab data never change the CRS grade: their absence is said on their own results.
         record.unavailable.update({k: v for k, v in (unavailable or {}).items() if k not in _NOT_CRS_SOURCES})
@@ -171,6 +171,9 @@ def _panel(
         return None
     return monitoring_panel(record, at, grading.labs.table, grading.labs.overdue_after)
 
+
+NO_LABS = LabTable("off", {}, {})
+"""Labs switched off (``CRS_CDS_LABS=false``): no lab is read, so no lab score or card appears."""
 
 _NOT_CRS_SOURCES = frozenset({DataSource.ICANS, DataSource.LAB_RESULTS})
 
