@@ -20,6 +20,7 @@ from cds_hooks.settings import Settings
 from cds_hooks.web.app import create_app
 from fastapi.testclient import TestClient
 
+from card_checks import check_card
 from fhir_builders import PATIENT_ID, Resource, T, lab, patient, reference, temperature, when
 from hook_requests import patient_view, prefetch_from_bundle
 
@@ -185,6 +186,8 @@ def _cards(client: TestClient, resources: list[Resource]) -> list[dict[str, Any]
     )
     assert response.status_code == 200
     cards: list[dict[str, Any]] = response.json()["cards"]
+    for card in cards:
+        check_card(card)  # the CDS Hooks 2.0 card rules this service promises
     return cards
 
 

@@ -22,6 +22,7 @@ from cds_hooks.settings import Settings
 from cds_hooks.web.app import create_app
 from fastapi.testclient import TestClient
 
+from card_checks import check_card
 from fhir_builders import PATIENT_ID, Resource, T, lab, patient, reference, temperature, when
 from hook_requests import patient_view, prefetch_from_bundle
 
@@ -69,6 +70,7 @@ def _card(client: TestClient, resources: list[Resource], *, with_labs: bool = Tr
     response = client.post("/cds-services/crs-grade", json=patient_view(PATIENT_ID, prefetch=prefetch, at=when(0)))
     assert response.status_code == 200
     (card,) = response.json()["cards"]
+    check_card(card)
     detail: dict[str, Any] = card
     return detail
 
