@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from cds_hooks.advice.monitoring import monitoring_panel
+from cds_hooks.pipeline.course import course_document
+from cds_hooks.pipeline.evaluate import Grading, evaluate
 from cds_hooks.reading.fhir_rules import SourcedResource
 from cds_hooks.reading.labs import builtin_labs
 from cds_hooks.reading.reader import extract_record
@@ -20,6 +22,7 @@ from cds_hooks.reading.terminology import load_terminology
 from cds_hooks.reading.units import load_units
 from cds_hooks.settings import Settings
 from cds_hooks.web.app import create_app
+from cds_hooks.web.smart.page import render_page
 from fastapi.testclient import TestClient
 
 from card_checks import check_card
@@ -112,3 +115,30 @@ def test_course_route_carries_lab_trends_and_scores(client: TestClient) -> None:
     ]
     dic = next(s for s in body["scores"] if s["system"] == "ISTH-DIC-2001")
     assert dic["status"] == "indeterminate" and dic["scoreAtLeast"] == 5
+
+
+def test_smart_page_shows_lab_trends_and_scores() -> None:
+    resources = [
+        patient(45),
+        temperature("t1", 38.9, hours_before=1),
+        lab("p1", "777-3", 140, "10*9/L", hours_before=30, reference_range=(150, 400)),
+        lab("p2", "777-3", 45, "10*3/uL", hours_before=2, reference_range=(150, 400)),
+        lab("dd", "48065-7", 2.5, "mg/L", reference_range=(None, 0.5)),
+        lab("<script>", "1988-5", 12, "mg/L"),
+    ]
+    sourced = [SourcedResource(r, reference(r)) for r in resources]
+    grading = Grading(load_terminology(), load_units())
+    evaluation = evaluate(sourced, patient_id=PATIENT_ID, at=T, grading=grading)
+    page = render_page(course_document(evaluation, grading.config, PATIENT_ID), evaluation)
+    assert 'id="lab-trends"' in page and "140 (03 Mar 02:00) → 45 (04 Mar 06:00) 10*9/L" in page
+    assert "150–400" in page
+    assert 'id="lab-scores"' in page and "ISTH-DIC-2001" in page and "at least 5" in page
+    assert "<script>" not in page  # every string from the record is escaped
+
+
+def test_smart_page_without_labs_has_no_lab_sections() -> None:
+    sourced = [SourcedResource(r, reference(r)) for r in [patient(45), temperature("t1", 38.9, hours_before=1)]]
+    grading = Grading(load_terminology(), load_units())
+    evaluation = evaluate(sourced, patient_id=PATIENT_ID, at=T, grading=grading)
+    page = render_page(course_document(evaluation, grading.config, PATIENT_ID), evaluation)
+    assert "lab-trends" not in page and "lab-scores" not in page
