@@ -11,7 +11,8 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY cds_hooks ./cds_hooks
 COPY mappings ./mappings
-RUN pip install . \
+# With the PostgreSQL driver: several replicas (deploy/) share one PostgreSQL store.
+RUN pip install '.[postgres]' \
     && useradd --system --create-home --uid 10001 crs \
     && mkdir -p /data && chown crs /data
 
