@@ -25,10 +25,12 @@ DISPLAY_UNITS: dict[str, str] = {
     "mg": "mg",
     "mg/kg": "mg/kg",
     "/min": "/min",
+    "10*9/L": "×10⁹/L",
+    "{INR}": "",
 }
 """UCUM code -> what a clinician reads; a code not listed is shown as charted."""
 
-_UCUM_IN_TEXT = re.compile(r"(?<=\d) (Cel|\[degF\]|mm\[Hg\]|l/min|\[lb_av\])(?![\w\[])")
+_UCUM_IN_TEXT = re.compile(r"(?<=\d) (Cel|\[degF\]|mm\[Hg\]|l/min|\[lb_av\]|10\*9/L|\{INR\})(?![\w\[])")
 """A UCUM code right after a number in prose (``38.0 Cel``, ``< 90 mm[Hg]``)."""
 
 _UTC_INSTANT = re.compile(r"\b\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z\b")
@@ -48,10 +50,15 @@ def display_text(text: str, zone: tzinfo | None = None) -> str:
     """Prose with UCUM codes after numbers replaced by display units (choices, reasons, gaps) and,
     given the site zone, UTC instants (``2025-03-04T08:00:00Z``) on the site clock: the graders
     write UTC, which the RESULT extension keeps; the card shows the ward's time."""
-    shown = _UCUM_IN_TEXT.sub(lambda match: " " + DISPLAY_UNITS[match.group(1)], text)
+    shown = _UCUM_IN_TEXT.sub(lambda match: _spaced(DISPLAY_UNITS[match.group(1)]), text)
     if zone is None:
         return shown
     return _UTC_INSTANT.sub(lambda match: local_time(datetime.fromisoformat(match.group(0)), zone), shown)
+
+
+def _spaced(unit: str) -> str:
+    """`` °C`` after a number; nothing for a unitless code such as ``{INR}``."""
+    return f" {unit}" if unit else ""
 
 
 def display_quantity(value: float, code: str | None, detail: str | None = None) -> str:

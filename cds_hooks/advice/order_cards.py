@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from datetime import tzinfo
 from typing import Any
 
-from cds_hooks.advice.cards import ASCO_URL, ATC, RXNORM, UCUM, Indicator, summary_line
+from cds_hooks.advice.cards import ASCO_URL, ATC, RXNORM, SCORE_TITLES, UCUM, Indicator, score_lines, summary_line
+from cds_hooks.advice.cards import EXTENSION_KEY as RESULT_EXTENSION_KEY
 from cds_hooks.advice.display import display_text, local_time, site_zone
 from cds_hooks.advice.dosing import MAX_DOSE_MG, NEXT_STEPS_WHEN_BLOCKED
 from cds_hooks.advice.order_checks import (
@@ -26,6 +27,7 @@ from cds_hooks.advice.order_checks import (
     TociOutcome,
 )
 from cds_hooks.cds import Action, Card, Coding, Link, Source, Suggestion
+from cds_hooks.grading.easix import risk_before_infusion
 from cds_hooks.pipeline.evaluate import Evaluation
 from cds_hooks.reading.evidence_check import validation_problem
 from cds_hooks.reading.fhir_time import iso
@@ -41,6 +43,7 @@ TOPIC_STEROID_PROPHYLAXIS = "steroid-with-cell-therapy"
 TOPIC_INFECTION = "infection-before-crs-therapy"
 TOPIC_PREMEDICATION = "premedication"
 TOPIC_MONITORING = "crs-therapy-monitoring"
+TOPIC_RISK = "crs-risk-before-infusion"
 
 ORDER_OVERRIDE_REASONS = [
     Coding(
@@ -93,6 +96,8 @@ def build_order_cards(
         if engager.steroid_with_product is not None:
             cards.append(_steroid_prophylaxis_card(evaluation, engager, source_label, zone))
         cards.append(_monitoring_card(evaluation, engager, source_label, zone))
+        if engager.product_class == "car-t":
+            cards.extend(_risk_card(evaluation, engager, source_label, zone))
     return cards
 
 
@@ -560,3 +565,39 @@ def _monitoring_card(evaluation: Evaluation, finding: EngagerOrderFinding, label
         links=_links(),
         extension=_extension("monitoring", finding.product_class, finding.draft.reference),
     )
+
+
+def _risk_card(evaluation: Evaluation, finding: EngagerOrderFinding, label: str, zone: tzinfo) -> list[Card]:
+    """m-EASIX and EASIX before a CAR-T infusion, as information: never a reason to withhold.
+
+    None when no lab they read was charted in the window (no card rather than an empty one).
+    """
+    scores = risk_before_infusion(evaluation.record, evaluation.at)
+    if not scores:
+        return []
+    product = _product(finding)
+    lines = [
+        f"**Risk indices before {product}** (validated in CD19 CAR-T cohorts, not for T-cell engagers): "
+        "information for the team, not a recommendation to withhold or delay therapy.",
+    ]
+    for score in scores:
+        lines += [display_text(line, zone) for line in score_lines(score)]
+    values = ", ".join(
+        f"{SCORE_TITLES[score.system]} {score.value:g}"
+        if score.value is not None
+        else f"{SCORE_TITLES[score.system]} not computable"
+        for score in scores
+    )
+    return [
+        Card(
+            uuid=str(uuid.uuid4()),
+            summary=_clip(f"Before {product}: {values} (information, not a reason to withhold)"),
+            detail="\n".join(lines),
+            indicator="info",
+            source=_source(label, TOPIC_RISK, "Risk of severe CRS before CAR-T infusion"),
+            extension={
+                **_extension("risk-before-infusion", finding.product_class, finding.draft.reference),
+                RESULT_EXTENSION_KEY: [score.to_json() for score in scores],
+            },
+        )
+    ]
