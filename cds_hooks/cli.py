@@ -511,11 +511,20 @@ def build_parser() -> argparse.ArgumentParser:
         "alerts to CRS_CDS_WATCH_WEBHOOK_URL",
     )
     watch.add_argument("--once", action="store_true", help="run one cycle and exit (tests, cron)")
+    sub.add_parser(
+        "new-session-key",
+        help="print a new key for CRS_CDS_SESSION_KEY (SMART sessions shared by replicas, sealed at rest)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "new-session-key":
+        from cds_hooks.stores.session_table import new_session_key  # noqa: PLC0415
+
+        sys.stdout.write(new_session_key() + "\n")
+        return 0
     try:
         settings = Settings()
         if args.command == "serve":

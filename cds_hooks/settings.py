@@ -21,6 +21,7 @@ from cds_hooks.grading import KNOWN_SYSTEMS, GradingConfig
 from cds_hooks.grading.config import DEFAULT_MASKING_WINDOWS_HOURS
 from cds_hooks.reading.fhir_time import parse_instant
 from cds_hooks.stores.database import missing_driver
+from cds_hooks.stores.session_table import is_session_key
 
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
@@ -162,7 +163,13 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     database_url: str = "sqlite:///crs-cds.sqlite3"
     """Card and feedback store: a SQLite file (relative to the working directory by default) or
-    ``postgresql://user@host/db`` when several replicas share one store."""
+    ``postgresql://user@host/db`` when several replicas share one store (then also the JWT replay
+    check and, with ``session_key``, the SMART sessions)."""
+    session_key: SecretStr | None = None
+    """Fernet key (``crs-cds new-session-key``) sealing the SMART sessions kept in the database, so
+    every replica can read them; unset: sessions stay in this process's memory (one replica)."""
+    card_spool_capacity: int = Field(default=10_000, ge=0, le=1_000_000)
+    """Card records kept in memory while the store is down, replayed when it returns [choice]."""
 
     # -- the ward watcher (``crs-cds watch``, issue 15) ------------------------------------------
     watch_fhir_server: str | None = None
@@ -316,6 +323,13 @@ class Settings(BaseSettings):
         if self.watch_lease_s <= self.watch_interval_s:
             raise ValueError("watch_lease_s must be longer than watch_interval_s (the worker renews it each cycle)")
         return self
+
+    @field_validator("session_key")
+    @classmethod
+    def _fernet_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not is_session_key(value.get_secret_value()):
+            raise ValueError("session_key must be a Fernet key (32 url-safe base64 bytes): crs-cds new-session-key")
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -129,9 +129,19 @@ class Database:
         return lite
 
     def ensure_schema(self, statements: Sequence[str]) -> None:
-        """Create tables now (start-up fails loudly on a bad URL) and again after each reconnect."""
+        """Create tables now, or, while the database is down, on the first connection that works
+        (every new connection applies them; they are all ``IF NOT EXISTS``)."""
         self._schema.extend(statements)
-        self.run(lambda tx: [tx.execute(s) for s in statements])
+        try:
+            self.run(lambda tx: [tx.execute(s) for s in statements])
+        except StoreUnavailable:
+            log.warning("tables will be created when the database is reachable", extra={"store": self.description})
+
+    def check(self) -> StoreHealth:
+        """Try the database now (a no-op transaction) and say how it is."""
+        with contextlib.suppress(StoreUnavailable):
+            self.run(lambda tx: None)
+        return self.health()
 
     def _open(self) -> Connection:
         if self._conn is not None:

@@ -41,6 +41,15 @@ def new_session_key() -> str:
     return Fernet.generate_key().decode("ascii")
 
 
+def is_session_key(key: str) -> bool:
+    """A usable Fernet key (checked at start-up: a bad key must stop the service, not a sign-in)."""
+    try:
+        Fernet(key.encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        return False
+    return True
+
+
 def _id_hash(session_id: str) -> str:
     return hashlib.sha256(session_id.encode()).hexdigest()
 

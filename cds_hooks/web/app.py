@@ -12,6 +12,8 @@ trace ever reaches a response, and request bodies, tokens and patient ids are ne
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -35,8 +37,12 @@ from cds_hooks.reading.neuro import ICE_QUESTIONNAIRE_FILE, load_ice_questionnai
 from cds_hooks.reading.terminology import load_terminology
 from cds_hooks.reading.units import load_units
 from cds_hooks.settings import Settings
+from cds_hooks.stores.card_spool import CardRecorder
+from cds_hooks.stores.database import Database, StoreUnavailable
 from cds_hooks.stores.feedback_store import FeedbackStore
-from cds_hooks.web.auth import ClientAuthenticator, JwksCache, parse_trusted_issuers
+from cds_hooks.stores.replay_store import SharedReplayCache
+from cds_hooks.stores.session_table import EncryptedSessionTable
+from cds_hooks.web.auth import ClientAuthenticator, InMemoryReplayCache, JwksCache, parse_trusted_issuers
 from cds_hooks.web.middleware import RequestHeaderLimit
 from cds_hooks.web.responses import OrjsonResponse, error_body
 from cds_hooks.web.routes import cds_services, course, feedback, health
@@ -44,6 +50,7 @@ from cds_hooks.web.server import MAX_REQUEST_HEADER_BYTES
 from cds_hooks.web.smart import routes as smart_routes
 from cds_hooks.web.smart import smart_enabled
 from cds_hooks.web.smart.context import SmartApp
+from cds_hooks.web.smart.sessions import MAX_SESSIONS, SharedSessionStore
 from cds_hooks.web.state import WebState
 
 log = logging.getLogger("crs_cds.app")
@@ -112,16 +119,38 @@ def fetch_policy(settings: Settings) -> FetchPolicy:
     )
 
 
+STORE_RETRY_AFTER_SECONDS = 5
+
+
+def shared_sessions(settings: Settings, database: Database) -> SharedSessionStore | None:
+    """SMART sessions in the database when a key seals them (every replica reads them); else None
+    (in this process's memory: one replica or sticky routing)."""
+    if settings.session_key is None:
+        return None
+    table = EncryptedSessionTable(
+        database,
+        settings.session_key.get_secret_value(),
+        limits={"pending": MAX_SESSIONS, "signed-in": MAX_SESSIONS},
+    )
+    return SharedSessionStore(table)
+
+
 def _lifespan(state: WebState) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         settings = state.settings
         limits = httpx.Limits(max_connections=50, max_keepalive_connections=20)
-        store = FeedbackStore.open(settings.database_url)
+        database = state.database
+        store = FeedbackStore(database)
+        if database.check().state != "up" and not database.postgres:
+            # A local SQLite file that cannot be opened is a configuration error, not an outage.
+            raise ConfigurationError(f"cannot open the store ({database.description})")
+        recorder = CardRecorder(store, capacity=settings.card_spool_capacity)
         async with httpx.AsyncClient(limits=limits, follow_redirects=False, trust_env=False) as client:
             state.service.fetcher = FhirFetcher(client, state.policy)
             state.http = client
             state.store = store
+            state.recorder = recorder
             if settings.trusted_issuers and settings.public_base_url is not None:
                 state.authenticator = ClientAuthenticator(
                     issuers=parse_trusted_issuers(settings.trusted_issuers),
@@ -129,25 +158,52 @@ def _lifespan(state: WebState) -> Callable[[FastAPI], AbstractAsyncContextManage
                     jwks=JwksCache(client),
                     leeway_seconds=settings.clock_leeway_seconds,
                     max_token_age_seconds=settings.token_max_age_seconds,
+                    replay=SharedReplayCache(database, InMemoryReplayCache()),
                 )
             else:
                 log.warning("CDS client authentication is OFF (CRS_CDS_ALLOW_UNAUTHENTICATED): development only")
             # Everything loaded so far (mappings, models, the app) lives as long as the process:
             # keep the cyclic collector from rescanning it under every large request.
             gc.freeze()
+            replayer = asyncio.create_task(_replay_spool(recorder))
             try:
                 yield
             finally:
+                replayer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await replayer
+                await asyncio.to_thread(recorder.flush)
                 state.service.fetcher = None
                 state.http = None
                 state.authenticator = None
+                state.recorder = None
                 state.store = None
-                store.close()
+                database.close()
 
     return lifespan
 
 
+SPOOL_REPLAY_SECONDS = 5.0
+
+
+async def _replay_spool(recorder: CardRecorder) -> None:
+    """Card records spooled while the store was down are stored as soon as it is back."""
+    while True:
+        await asyncio.sleep(SPOOL_REPLAY_SECONDS)
+        if recorder.pending:
+            await asyncio.to_thread(recorder.flush)
+
+
 def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StoreUnavailable)
+    async def _store_unavailable(_: Request, exc: StoreUnavailable) -> Response:
+        # The database is restarting or failing over: a temporary condition the client may retry.
+        return OrjsonResponse(
+            error_body(503, "the store is temporarily unavailable; retry shortly"),
+            status_code=503,
+            headers={"Retry-After": str(STORE_RETRY_AFTER_SECONDS)},
+        )
+
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> Response:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
@@ -173,7 +229,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     check_security(settings)
     protect_library_loggers()  # also when embedded without configure_logging: no ids from httpx
-    state = WebState(settings=settings, service=build_service(settings), policy=fetch_policy(settings))
+    state = WebState(
+        settings=settings,
+        service=build_service(settings),
+        policy=fetch_policy(settings),
+        database=Database(settings.database_url),
+    )
     app = FastAPI(
         title="CRS grading CDS Hooks service",
         version="0.1.0",
@@ -194,7 +255,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     _add_error_handlers(app)
     if smart_enabled(settings):
-        app.state.smart = SmartApp(state)
+        app.state.smart = SmartApp(state, sessions=shared_sessions(settings, state.database))
         app.include_router(smart_routes.router)
     app.include_router(health.router)
     app.include_router(cds_services.router)

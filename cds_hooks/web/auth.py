@@ -164,6 +164,12 @@ class JwksCache:
             raise Unauthorized("unknown kid")
         return cached.keys[kid]
 
+    def status(self, url: str) -> str:
+        """``failing`` while the URL is in its backoff, ``ok`` once fetched, ``not fetched yet``."""
+        if url in self._failing:
+            return "failing"
+        return "ok" if url in self._cache else "not fetched yet"
+
     def _usable(self, url: str, kid: str) -> PyJWK | None:
         cached = self._cache.get(url)
         if cached is not None and self.clock() - cached.fetched_at < self.ttl_seconds:
@@ -263,10 +269,17 @@ class ClientAuthenticator:
             # Every PyJWT failure, not only InvalidTokenError: a header naming another curve than
             # the key's raises InvalidKeyError, and a forged header must never be a 500.
             raise Unauthorized(f"token rejected: {type(exc).__name__}") from None
-        self._check_age_and_replay(claims, issuer)
+        jti, expires = self._check_age(claims, issuer)
+        if isinstance(self.replay, InMemoryReplayCache):
+            first = self.replay.first_sighting(issuer.iss, jti, expires)
+        else:  # a shared (database) check: off the event loop
+            first = await asyncio.to_thread(self.replay.first_sighting, issuer.iss, jti, expires)
+        if not first:
+            raise Unauthorized("replayed jti")
         return claims
 
-    def _check_age_and_replay(self, claims: Mapping[str, Any], issuer: TrustedIssuer) -> None:
+    def _check_age(self, claims: Mapping[str, Any], issuer: TrustedIssuer) -> tuple[str, float]:
+        """The token's ``jti`` and how long to remember it, once its age and tenant are checked."""
         now = time.time()
         iat = claims.get("iat")
         if not isinstance(iat, int | float) or now - float(iat) > self.max_token_age_seconds + self.leeway_seconds:
@@ -277,8 +290,7 @@ class ClientAuthenticator:
         if not isinstance(jti, str) or not jti:
             raise Unauthorized("no jti")
         expires = max(float(claims.get("exp", now)), now) + self.leeway_seconds
-        if not self.replay.first_sighting(issuer.iss, jti, max(expires, now + 3600)):
-            raise Unauthorized("replayed jti")
+        return jti, max(expires, now + 3600)
 
     async def _key(self, issuer: TrustedIssuer, kid: str, jku: object) -> PyJWK:
         if jku is not None:

@@ -20,7 +20,7 @@ from cds_hooks.stores.feedback_store import IssuedCard, patient_hash
 from cds_hooks.web.bodies import read_hook_request
 from cds_hooks.web.responses import OrjsonResponse
 from cds_hooks.web.security import CLIENT_AUTH
-from cds_hooks.web.state import ServiceDep, SettingsDep, StoreDep
+from cds_hooks.web.state import RecorderDep, ServiceDep, SettingsDep
 
 log = logging.getLogger("crs_cds.app")
 
@@ -34,14 +34,16 @@ async def discovery(service: ServiceDep) -> Response:
 
 @router.post("/cds-services/{service_id}")
 async def call_service(
-    service_id: str, request: Request, service: ServiceDep, settings: SettingsDep, store: StoreDep
+    service_id: str, request: Request, service: ServiceDep, settings: SettingsDep, recorder: RecorderDep
 ) -> Response:
     started = time.perf_counter()
     hook_request = await read_hook_request(request, settings.max_body_bytes)
     outcome = await service.call(service_id, hook_request)
     body = outcome.response.dump()
-    if store is not None and outcome.response.cards:
-        await asyncio.to_thread(store.record_cards, issued_cards(service_id, hook_request, outcome))
+    if recorder is not None and outcome.response.cards:
+        # Committed before the card is answered; spooled (and the card still served) while the
+        # store is down: cards matter more than their records.
+        await asyncio.to_thread(recorder.record, issued_cards(service_id, hook_request, outcome))
     primary = outcome.evaluation.primary
     log.info(
         "hook answered",

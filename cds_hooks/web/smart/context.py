@@ -30,7 +30,7 @@ from cds_hooks.reading.fhir_client import FhirServerRejected
 from cds_hooks.reading.fhir_time import parse_instant
 from cds_hooks.settings import is_loopback_host
 from cds_hooks.web.smart.page import error_page
-from cds_hooks.web.smart.sessions import COOKIE, COOKIE_PATH, SessionStore, SmartSession
+from cds_hooks.web.smart.sessions import COOKIE, COOKIE_PATH, Sessions, SessionStore, SmartSession
 from cds_hooks.web.state import WebState
 
 _ERROR_TEXT_MAX = 300
@@ -97,7 +97,7 @@ class SmartApp:
     """The SMART app's configuration and steps; one per ``create_app``, on ``app.state.smart``."""
 
     def __init__(
-        self, state: WebState, sessions: SessionStore | None = None, clock: Callable[[], float] = time.monotonic
+        self, state: WebState, sessions: Sessions | None = None, clock: Callable[[], float] = time.monotonic
     ) -> None:
         settings = state.settings
         assert settings.smart_client_id is not None and settings.smart_redirect_url is not None
@@ -105,7 +105,7 @@ class SmartApp:
         self.settings = settings
         self.client_id: str = settings.smart_client_id
         self.redirect_url: str = settings.smart_redirect_url
-        self.sessions = sessions or SessionStore()
+        self.sessions: Sessions = sessions if sessions is not None else SessionStore()  # empty is falsy
         self.issuers = frozenset(settings.smart_issuer_allowlist or settings.fhir_server_allowlist)
         self.secure_cookie = not insecure_cookie_ok(self.redirect_url)
         self.timeout = httpx.Timeout(settings.fhir_request_timeout_seconds)

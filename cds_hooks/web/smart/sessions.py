@@ -12,7 +12,10 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+from cds_hooks.stores.session_table import EncryptedSessionTable, SessionKind
 
 COOKIE = "crs_smart_session"
 COOKIE_PATH = "/smart"
@@ -116,3 +119,63 @@ def pkce_pair() -> tuple[str, str]:
     verifier = secrets.token_urlsafe(64)
     digest = hashlib.sha256(verifier.encode("ascii")).digest()
     return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+class Sessions(Protocol):
+    """What the SMART routes need of a session store (in memory, or shared by replicas)."""
+
+    def now(self) -> float: ...
+
+    def create(self, session: SmartSession) -> str: ...
+
+    def get(self, session_id: str | None) -> SmartSession | None: ...
+
+    def pop(self, session_id: str | None) -> SmartSession | None: ...
+
+    def counts(self) -> tuple[int, int]: ...
+
+
+class SharedSessionStore:
+    """The same interface as :class:`SessionStore`, kept in the shared database (every replica).
+
+    Payloads are sealed with the settings' key (``stores/session_table.py``); times are wall-clock
+    seconds so that replicas agree on expiry. While the database is unreachable the calls raise
+    ``StoreUnavailable``, which the app answers with 503 and ``Retry-After``.
+    """
+
+    def __init__(self, table: EncryptedSessionTable) -> None:
+        self._table = table
+
+    def now(self) -> float:
+        return self._table.now()
+
+    def create(self, session: SmartSession) -> str:
+        session_id = secrets.token_urlsafe(32)
+        kind: SessionKind = "signed-in" if session.access_token is not None else "pending"
+        self._table.put(kind, session_id, session.expires, asdict(session))
+        return session_id
+
+    def get(self, session_id: str | None) -> SmartSession | None:
+        if not session_id:
+            return None
+        found = self._table.get(session_id)
+        if found is None:
+            return None
+        _, payload = found
+        try:
+            return SmartSession(**payload)
+        except TypeError:
+            return None  # written by another version of the service: sign in again
+
+    def pop(self, session_id: str | None) -> SmartSession | None:
+        session = self.get(session_id)
+        if session is not None and session_id is not None:
+            self._table.delete(session_id)
+        return session
+
+    def counts(self) -> tuple[int, int]:
+        return self._table.counts()
+
+    def __len__(self) -> int:
+        pending, signed_in = self.counts()
+        return pending + signed_in
