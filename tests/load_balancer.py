@@ -1,8 +1,9 @@
 """A real HAProxy (Debian's package) in front of several service replicas, for integration tests.
 
 Round robin over the replicas, health-checked on ``/readyz`` every 300 ms, with ``redispatch``
-so a request to a replica that died is retried on another, as a hospital's load balancer is
-set up. Loopback only; the process is started and stopped by the test session.
+and layer-7 retries (the request is buffered, so one that a replica took and then died on is
+sent again to another: every write the service does is idempotent), as a hospital's load
+balancer is set up. Loopback only; the process is started and stopped by the test session.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import IO, Self
 
 import httpx
 
@@ -47,7 +48,8 @@ defaults
     timeout server 30s
     retries 3
     option redispatch 1
-    retry-on conn-failure empty-response response-timeout
+    option http-buffer-request
+    retry-on conn-failure empty-response junk-response response-timeout 0rtt-rejected
 
 frontend cds
     bind {LOOPBACK}:{port}
@@ -68,6 +70,7 @@ class RunningLoadBalancer:
         self._startup_timeout = startup_timeout
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
         self.base_url = ""
 
     def start(self) -> None:
@@ -76,9 +79,9 @@ class RunningLoadBalancer:
         port = free_loopback_port()
         config = Path(self._tmp.name) / "haproxy.cfg"
         config.write_text(_config(port, self._backends), encoding="utf-8")
-        log = (Path(self._tmp.name) / "haproxy.log").open("wb")
+        self._log = (Path(self._tmp.name) / "haproxy.log").open("wb")
         self._proc = subprocess.Popen(
-            [binary, "-db", "-f", str(config)], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            [binary, "-db", "-f", str(config)], stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
         )
         self.base_url = f"http://{LOOPBACK}:{port}"
         deadline = time.monotonic() + self._startup_timeout
@@ -108,6 +111,9 @@ class RunningLoadBalancer:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None

@@ -105,7 +105,7 @@ class SmartApp:
         self.settings = settings
         self.client_id: str = settings.smart_client_id
         self.redirect_url: str = settings.smart_redirect_url
-        self.sessions: Sessions = sessions or SessionStore()
+        self.sessions: Sessions = sessions if sessions is not None else SessionStore()  # empty is falsy
         self.issuers = frozenset(settings.smart_issuer_allowlist or settings.fhir_server_allowlist)
         self.secure_cookie = not insecure_cookie_ok(self.redirect_url)
         self.timeout = httpx.Timeout(settings.fhir_request_timeout_seconds)
