@@ -258,6 +258,8 @@ def test_browser_board_needs_a_user_level_sign_in(
     assert browser.script("return document.querySelectorAll('tbody svg polyline').length") >= 1
     assert browser.script("return document.querySelector('meta[http-equiv=refresh]').content") == "60"
     assert browser.script("return document.cookie") == ""  # the board's session cookie is HttpOnly
+    # Readable on a ward screen: the whole board fits the window's width (no sideways scrolling).
+    assert browser.script("return document.documentElement.scrollWidth <= window.innerWidth") is True
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "board.png").write_bytes(browser.screenshot())
 

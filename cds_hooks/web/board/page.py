@@ -18,12 +18,12 @@ TREND_WIDTH = 240
 TREND_HEIGHT = 48
 TREND_HOURS = 24
 _STYLE = """
-body{font:18px/1.35 system-ui,Arial,sans-serif;margin:1rem;color:#111;background:#fff}
+body{font:17px/1.3 system-ui,Arial,sans-serif;margin:.8rem;color:#111;background:#fff}
 h1{font-size:1.5rem;margin:.2rem 0} table{border-collapse:collapse;width:100%}
-th,td{border:1px solid #777;padding:4px 8px;text-align:left;vertical-align:top}
+th,td{border:1px solid #777;padding:3px 6px;text-align:left;vertical-align:top}
 th{background:#eee} .g{font-size:1.4rem;font-weight:bold} .ind{font-weight:bold;text-decoration:underline}
 .over{font-weight:bold;border:2px solid #900;padding:0 3px} .note{font-size:.9rem;color:#333}
-svg{width:240px;height:48px;border:1px solid #999} .none{color:#333;font-style:italic}
+svg{width:100%;max-width:240px;min-width:120px;height:auto;border:1px solid #999} .none{color:#333;font-style:italic}
 @media print{body{font-size:11pt;margin:0} th{background:none} tr{break-inside:avoid}
 .screen{display:none} .over{border:1px solid #000}}
 """
