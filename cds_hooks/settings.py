@@ -155,6 +155,13 @@ class Settings(BaseSettings):
     )
     smart_session_minutes: float = Field(default=60.0, gt=0, le=720)
     """How long a signed-in app session lives server-side (capped by the token's expiry)."""
+    board_scopes: str = "openid fhirUser user/Patient.rs user/Observation.rs"
+    """Scopes of the unit board's standalone sign-in (``/board``): user-level, no patient context."""
+    board_issuer: str | None = None
+    """The FHIR server whose users may open the board; default ``watch_fhir_server``, else the only
+    SMART issuer. It must be on the SMART issuer allow-list."""
+    board_refresh_s: int = Field(default=60, ge=10, le=3600)
+    """How often the board page reloads itself (``<meta http-equiv="refresh">``)."""
 
     max_body_bytes: int = Field(default=20_000_000, ge=1024)
 

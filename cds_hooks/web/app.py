@@ -44,6 +44,7 @@ from cds_hooks.stores.feedback_store import FeedbackStore
 from cds_hooks.stores.replay_store import SharedReplayCache
 from cds_hooks.stores.session_table import EncryptedSessionTable
 from cds_hooks.web.auth import ClientAuthenticator, InMemoryReplayCache, JwksCache, parse_trusted_issuers
+from cds_hooks.web.board import routes as board_routes
 from cds_hooks.web.middleware import RequestHeaderLimit
 from cds_hooks.web.responses import OrjsonResponse, error_body
 from cds_hooks.web.routes import cds_services, course, feedback, health
@@ -274,6 +275,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if smart_enabled(settings):
         app.state.smart = SmartApp(state, sessions=shared_sessions(settings, state.database))
         app.include_router(smart_routes.router)
+        app.include_router(board_routes.router)
     app.include_router(health.router)
     app.include_router(cds_services.router)
     app.include_router(course.router)
