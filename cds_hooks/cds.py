@@ -72,11 +72,23 @@ class ServiceDefinition(_Out):
     description: str
     prefetch: dict[str, str] | None = None
     usageRequirements: str | None = None
+    hookVersion: str | None = None
+    """CDS Hooks 3.0: the version of the hook definition served; sent only when configured."""
     extension: dict[str, Any] | None = None
+
+
+HOOK_VERSIONS = {"patient-view": "1.0", "order-select": "1.0", "order-sign": "1.0"}
+"""The hook definitions served (CDS Hooks Library metadata ``hookVersion``)."""
 
 
 class Discovery(_Out):
     services: list[ServiceDefinition]
+
+    def with_hook_versions(self) -> Discovery:
+        """CDS Hooks 3.0: each service names the version of its hook; 2.0 clients ignore the field."""
+        return Discovery(
+            services=[s.model_copy(update={"hookVersion": HOOK_VERSIONS.get(s.hook)}) for s in self.services]
+        )
 
 
 # -- cards ----------------------------------------------------------------------------------
@@ -135,3 +147,19 @@ class CdsResponse(_Out):
     def dump(self) -> dict[str, Any]:
         # ``cards`` is the one list allowed to be empty.
         return {"cards": [card.dump() for card in self.cards]}
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+class OperationOutcomeIssue(_Out):
+    severity: Literal["fatal", "error", "warning", "information"]
+    code: str
+    diagnostics: str | None = None
+
+
+class OperationOutcome(_Out):
+    """Every error answer: a short FHIR OperationOutcome (the shape CDS Hooks 3.0 proposes)."""
+
+    resourceType: Literal["OperationOutcome"]
+    issue: list[OperationOutcomeIssue] = Field(min_length=1)

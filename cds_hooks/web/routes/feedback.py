@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from cds_hooks.errors import BadRequest, ServiceError, UnknownService
 from cds_hooks.stores.feedback_store import FeedbackRequest
 from cds_hooks.web.bodies import read_json_body
+from cds_hooks.web.openapi import EmptyObject, answers, json_body
 from cds_hooks.web.responses import OrjsonResponse
 from cds_hooks.web.security import CLIENT_AUTH
 from cds_hooks.web.state import ServiceDep, SettingsDep, StoreDep
@@ -24,7 +25,11 @@ log = logging.getLogger("crs_cds.app")
 router = APIRouter(dependencies=[CLIENT_AUTH])
 
 
-@router.post("/cds-services/{service_id}/feedback")
+@router.post(
+    "/cds-services/{service_id}/feedback",
+    openapi_extra=json_body(FeedbackRequest),
+    responses=answers(EmptyObject, "the feedback is stored (a resent item counts once)"),
+)
 async def feedback(
     service_id: str, request: Request, service: ServiceDep, settings: SettingsDep, store: StoreDep
 ) -> Response:
