@@ -39,7 +39,7 @@ class HookContext(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     userId: str | None = None
-    patientId: str
+    patientId: str = Field(json_schema_extra={"pattern": FHIR_ID.pattern})
     encounterId: str | None = None
 
     @field_validator("patientId")
@@ -53,7 +53,8 @@ class HookContext(BaseModel):
 class CdsRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    hook: str = Field(min_length=1)
+    hook: str = Field(min_length=1, json_schema_extra={"enum": ["patient-view", "order-select", "order-sign"]})
+    """Any other hook is refused with a 400 naming the hook the service answers."""
     hookInstance: str = Field(min_length=1, max_length=128)
     context: HookContext
     fhirServer: str | None = None

@@ -63,7 +63,7 @@ def test_every_cds_operation_names_its_models(
 
 
 def test_only_the_cds_operations_are_published(schema: dict[str, Any]) -> None:
-    assert sorted(schema["paths"]) == sorted(p.values[0] for p in OPERATIONS)  # no /healthz, /readyz, /smart
+    assert sorted(schema["paths"]) == sorted(str(p.values[0]) for p in OPERATIONS)  # no /healthz, /readyz, /smart
     assert schema["components"]["securitySchemes"]["cdsClientJwt"]["scheme"] == "bearer"
 
 

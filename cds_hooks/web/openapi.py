@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Path
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import models_json_schema
 
 from cds_hooks.cds import CdsRequest, OperationOutcome
+from cds_hooks.pipeline.hook import SERVICE_HOOKS
 from cds_hooks.stores.feedback_store import FeedbackRequest
 
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (CdsRequest, FeedbackRequest)
@@ -48,6 +49,13 @@ class EmptyObject(BaseModel):
     """The feedback answer once stored: ``{}``."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+SERVICE_ID_PARAMETER = Path(
+    description="A CDS service id from discovery; any other id is a 404.",
+    json_schema_extra={"enum": sorted(SERVICE_HOOKS)},
+)
+"""The ``{service_id}`` of a CDS call or feedback, with the ids the service offers (for codegen)."""
 
 
 def json_body(model: type[BaseModel]) -> dict[str, Any]:

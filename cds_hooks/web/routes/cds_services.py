@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Annotated
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -18,7 +19,7 @@ from cds_hooks.cds import CdsRequest, CdsResponse, Discovery
 from cds_hooks.pipeline.hook import HookOutcome
 from cds_hooks.stores.feedback_store import IssuedCard, patient_hash
 from cds_hooks.web.bodies import read_hook_request
-from cds_hooks.web.openapi import answers, json_body
+from cds_hooks.web.openapi import SERVICE_ID_PARAMETER, answers, json_body
 from cds_hooks.web.responses import OrjsonResponse
 from cds_hooks.web.security import CLIENT_AUTH
 from cds_hooks.web.state import RecorderDep, ServiceDep, SettingsDep
@@ -42,7 +43,11 @@ async def discovery(service: ServiceDep, settings: SettingsDep) -> Response:
     responses=answers(CdsResponse, "the cards (an empty list when there is nothing to show)"),
 )
 async def call_service(
-    service_id: str, request: Request, service: ServiceDep, settings: SettingsDep, recorder: RecorderDep
+    service_id: Annotated[str, SERVICE_ID_PARAMETER],
+    request: Request,
+    service: ServiceDep,
+    settings: SettingsDep,
+    recorder: RecorderDep,
 ) -> Response:
     started = time.perf_counter()
     hook_request = await read_hook_request(request, settings.max_body_bytes)
