@@ -103,6 +103,23 @@ class Settings(BaseSettings):
     icans: bool = True
     """Grade ICANS (ASTCT 2019) beside CRS and answer with its own card; adds the optional
     ``icansAssessments`` and ``iceQuestionnaires`` prefetch keys."""
+    labs: bool = True
+    """Read laboratory values (``mappings/labs.yaml``) and show the lab scores, the monitoring panel
+    and the HLH and risk cards (issue 18); adds the optional ``labResults`` prefetch key."""
+    lab_overdue_hours: float = Field(default=24.0, gt=0, le=168)
+    """During an active CRS episode an ASCO lab is overdue when older than this [choice]."""
+    dic_window_hours: float = Field(default=24.0, gt=0, le=168)
+    """ISTH DIC: the latest value of each component in this window counts [choice]."""
+    dic_pt_normal_s: float | None = Field(default=None, gt=0, le=60)
+    """ISTH DIC: PT upper normal (s) for a PT Observation without a referenceRange; unset: unknown."""
+    dic_d_dimer_feu_uln_mg_l: float | None = Field(default=None, gt=0, le=100)
+    """ISTH DIC: D-dimer FEU upper normal (mg/L) without a referenceRange; unset: unknown."""
+    dic_d_dimer_ddu_uln_mg_l: float | None = Field(default=None, gt=0, le=100)
+    """ISTH DIC: D-dimer DDU upper normal (mg/L) without a referenceRange; unset: unknown."""
+    dic_inr_normal_pt_s: float | None = Field(default=None, gt=0, le=60)
+    """ISTH DIC, INR-only sites: mean normal PT (s) for PT = normal x INR^(1/ISI); needs the ISI too."""
+    dic_inr_isi: float | None = Field(default=None, gt=0, le=5)
+    """ISTH DIC, INR-only sites: the thromboplastin's ISI."""
     icans_window_hours: float = Field(default=24.0, gt=0, le=168)
     """ICANS assessments older than this are not the current state [choice]."""
     dosing_weight_max_age_days: float = Field(default=90.0, gt=0, le=3650)

@@ -502,3 +502,40 @@ def condition(
 def reference(resource: Resource) -> str:
     """The ``Type/id`` reference evidence cites for ``resource``."""
     return f"{resource['resourceType']}/{resource['id']}"
+
+
+# -- laboratory (issue 18) -------------------------------------------------------------------
+
+
+def lab(
+    rid: str,
+    loinc: str,
+    value: float,
+    unit: str,
+    *,
+    hours_before: float = 2.0,
+    status: ObservationStatus = "final",
+    ucum: bool = True,
+    reference_range: tuple[float | None, float | None] | None = None,
+    patient_id: str = PATIENT_ID,
+) -> Resource:
+    """A laboratory Observation (category ``laboratory``) with a LOINC code, a value and, when
+    given, a referenceRange (low, high) in the same unit."""
+    out = observation(
+        rid,
+        concept(LOINC, loinc),
+        hours_before=hours_before,
+        status=status,
+        patient_id=patient_id,
+        category="laboratory",
+    )
+    out["valueQuantity"] = quantity(value, unit, ucum=ucum)
+    if reference_range is not None:
+        low, high = reference_range
+        bounds: dict[str, Any] = {}
+        if low is not None:
+            bounds["low"] = quantity(low, unit, ucum=ucum)
+        if high is not None:
+            bounds["high"] = quantity(high, unit, ucum=ucum)
+        out["referenceRange"] = [bounds]
+    return out

@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from cds_hooks.reading.labs import builtin_labs
+
 SUPPORT_VALUE_SYSTEM = "http://snomed.info/sct"
 
 
@@ -62,6 +64,8 @@ def prefetch_from_bundle(bundle: dict[str, Any]) -> dict[str, Any]:
         # bundle's ICANS rows are the Observations coded in the example ICANS system or GCS.
         "icansAssessments": _searchset([o for o in observations if _is_icans(o)]),
         "iceQuestionnaires": _searchset(by_type.get("QuestionnaireResponse", [])),
+        # Labs (optional key, issue 18): the Observations whose code mappings/labs.yaml maps.
+        "labResults": _searchset([o for o in observations if builtin_labs().match(o.get("code")) is not None]),
     }
 
 

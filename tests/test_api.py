@@ -59,10 +59,14 @@ def test_discovery_lists_patient_view_with_prefetch(client: TestClient) -> None:
         "conditions",
         "icansAssessments",
         "iceQuestionnaires",
+        "labResults",
     }
     assert service["prefetch"]["patient"] == "Patient/{{context.patientId}}"
     assert "http://loinc.org|8310-5" in service["prefetch"]["observations"]
     assert "value-concept=" in service["prefetch"]["oxygenDevices"]
+    # Issue 18: the lab key asks only for the mapped lab codes, never every Observation.
+    assert "code=http://loinc.org|1988-5," in service["prefetch"]["labResults"]
+    assert "8310-5" not in service["prefetch"]["labResults"]
 
 
 @pytest.mark.parametrize("vignette_id", vignette_ids())

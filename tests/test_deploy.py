@@ -30,6 +30,8 @@ import pytest
 import yaml
 from cds_hooks.reading.terminology import load_terminology
 from cds_hooks.settings import Settings
+from cds_hooks.stores.session_table import new_session_key
+from pydantic import ValidationError
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -46,6 +48,7 @@ SITE_FIELDS = {
     "ConfigMap/crs-cds-settings: CRS_CDS_FHIR_SERVER_ALLOWLIST",
     "ConfigMap/crs-cds-settings: CRS_CDS_TRUSTED_ISSUERS",
     "Secret/crs-cds-secrets: CRS_CDS_DATABASE_URL",
+    "Secret/crs-cds-secrets: CRS_CDS_SESSION_KEY",
 }
 """The only places a placeholder may stand: what a site must fill in (README "Deploying")."""
 
@@ -409,7 +412,7 @@ def test_settings_come_from_the_configmap_and_the_secret(target: str) -> None:
     secret_name = next(s["secretRef"]["name"] for s in sources if "secretRef" in s)
     settings = one(objects, "ConfigMap", config_name)["data"]
     secrets = secret_values(one(objects, "Secret", secret_name))
-    assert "CRS_CDS_DATABASE_URL" in secrets
+    assert set(secrets) == {"CRS_CDS_DATABASE_URL", "CRS_CDS_SESSION_KEY"}
     # The mounted site mapping files are exactly the ones CRS_CDS_MAPPING_FILES names.
     mount = next(m for m in container(deployment)["volumeMounts"] if m["mountPath"] == "/etc/crs-cds/mappings")
     volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
@@ -437,34 +440,53 @@ def service_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.Monk
     yield monkeypatch
 
 
+def pod_environment(objects: list[Manifest], mappings_dir: Path) -> dict[str, str]:
+    """The ``CRS_CDS_*`` variables the pod gets, with the site mapping files written to
+    ``mappings_dir`` (where this test can read them) instead of the ConfigMap mount."""
+    settings: dict[str, str] = one(objects, "ConfigMap", "crs-cds-settings")["data"]
+    environment = settings | secret_values(one(objects, "Secret", "crs-cds-secrets"))
+    for key, text in one(objects, "ConfigMap", "crs-cds-mappings")["data"].items():
+        (mappings_dir / key).write_text(text)
+    environment["CRS_CDS_MAPPING_FILES"] = environment["CRS_CDS_MAPPING_FILES"].replace(
+        "/etc/crs-cds/mappings", str(mappings_dir)
+    )
+    return environment
+
+
 @pytest.mark.parametrize("target", TARGET_PARAMS)
 def test_the_service_accepts_the_rendered_settings(
     target: str, service_environment: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Every variable is a real setting (the service ignores unknown ones, so a typo would pass
-    unseen), the values pass the service's own start-up validation, the site mapping files load,
-    and the pod runs as production must: authenticated, https FHIR servers, shared PostgreSQL."""
-    objects = rendered(target)
-    environment = one(objects, "ConfigMap", "crs-cds-settings")["data"] | secret_values(
-        one(objects, "Secret", "crs-cds-secrets")
-    )
+    unseen), the values pass the service's own start-up validation once the site has put a real
+    session key in the Secret, the site mapping files load, and the pod runs as production must:
+    authenticated, https FHIR servers, shared PostgreSQL, SMART sessions sealed in it."""
+    environment = pod_environment(rendered(target), tmp_path)
     known = {f"CRS_CDS_{name.upper()}" for name in Settings.model_fields}
     assert sorted(set(environment) - known) == [], "variables the service does not read"
-    # The mapping files as the pod sees them, written where this test can read them.
-    for key, text in one(objects, "ConfigMap", "crs-cds-mappings")["data"].items():
-        (tmp_path / key).write_text(text)
-    environment["CRS_CDS_MAPPING_FILES"] = environment["CRS_CDS_MAPPING_FILES"].replace(
-        "/etc/crs-cds/mappings", str(tmp_path)
-    )
+    environment["CRS_CDS_SESSION_KEY"] = new_session_key()
     for key, value in environment.items():
         service_environment.setenv(key, value)
     settings = Settings()
     load_terminology(settings.mapping_files)
     assert settings.database_url.startswith("postgresql://")
+    assert settings.session_key is not None
     assert settings.allow_unauthenticated is False
     assert settings.allow_insecure_fhir_server is False
     assert settings.trusted_issuers and settings.public_base_url and settings.fhir_server_allowlist
     assert (settings.host, settings.port) == ("0.0.0.0", SERVICE_PORT)
+
+
+@pytest.mark.parametrize("target", TARGET_PARAMS)
+def test_the_placeholder_session_key_stops_the_service(
+    target: str, service_environment: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A site that forgets the key gets a service that will not start, not one whose SMART
+    sessions are sealed with a key published in this repository."""
+    for key, value in pod_environment(rendered(target), tmp_path).items():
+        service_environment.setenv(key, value)
+    with pytest.raises(ValidationError, match="session_key must be a Fernet key"):
+        Settings()
 
 
 def _placeholders(obj: Any, where: str) -> Iterator[str]:

@@ -25,7 +25,8 @@ import pytest
 import respx
 from cds_hooks.cli import EXIT_UNAVAILABLE, EXIT_USAGE, TOKEN_ENV, main
 from cds_hooks.logging_setup import LIBRARY_LOGGERS, configure_logging
-from cds_hooks.reading.prefetch import build_icans_prefetch, build_prefetch
+from cds_hooks.reading.labs import builtin_labs
+from cds_hooks.reading.prefetch import build_icans_prefetch, build_lab_prefetch, build_prefetch
 from cds_hooks.reading.terminology import load_terminology
 from cds_hooks.settings import Settings
 from cds_hooks.web.app import create_app
@@ -35,7 +36,11 @@ from hook_requests import patient_view, prefetch_from_bundle
 
 VIGNETTES = Path(__file__).parent / "fixtures" / "vignettes"
 EXPECTED: dict[str, dict[str, Any]] = json.loads((VIGNETTES / "expected.json").read_text())
-PREFETCH_KEYS = (*build_prefetch(load_terminology()), *build_icans_prefetch(load_terminology()))
+PREFETCH_KEYS = (
+    *build_prefetch(load_terminology()),
+    *build_icans_prefetch(load_terminology()),
+    *build_lab_prefetch(builtin_labs(), load_terminology()),
+)
 QUERIES = len(PREFETCH_KEYS)
 OBSERVATION_QUERIES = sum(1 for key in PREFETCH_KEYS if key.template.startswith("Observation?"))
 BASE = "https://ehr.example.org/fhir"
@@ -523,8 +528,10 @@ def test_paginated_search_gathers_every_page(ehr: Ehr) -> None:
     _install(ehr)
     result = _grading(_post(_request("v01")))
     assert result["grade"] == EXPECTED["V01"]["astct_crs_grade"]
-    code_search = [
-        r for r in ehr.fake.of_type("Observation") if "code" in r.url.params and "icans" not in r.url.params["code"]
+    code_search = [  # the vital-sign code search (not the ICANS or lab code searches)
+        r
+        for r in ehr.fake.of_type("Observation")
+        if "code" in r.url.params and "icans" not in r.url.params["code"] and "1988-5" not in r.url.params["code"]
     ]
     assert [r.url.params.get("_offset") for r in code_search] == [None, "3"]
     evidence = {e["reference"] for e in result["evidence"]}

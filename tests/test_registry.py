@@ -106,7 +106,8 @@ EXPECTED: dict[str, list[Row]] = {
             durationHours=12.0,
             vasopressorsMax=0,
             tocilizumabDoses=0,
-            references=["Observation/single-0-ice-72"],
+            # The CAR-T infusion the therapy and onset-day columns rest on, then the ICE score.
+            references=["MedicationAdministration/single-0-cart-0", "Observation/single-0-ice-72"],
         ),
     ],
     "recurrent-1": [

@@ -195,7 +195,14 @@ def test_make_test_and_ci_share_one_machine_set_up() -> None:
     assert "make test" in ci_run
     assert "apt-get" not in ci_run
     setup = (ROOT / ".ci" / "setup").read_text(encoding="utf-8")
-    for package in ("postgresql", "chromium", "chromium-driver", "haproxy", "default-jre-headless"):
+    for package in (
+        "postgresql",
+        "chromium",
+        "chromium-driver",
+        "haproxy",
+        "default-jre-headless",
+        "kubernetes-client",
+    ):
         assert package in setup
 
 

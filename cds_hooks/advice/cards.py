@@ -13,8 +13,11 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from cds_hooks.advice.dosing import TocilizumabAdvice
+from cds_hooks.advice.monitoring import panel_lines
+from cds_hooks.advice.sepsis import sepsis_lines
 from cds_hooks.cds import Action, Card, Coding, Link, Source, Suggestion
 from cds_hooks.grading import GradeResult, Status
+from cds_hooks.grading.result import ScoreResult
 from cds_hooks.pipeline.evaluate import Evaluation
 from cds_hooks.reading.fhir_time import iso
 
@@ -79,7 +82,7 @@ def _grade_card(evaluation: Evaluation, opts: CardOptions) -> Card:
         selectionBehavior="any" if suggestions else None,
         overrideReasons=OVERRIDE_REASONS,
         links=_links(opts),
-        extension={EXTENSION_KEY: [r.to_json() for r in evaluation.results]},
+        extension={EXTENSION_KEY: _result_objects(evaluation)},
     )
 
 
@@ -93,8 +96,50 @@ def _alert_card(evaluation: Evaluation, opts: CardOptions) -> Card:
         source=_source(opts),
         overrideReasons=OVERRIDE_REASONS,
         links=_links(opts),
-        extension={EXTENSION_KEY: [r.to_json() for r in evaluation.results]},
+        extension={EXTENSION_KEY: _result_objects(evaluation)},
     )
+
+
+def _result_objects(evaluation: Evaluation) -> list[dict[str, Any]]:
+    """The grades, then the lab scores beside them (ISTH DIC), as RESULT objects."""
+    return [*(r.to_json() for r in evaluation.results), *(s.to_json() for s in evaluation.scores)]
+
+
+def score_lines(score: ScoreResult) -> list[str]:
+    """A lab score on the card: its value or what the data prove, its evidence, what is missing.
+
+    An indeterminate score says "at least" and never the negative class.
+    """
+    name = SCORE_TITLES.get(score.system, score.system)
+    shown = score.score if score.score is not None else score.value
+    if not score.missing and shown is not None:
+        head = f"**{name}: {shown:g}**" + (f" ({score.interpretation})" if score.interpretation else "")
+    else:
+        proven = f", at least {score.score_at_least:g}" if score.score_at_least is not None else ""
+        overt = f" ({score.interpretation})" if score.interpretation else ""
+        head = f"**{name}: indeterminate{proven}**{overt}: not every component is charted"
+    lines = ["", head, *score.notes]
+    if score.evidence:
+        lines += ["", "| Component | Value | Note | Time | Reference |", "|---|---|---|---|---|"]
+        for e in score.evidence:
+            value = f"{e.value:g} {e.unit or ''}".strip() if isinstance(e.value, float) else markdown_cell(e.value)
+            time = iso(e.time) if e.time is not None else ""
+            lines.append(
+                f"| {markdown_cell(e.criterion)} | {value} | {markdown_cell(e.detail)} | {time} | {e.reference} |"
+            )
+    lines += [f"- Missing: {markdown_cell(m)}" for m in score.missing]
+    lines += [f"- Not used: {n.reference}: {markdown_cell(n.reason)}" for n in score.not_evidence[:10]]
+    return lines
+
+
+SCORE_TITLES = {
+    "ISTH-DIC-2001": "ISTH overt DIC score",
+    "M-EASIX": "m-EASIX",
+    "EASIX": "EASIX",
+    "CARHLH-2018": "carHLH (Neelapu 2018)",
+    "HSCORE": "HScore (Fardet 2014)",
+    "IEC-HS-FLAG": "Possible IEC-HS (flag, no grade)",
+}
 
 
 def _indicator(result: GradeResult) -> Indicator:
@@ -205,6 +250,7 @@ def _detail(evaluation: Evaluation) -> str:
         lines.append(
             f"**ASTCT CRS grade indeterminate{at_least}** at {iso(result.at)}: the data cannot exclude a higher grade."
         )
+    lines += sepsis_lines(evaluation.record, result.at, fever=result.components.get("fever") == Status.MET.value)
     if result.possible_grade is not None:
         lines.append(
             f"Possible grade if the unknown is CRS: **{result.possible_grade}** (the card's indicator follows it)."
@@ -232,6 +278,10 @@ def _detail(evaluation: Evaluation) -> str:
         lines += ["", "| System | Grade | Worst |", "|---|---|---|"]
         for other in evaluation.results:
             lines.append(f"| {other.system} | {_grade_text(other.grade)} | {_grade_text(other.worst_grade)} |")
+    for score in evaluation.scores:
+        lines += score_lines(score)
+    if evaluation.panel is not None:
+        lines += panel_lines(evaluation.panel)
     lines += ["", "**Suggested management** (ASCO 2021; institutional protocols apply)", *_management_lines(evaluation)]
     lines += ["", "**Choices in force**", *(f"- {k}: {v}" for k, v in result.choices.items())]
     lines += ["", f"Grading: {result.citation}. Grade 5 is never inferred."]

@@ -13,7 +13,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from cds_hooks.advice.cards import ASCO_URL, ATC, RXNORM, UCUM, Indicator, summary_line
+from cds_hooks.advice.cards import ASCO_URL, ATC, RXNORM, SCORE_TITLES, UCUM, Indicator, score_lines, summary_line
+from cds_hooks.advice.cards import EXTENSION_KEY as RESULT_EXTENSION_KEY
 from cds_hooks.advice.dosing import MAX_DOSE_MG, NEXT_STEPS_WHEN_BLOCKED
 from cds_hooks.advice.order_checks import (
     BLOOD_CULTURE_LOOKBACK,
@@ -24,6 +25,7 @@ from cds_hooks.advice.order_checks import (
     TociOutcome,
 )
 from cds_hooks.cds import Action, Card, Coding, Link, Source, Suggestion
+from cds_hooks.grading.easix import risk_before_infusion
 from cds_hooks.pipeline.evaluate import Evaluation
 from cds_hooks.reading.evidence_check import validation_problem
 from cds_hooks.reading.fhir_time import iso
@@ -39,6 +41,7 @@ TOPIC_STEROID_PROPHYLAXIS = "steroid-with-cell-therapy"
 TOPIC_INFECTION = "infection-before-crs-therapy"
 TOPIC_PREMEDICATION = "premedication"
 TOPIC_MONITORING = "crs-therapy-monitoring"
+TOPIC_RISK = "crs-risk-before-infusion"
 
 ORDER_OVERRIDE_REASONS = [
     Coding(
@@ -87,6 +90,8 @@ def build_order_cards(evaluation: Evaluation, findings: OrderFindings, source_la
         if engager.steroid_with_product is not None:
             cards.append(_steroid_prophylaxis_card(evaluation, engager, source_label))
         cards.append(_monitoring_card(evaluation, engager, source_label))
+        if engager.product_class == "car-t":
+            cards.extend(_risk_card(evaluation, engager, source_label))
     return cards
 
 
@@ -541,3 +546,39 @@ def _monitoring_card(evaluation: Evaluation, finding: EngagerOrderFinding, label
         links=_links(),
         extension=_extension("monitoring", finding.product_class, finding.draft.reference),
     )
+
+
+def _risk_card(evaluation: Evaluation, finding: EngagerOrderFinding, label: str) -> list[Card]:
+    """m-EASIX and EASIX before a CAR-T infusion, as information: never a reason to withhold.
+
+    None when no lab they read was charted in the window (no card rather than an empty one).
+    """
+    scores = risk_before_infusion(evaluation.record, evaluation.at)
+    if not scores:
+        return []
+    product = _product(finding)
+    lines = [
+        f"**Risk indices before {product}** (validated in CD19 CAR-T cohorts, not for T-cell engagers): "
+        "information for the team, not a recommendation to withhold or delay therapy.",
+    ]
+    for score in scores:
+        lines += score_lines(score)
+    values = ", ".join(
+        f"{SCORE_TITLES[score.system]} {score.value:g}"
+        if score.value is not None
+        else f"{SCORE_TITLES[score.system]} not computable"
+        for score in scores
+    )
+    return [
+        Card(
+            uuid=str(uuid.uuid4()),
+            summary=_clip(f"Before {product}: {values} (information, not a reason to withhold)"),
+            detail="\n".join(lines),
+            indicator="info",
+            source=_source(label, TOPIC_RISK, "Risk of severe CRS before CAR-T infusion"),
+            extension={
+                **_extension("risk-before-infusion", finding.product_class, finding.draft.reference),
+                RESULT_EXTENSION_KEY: [score.to_json() for score in scores],
+            },
+        )
+    ]

@@ -295,11 +295,8 @@ def _crs_episode(
     evidence: Callable[[datetime], list[str]],
 ) -> Episode:
     record = grader.record
-    onset = points[span.onset_index].time
-    inside = points[span.onset_index : span.end_index + 1]
-    end = span.resolution or points[-1].time
-    worst = max(inside, key=lambda p: (p.value or 0, -p.time.timestamp()))
-    therapy = _therapy_before(record, onset)
+    base = _episode_frame(record, points, span, system=system, number=number)
+    onset, end, inside = base.onset, span.resolution or points[-1].time, points[span.onset_index : span.end_index + 1]
     given = _given_between(record, onset, end)
     toci = [a for a in given if a.agent == TOCILIZUMAB]
     steroids = [a for a in given if a.role is MedicationRole.CORTICOSTEROID]
@@ -307,24 +304,13 @@ def _crs_episode(
     pressors = [a for a in record.administrations_with(*PRESSOR_ROLES) if _overlaps(a, onset, end)]
     fevers = [t for t in record.temperatures if onset <= t.time <= end and t.celsius >= config.fever_threshold_celsius]
     references = [
+        *base.references,
         *evidence(onset),
-        *evidence(worst.time),
+        *evidence(base.max_grade_at),
         *(a.reference for a in (*toci, *steroids, *others, *pressors)),
     ]
-    if therapy is not None:
-        references.insert(0, therapy.reference)
-    return Episode(
-        system=system,
-        number=number,
-        onset=onset,
-        max_grade=worst.value or 0,
-        max_grade_at=worst.time,
-        indeterminate=_worst_uncertain(inside, worst),
-        resolved=span.resolution is not None,
-        resolution=span.resolution,
-        therapy=therapy.agent if therapy is not None else None,
-        therapy_at=therapy.start if therapy is not None else None,
-        onset_day=(onset.date() - therapy.start.date()).days if therapy is not None else None,
+    return replace(
+        base,
         fever_onset=fevers[0].time if fevers else None,
         hypotension_onset=next((p.time for p in inside if p.hypotension), None),
         vasopressors_max=_most_at_once(pressors, onset, end),
@@ -337,6 +323,33 @@ def _crs_episode(
         corticosteroid_first=steroids[0].start if steroids else None,
         other_anticytokine=tuple(dict.fromkeys(a.agent for a in others)),
         references=tuple(dict.fromkeys(references)),
+    )
+
+
+def _episode_frame(
+    record: PatientRecord, points: Sequence[_Point], span: _Span, *, system: str, number: int
+) -> Episode:
+    """What every episode has, CRS or ICANS: onset, worst grade, resolution, the therapy before it.
+
+    ``references`` holds the therapy's only; each system adds its own evidence and treatments.
+    """
+    inside = points[span.onset_index : span.end_index + 1]
+    onset = inside[0].time
+    worst = max(inside, key=lambda p: (p.value or 0, -p.time.timestamp()))
+    therapy = _therapy_before(record, onset)
+    return Episode(
+        system=system,
+        number=number,
+        onset=onset,
+        max_grade=worst.value or 0,
+        max_grade_at=worst.time,
+        indeterminate=_worst_uncertain(inside, worst),
+        resolved=span.resolution is not None,
+        resolution=span.resolution,
+        therapy=therapy.agent if therapy is not None else None,
+        therapy_at=therapy.start if therapy is not None else None,
+        onset_day=(onset.date() - therapy.start.date()).days if therapy is not None else None,
+        references=(therapy.reference,) if therapy is not None else (),
     )
 
 
@@ -405,26 +418,15 @@ def icans_episodes(
     spans = _episode_spans(points, confirmations, until, rules)
     episodes: list[Episode] = []
     for number, span in enumerate(spans, start=1):
-        inside = points[span.onset_index : span.end_index + 1]
-        onset = inside[0].time
+        base = _episode_frame(record, points, span, system=ICANS_SYSTEM, number=number)
         end = span.resolution or points[-1].time
-        worst = max(inside, key=lambda p: (p.value or 0, -p.time.timestamp()))
-        therapy = _therapy_before(record, onset)
-        steroids = [a for a in _given_between(record, onset, end) if a.role is MedicationRole.CORTICOSTEROID]
-        references = [*inside[0].references, *worst.references, *(a.reference for a in steroids)]
+        steroids = [a for a in _given_between(record, base.onset, end) if a.role is MedicationRole.CORTICOSTEROID]
+        worst = next(p for p in points[span.onset_index : span.end_index + 1] if p.time == base.max_grade_at)
+        onset_point = points[span.onset_index]
+        references = [*base.references, *onset_point.references, *worst.references, *(a.reference for a in steroids)]
         episodes.append(
-            Episode(
-                system=ICANS_SYSTEM,
-                number=number,
-                onset=onset,
-                max_grade=worst.value or 0,
-                max_grade_at=worst.time,
-                indeterminate=_worst_uncertain(inside, worst),
-                resolved=span.resolution is not None,
-                resolution=span.resolution,
-                therapy=therapy.agent if therapy is not None else None,
-                therapy_at=therapy.start if therapy is not None else None,
-                onset_day=(onset.date() - therapy.start.date()).days if therapy is not None else None,
+            replace(
+                base,
                 corticosteroid_first=steroids[0].start if steroids else None,
                 references=tuple(dict.fromkeys(references)),
             )

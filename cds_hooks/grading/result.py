@@ -130,3 +130,65 @@ class GradeResult:
         if self.citation:
             out["citation"] = self.citation
         return out
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """A score shown beside the grades (ISTH DIC, EASIX...): never a CRS grade, never a diagnosis.
+
+    ``status`` is "graded" only when every component was charted; otherwise ``score`` is None
+    and ``score_at_least`` (and ``score_at_most``) say what the data prove. ``interpretation``
+    is only what the data prove: an indeterminate score is never read as the negative class.
+    """
+
+    system: str
+    at: datetime
+    score: float | None
+    components: Mapping[str, str | int | float]
+    evidence: tuple[Evidence, ...]
+    missing: tuple[str, ...] = ()
+    score_at_least: float | None = None
+    score_at_most: float | None = None
+    interpretation: str | None = None
+    value: float | None = None
+    """A continuous index (EASIX) rather than a points score."""
+    not_evidence: tuple[NotEvidence, ...] = ()
+    notes: tuple[str, ...] = ()
+    choices: Mapping[str, str] = field(default_factory=dict)
+    citation: str = ""
+
+    @property
+    def indeterminate(self) -> bool:
+        return bool(self.missing)
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(e.reference for e in self.evidence))
+
+    def to_json(self) -> dict[str, Any]:
+        """The RESULT object, beside the grades on the card (empty values omitted)."""
+        out: dict[str, Any] = {"system": self.system, "status": "indeterminate" if self.indeterminate else "graded"}
+        for key, item in (
+            ("score", self.score),
+            ("scoreAtLeast", self.score_at_least),
+            ("scoreAtMost", self.score_at_most),
+            ("value", self.value),
+            ("interpretation", self.interpretation),
+        ):
+            if item is not None:
+                out[key] = item
+        out["at"] = iso(self.at)
+        out["components"] = dict(self.components)
+        if self.evidence:
+            out["evidence"] = [e.to_json() for e in self.evidence]
+        if self.missing:
+            out["missing"] = list(self.missing)
+        if self.not_evidence:
+            out["notEvidence"] = [{"reference": n.reference, "reason": n.reason} for n in self.not_evidence]
+        if self.notes:
+            out["notes"] = list(self.notes)
+        if self.choices:
+            out["choices"] = dict(self.choices)
+        if self.citation:
+            out["citation"] = self.citation
+        return out

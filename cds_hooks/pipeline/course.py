@@ -315,11 +315,40 @@ def crs_course(record: PatientRecord, *, at: datetime, config: GradingConfig) ->
 def course_document(evaluation: Evaluation, config: GradingConfig, patient_id: str) -> dict[str, Any]:
     """What the HTTP route and ``crs-cds grade --timeline`` answer: one shape for both."""
     course = crs_course(evaluation.record, at=evaluation.at, config=config)
-    return {
+    document: dict[str, Any] = {
         "patient": evaluation.patient_reference or f"Patient/{patient_id}",
         "at": iso(evaluation.at),
         "course": course.to_json(),
     }
+    trends = lab_trends(evaluation.record, start=course.window_start, at=evaluation.at)
+    if trends:
+        document["labs"] = trends
+    scores = [score.to_json() for score in evaluation.scores]
+    if scores:
+        document["scores"] = scores
+    return document
+
+
+def lab_trends(record: PatientRecord, *, start: datetime, at: datetime) -> dict[str, list[dict[str, Any]]]:
+    """Each lab's values over the course window, oldest first, each with its reference and the
+    Observation's range (issue 18: the trends beside the grade). Empty when no lab is charted."""
+    trends: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for value in record.labs:
+        if start < value.time <= at:
+            trends[value.lab].append(
+                _compact(
+                    {
+                        "time": iso(value.time),
+                        "value": value.value,
+                        "unit": value.unit,
+                        "original": value.original,
+                        "referenceLow": value.reference_low,
+                        "referenceHigh": value.reference_high,
+                        "reference": value.reference,
+                    }
+                )
+            )
+    return dict(trends)
 
 
 def _charted_at(record: PatientRecord) -> dict[datetime, list[str]]:

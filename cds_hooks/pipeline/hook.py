@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cds_hooks.advice.cards import CardOptions, build_cards
+from cds_hooks.advice.hlh_cards import build_hlh_cards
 from cds_hooks.advice.icans_cards import build_icans_cards
 from cds_hooks.advice.order_cards import build_order_cards
 from cds_hooks.advice.order_checks import OrderCheckError, check_orders, read_draft_orders
@@ -29,6 +30,7 @@ from cds_hooks.reading.prefetch import (
     ORDER_ONLY_SOURCES,
     PrefetchKey,
     build_icans_prefetch,
+    build_lab_prefetch,
     build_order_prefetch,
     build_prefetch,
     classify,
@@ -108,9 +110,15 @@ class CrsService:
         self.allow_client_time = allow_client_time
         self.fetcher = fetcher
         icans_keys = build_icans_prefetch(grading.terminology) if grading.icans is not None else ()
-        self.prefetch_keys: tuple[PrefetchKey, ...] = (*build_prefetch(grading.terminology), *icans_keys)
+        lab_keys = build_lab_prefetch(grading.labs.table, grading.terminology) if grading.labs is not None else ()
+        self.prefetch_keys: tuple[PrefetchKey, ...] = (*build_prefetch(grading.terminology), *icans_keys, *lab_keys)
         # ICANS assessments too: an engager dose is held during ICANS (the labels' boxed warnings).
-        self.order_prefetch_keys: tuple[PrefetchKey, ...] = (*build_order_prefetch(grading.terminology), *icans_keys)
+        # Labs too: the order cards of a CAR-T order show the risk scores read from them.
+        self.order_prefetch_keys: tuple[PrefetchKey, ...] = (
+            *build_order_prefetch(grading.terminology),
+            *icans_keys,
+            *lab_keys,
+        )
 
     @property
     def service_ids(self) -> frozenset[str]:
@@ -191,7 +199,11 @@ class CrsService:
             return await self._call_order(request)
         evaluation = await self.gather_and_evaluate(request)
         cards = one_steroid_regimen(
-            [*build_cards(evaluation, self.card_options), *build_icans_cards(evaluation, self.card_options)]
+            [
+                *build_cards(evaluation, self.card_options),
+                *build_icans_cards(evaluation, self.card_options),
+                *build_hlh_cards(evaluation, self.card_options),
+            ]
         )
         return HookOutcome(CdsResponse(cards=cards), evaluation)
 

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from cds_hooks.errors import BadRequest
 from cds_hooks.reading.bundles import flatten
+from cds_hooks.reading.labs import LabTable
 from cds_hooks.reading.reader import SourcedResource
 from cds_hooks.reading.record import DataSource
 from cds_hooks.reading.terminology import ConceptKind, Terminology
@@ -78,6 +79,24 @@ def build_prefetch(terminology: Terminology) -> tuple[PrefetchKey, ...]:
         ),
         PrefetchKey(
             "conditions", f"Condition?patient={patient}&code={_codes(condition_codes)}", DataSource.CONDITIONS, False
+        ),
+    )
+
+
+def build_lab_prefetch(labs: LabTable, terminology: Terminology | None = None) -> tuple[PrefetchKey, ...]:
+    """Laboratory values, asking only for the codes ``mappings/labs.yaml`` maps, and the blood
+    culture codes of the terminology (a positive culture keeps sepsis in view on the CRS card).
+    Optional, as for ICANS: a client that predates it gets its CRS card as before and no lab
+    score. (CDS Hooks 2.0 has no date token; a 3.0 client could narrow by date.)"""
+    patient = "{{context.patientId}}"
+    cultures = terminology.codes_for(*terminology.concepts_of_kind(ConceptKind.LABORATORY)) if terminology else []
+    return (
+        PrefetchKey(
+            "labResults",
+            f"Observation?patient={patient}&code={_codes([*labs.codes(), *cultures])}",
+            DataSource.LAB_RESULTS,
+            False,
+            optional=True,
         ),
     )
 

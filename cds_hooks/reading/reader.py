@@ -38,12 +38,14 @@ from cds_hooks.reading.fhir_rules import (
 )
 from cds_hooks.reading.fhir_time import When, parse_date, parse_instant, parse_when
 from cds_hooks.reading.infection import blood_culture, infection_condition, is_blood_culture
+from cds_hooks.reading.labs import LabDefinition, LabTable, builtin_labs
 from cds_hooks.reading.neuro import IceQuestionnaire, ice_form_finding, is_ice_form, neuro_domain, neuro_observation
 from cds_hooks.reading.record import (
     Administration,
     BloodPressure,
     CrsCondition,
     Domain,
+    LabResult,
     NeuroFinding,
     NotEvidence,
     OxygenRecord,
@@ -141,9 +143,11 @@ class Extractor:
         *,
         site_zone: tzinfo | None = None,
         now: datetime | None = None,
+        labs: LabTable | None = None,
     ) -> None:
         self._terms = terminology
         self._now = now
+        self._labs = labs if labs is not None else builtin_labs()
         self._units = units
         self._patient_id = patient_id
         self._ice_form = ice_form
@@ -225,6 +229,10 @@ class Extractor:
     # -- Observation -----------------------------------------------------------------------
 
     def _observation(self, resource: Mapping[str, Any], reference: str) -> None:
+        lab = self._labs.match(resource.get("code"))
+        if lab is not None:
+            self._lab(resource, reference, lab)
+            return
         parts = self._observation_parts(resource)
         if not parts and self._unread(resource):
             return
@@ -261,6 +269,41 @@ class Extractor:
             )
             return
         self._observation_values(parts, when, reference)
+
+    def _lab(self, resource: Mapping[str, Any], reference: str, lab: LabDefinition) -> None:
+        """A laboratory value, under the rules vitals follow (status, patient, time, unit)."""
+        reason = self._lab_reason(resource)
+        when = self._observation_time(resource)
+        if reason is None and isinstance(when, str):
+            reason = when
+        converted = self._labs.convert(lab, resource.get("valueQuantity")) if reason is None else reason
+        if isinstance(converted, str) or isinstance(when, str):
+            self._record.lab_not_evidence.append((lab.id, NotEvidence(reference, f"{lab.display}: {converted}")))
+            return
+        low, high = self._labs.reference_range(lab, resource.get("referenceRange"))
+        self._record.labs.append(
+            LabResult(
+                lab.id,
+                when.earliest,
+                converted.value,
+                lab.canonical_unit,
+                converted.original,
+                reference,
+                reference_low=low,
+                reference_high=high,
+                latest=_latest(when),
+            )
+        )
+
+    def _lab_reason(self, resource: Mapping[str, Any]) -> str | None:
+        status = resource.get("status")
+        if not isinstance(status, str) or status not in OBSERVATION_EVIDENCE_STATUSES:
+            return f"Observation status is {text_field(status)!r}"
+        if not self._owns(resource):
+            return "belongs to another patient"
+        if "dataAbsentReason" in resource:
+            return "no value (dataAbsentReason)"
+        return None
 
     def _unread(self, resource: Mapping[str, Any]) -> bool:
         """True for an Observation no rule reads, decided before anything else is looked at.
@@ -874,12 +917,13 @@ def extract_record(
     skip: Mapping[str, str] | None = None,
     site_zone: tzinfo | None = None,
     now: datetime | None = None,
+    labs: LabTable | None = None,
 ) -> PatientRecord:
     """One patient's clinical record from their resources (see :class:`Extractor`).
 
     ``now``, the evaluation time when there is one, lets a measurement over a period that covers
     it count at that time; without it a period is read at its end (or start).
     """
-    return Extractor(terminology, units, patient_id, ice_form, site_zone=site_zone, now=now).extract(
+    return Extractor(terminology, units, patient_id, ice_form, site_zone=site_zone, now=now, labs=labs).extract(
         resources, skip=skip
     )

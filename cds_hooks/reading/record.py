@@ -27,6 +27,8 @@ class DataSource(StrEnum):
     """Order checks only (blood cultures); never passed to the grading."""
     ACTIVE_CONDITIONS = "Condition (active)"
     """Order checks only (active infection Conditions); never passed to the grading."""
+    LAB_RESULTS = "Observation (lab results)"
+    """Mapped laboratory values (``labs`` prefetch key): lab scores only, never the CRS grade."""
     ICANS = "ICANS assessments"
     """ICE/CAPD and neurologic Observations and ICE QuestionnaireResponses; ICANS grading only."""
 
@@ -269,6 +271,29 @@ class InfectionCondition:
     by_text: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class LabResult:
+    """One laboratory value (``mappings/labs.yaml``) in the lab's canonical unit.
+
+    The reference range is kept, converted alike: PT prolongation and the D-dimer bands of the
+    ISTH DIC score are measured against the laboratory's own normal (clinical-reference.md s. 6).
+    """
+
+    lab: str
+    """The lab id (``crp``, ``platelets``...)."""
+    time: datetime
+    value: float
+    unit: str
+    """The lab's canonical unit (``mg/L``, ``10*9/L``)."""
+    original: str
+    """The value and unit as charted, e.g. ``2.5 mg/dL``."""
+    reference: str
+    reference_low: float | None = None
+    reference_high: float | None = None
+    latest: datetime | None = None
+    """Set when the time is imprecise (date only): it lies somewhere in [time, latest]."""
+
+
 @dataclass
 class PatientRecord:
     """Everything extracted for one patient, sorted by time, ready for pure grading."""
@@ -288,6 +313,11 @@ class PatientRecord:
     """ICANS assessments (ICE/CAPD scores, consciousness, seizures, motor, oedema, GCS)."""
     blood_cultures: list[BloodCulture] = field(default_factory=list)
     infections: list[InfectionCondition] = field(default_factory=list)
+    labs: list[LabResult] = field(default_factory=list)
+    """Laboratory values (``mappings/labs.yaml``); never read by the CRS grading."""
+    lab_not_evidence: list[tuple[str, NotEvidence]] = field(default_factory=list)
+    """(lab id, why) for lab Observations that could not be used: named on the scores that read
+    that lab, never on the CRS card."""
     not_evidence: list[NotEvidence] = field(default_factory=list)
     unidentified_administrations: list[NotEvidence] = field(default_factory=list)
     """MedicationAdministrations whose drug cannot be identified (no code, no text, a reference
@@ -308,10 +338,15 @@ class PatientRecord:
         self.weights.sort(key=lambda f: f.time)
         self.neuro.sort(key=lambda f: f.time)
         self.blood_cultures.sort(key=lambda f: f.time)
+        self.labs.sort(key=lambda f: f.time)
 
     def icans_view(self) -> IcansFindings:
         """The part of the record ICANS grading reads."""
         return IcansFindings(self.birth_date, list(self.neuro), list(self.neuro_not_evidence))
+
+    def labs_of(self, lab: str) -> list[LabResult]:
+        """Every value of one lab, oldest first."""
+        return [r for r in self.labs if r.lab == lab]
 
     def administrations_with(self, *roles: MedicationRole) -> list[Administration]:
         return [a for a in self.administrations if a.role in roles]

@@ -29,8 +29,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cds_hooks.advice.cards import CardOptions
 from cds_hooks.errors import ConfigurationError, ServiceError
+from cds_hooks.grading.dic import DicConfig
 from cds_hooks.logging_setup import protect_library_loggers
-from cds_hooks.pipeline.evaluate import Grading, IcansOptions
+from cds_hooks.pipeline.evaluate import Grading, IcansOptions, LabOptions
 from cds_hooks.pipeline.hook import CrsService
 from cds_hooks.reading.fhir_client import FetchPolicy, FhirFetcher
 from cds_hooks.reading.neuro import ICE_QUESTIONNAIRE_FILE, load_ice_questionnaire
@@ -70,6 +71,21 @@ def icans_options(settings: Settings) -> IcansOptions | None:
     )
 
 
+def lab_options(settings: Settings) -> LabOptions | None:
+    """Lab reading and scores as configured (issue 18); None leaves labs out entirely."""
+    if not settings.labs:
+        return None
+    dic = DicConfig(
+        window=timedelta(hours=settings.dic_window_hours),
+        pt_normal_s=settings.dic_pt_normal_s,
+        d_dimer_feu_uln_mg_l=settings.dic_d_dimer_feu_uln_mg_l,
+        d_dimer_ddu_uln_mg_l=settings.dic_d_dimer_ddu_uln_mg_l,
+        inr_normal_pt_s=settings.dic_inr_normal_pt_s,
+        inr_isi=settings.dic_inr_isi,
+    )
+    return LabOptions(dic=dic, overdue_after=timedelta(hours=settings.lab_overdue_hours))
+
+
 def build_service(settings: Settings, fetcher: FhirFetcher | None = None) -> CrsService:
     """Load and check mappings and settings; raises before the app serves anything."""
     grading = Grading(
@@ -78,6 +94,7 @@ def build_service(settings: Settings, fetcher: FhirFetcher | None = None) -> Crs
         config=settings.grading_config(),
         systems=tuple(settings.systems),
         icans=icans_options(settings),
+        labs=lab_options(settings),
     )
     return CrsService(
         grading,

@@ -96,6 +96,9 @@ def cluster(fhir_server: RunningFhirServer, tmp_path_factory: pytest.TempPathFac
             "CRS_CDS_ALLOW_INSECURE_FHIR_SERVER": "true",
             "CRS_CDS_SMART_CLIENT_ID": CLIENT_ID,
             "CRS_CDS_SMART_REDIRECT_URL": REDIRECT,
+            # The SMART page reads the chart through the test's FHIR facade: generous on a busy CI machine.
+            "CRS_CDS_FHIR_REQUEST_TIMEOUT_SECONDS": "20",
+            "CRS_CDS_HOOK_TIME_BUDGET_SECONDS": "40",
         }
         replicas = [RunningService(env) for _ in range(REPLICAS)]
         try:

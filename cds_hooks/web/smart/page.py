@@ -248,6 +248,51 @@ def _timeline(course: dict[str, Any]) -> str:
     )
 
 
+def _when(value: str) -> str:
+    return f"{_t(value):%d %b %H:%M}"
+
+
+def _lab_sections(document: dict[str, Any]) -> str:
+    """Lab trends (oldest to newest, with the range of the latest) and the lab scores (issue 18),
+    as tables: nothing when the course carries none."""
+    out = ""
+    labs: dict[str, list[dict[str, Any]]] = document.get("labs", {})
+    if labs:
+        rows = []
+        for lab, points in labs.items():
+            trend = " → ".join(f"{p['value']:g} ({_when(p['time'])})" for p in points)
+            last = points[-1]
+            low, high = last.get("referenceLow"), last.get("referenceHigh")
+            normal = (
+                ""
+                if low is None and high is None
+                else f"{'' if low is None else f'{low:g}'}–{'' if high is None else f'{high:g}'}"
+            )
+            rows.append(
+                f"<tr><td>{escape(lab)}</td><td>{escape(trend)} {escape(last['unit'])}</td>"
+                f"<td>{escape(normal)}</td><td>{escape(last['reference'])}</td></tr>"
+            )
+        out += (
+            '<h2>Laboratory trends</h2><table id="lab-trends"><tr><th>Lab</th><th>Values (oldest to newest)</th>'
+            f"<th>Range</th><th>Latest source</th></tr>{''.join(rows)}</table>"
+        )
+    scores: list[dict[str, Any]] = document.get("scores", [])
+    if scores:
+        rows = []
+        for score in scores:
+            shown = score.get("score", score.get("value"))
+            value = f"{shown:g}" if shown is not None else f"at least {score.get('scoreAtLeast', 0):g}"
+            rows.append(
+                f"<tr><td>{escape(score['system'])}</td><td>{escape(score['status'])}</td><td>{escape(value)}</td>"
+                f"<td>{escape(score.get('interpretation', ''))}</td></tr>"
+            )
+        out += (
+            '<h2>Lab scores (information, not a diagnosis)</h2><table id="lab-scores"><tr><th>Score</th>'
+            f"<th>Status</th><th>Value</th><th>Reading</th></tr>{''.join(rows)}</table>"
+        )
+    return out
+
+
 def render_page(document: dict[str, Any], evaluation: Evaluation) -> str:
     """The whole page for one patient: grades, timeline, evidence, missing data, other systems."""
     course = document["course"]
@@ -287,6 +332,7 @@ def render_page(document: dict[str, Any], evaluation: Evaluation) -> str:
 {evidence_rows}</table>
 <h2>Missing data</h2><ul id="missing">{missing}</ul>
 {other_section}
+{_lab_sections(document)}
 <p class="note">Decision support only: check against the chart. Grading rules: ASTCT 2019 consensus.</p>
 </body></html>"""
 
