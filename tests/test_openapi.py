@@ -110,3 +110,14 @@ def test_hook_version_in_discovery_only_when_asked(tmp_path: Path, setting: bool
     for service in services:
         assert service.get("hookVersion") == expected, service["id"]
         assert service["hook"] in ("patient-view", "order-select", "order-sign")
+
+
+def test_the_published_example_request_is_graded(tmp_path: Path) -> None:
+    """The schema's example call (sent first by fuzzers) reaches grading: nothing charted is
+    indeterminate with a card, never "no CRS"."""
+    with _client(tmp_path) as client:
+        example = client.get("/openapi.json").json()["components"]["schemas"]["CdsRequest"]["examples"][0]
+        response = client.post("/cds-services/crs-grade", json=example)
+    assert response.status_code == 200, response.text
+    (card, *_) = response.json()["cards"]
+    assert "indeterminate" in card["summary"]

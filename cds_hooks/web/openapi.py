@@ -58,6 +58,33 @@ SERVICE_ID_PARAMETER = Path(
 """The ``{service_id}`` of a CDS call or feedback, with the ids the service offers (for codegen)."""
 
 
+_EMPTY_SEARCH = {"resourceType": "Bundle", "type": "searchset", "entry": []}
+EXAMPLE_HOOK_REQUEST: dict[str, Any] = {
+    "hook": "patient-view",
+    "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+    "context": {"patientId": "example", "userId": "Practitioner/example"},
+    "prefetch": {
+        "patient": {"resourceType": "Patient", "id": "example"},
+        **{
+            key: _EMPTY_SEARCH
+            for key in (
+                "observations",
+                "oxygenDevices",
+                "vitalSigns",
+                "medicationAdministrations",
+                "procedures",
+                "conditions",
+                "icansAssessments",
+                "iceQuestionnaires",
+                "labResults",
+            )
+        },
+    },
+}
+"""A patient-view call with nothing charted (graded indeterminate): the schema's example, which
+code generators show and fuzzers send first, so they reach the grading path."""
+
+
 def json_body(model: type[BaseModel]) -> dict[str, Any]:
     """``openapi_extra`` naming a route's JSON request body (read by the route, not by FastAPI)."""
     schema = {"$ref": _REF.format(model=model.__name__)}
@@ -85,6 +112,7 @@ def install_openapi(app: FastAPI) -> None:
             if name in components and components[name] != definition:
                 raise RuntimeError(f"OpenAPI component '{name}' is defined twice, differently")
             components[name] = definition
+        components["CdsRequest"]["examples"] = [EXAMPLE_HOOK_REQUEST]
         components_root: dict[str, Any] = schema["components"]
         components_root["securitySchemes"] = {
             "cdsClientJwt": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (CDS Hooks client)"}
