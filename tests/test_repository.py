@@ -2,7 +2,7 @@
 running the tests or the service leaves no untracked or rewritten files behind.
 
 Why these checks: a clone is all a newcomer (or a new CI machine) has. Each case below was a real
-stumble (issue 13): tests reading ``../shared``, a README example posting a file nobody has, a
+stumble (issue 13): tests reading the team's shared folder beside the clone, a README example posting a file nobody has, a
 RESULT shown as an object where every output gives a list, SQLite's WAL files showing as untracked,
 a test rewriting a tracked image.
 """
@@ -49,7 +49,7 @@ def _code_and_scripts() -> list[Path]:
     [
         pytest.param(r"\.\./shared", id="relative-path-to-shared"),
         pytest.param(r"parents\[2\]\s*/\s*\"shared\"", id="path-computed-above-the-repository"),
-        pytest.param(r"CRS_CDS_SHARED_DIR", id="environment-pointer-to-shared"),
+        pytest.param(r"CRS_CDS_" + "SHARED" + "_DIR", id="environment-pointer-to-shared"),
     ],
 )
 def test_nothing_reads_outside_the_repository(pattern: str) -> None:
