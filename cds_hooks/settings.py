@@ -182,6 +182,11 @@ class Settings(BaseSettings):
     """The URL the EHR calls (``aud`` is this + the endpoint path); https, or http on loopback."""
     allow_unauthenticated: bool = False
     """Development only: accept calls without a CDS client JWT (logged as a warning)."""
+    openapi: bool = True
+    """Publish the OpenAPI schema at ``/openapi.json`` (no data in it: the shapes the service
+    already documents); ``false`` removes the route."""
+    discovery_hook_version: bool = False
+    """CDS Hooks 3.0: add ``hookVersion`` to each discovery entry (off: exactly the 2.0 shape)."""
     token_max_age_seconds: float = Field(default=900, gt=0, le=3600)
     clock_leeway_seconds: float = Field(default=60, ge=0, le=300)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

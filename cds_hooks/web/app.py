@@ -46,6 +46,7 @@ from cds_hooks.stores.session_table import EncryptedSessionTable
 from cds_hooks.web.auth import ClientAuthenticator, InMemoryReplayCache, JwksCache, parse_trusted_issuers
 from cds_hooks.web.board import routes as board_routes
 from cds_hooks.web.middleware import RequestHeaderLimit
+from cds_hooks.web.openapi import install_openapi
 from cds_hooks.web.responses import OrjsonResponse, error_body
 from cds_hooks.web.routes import cds_services, course, feedback, health
 from cds_hooks.web.server import MAX_REQUEST_HEADER_BYTES
@@ -259,7 +260,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=_lifespan(state),
         docs_url=None,
         redoc_url=None,
-        openapi_url=None,
+        openapi_url="/openapi.json" if settings.openapi else None,
+        description=(
+            "CDS Hooks 2.0 service grading cytokine release syndrome (ASTCT 2019, CTCAE) and ICANS "
+            "from FHIR R4 data. Errors are a short FHIR OperationOutcome."
+        ),
     )
     app.state.web = state
     app.add_middleware(RequestHeaderLimit, max_bytes=MAX_REQUEST_HEADER_BYTES)
@@ -280,4 +285,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(cds_services.router)
     app.include_router(course.router)
     app.include_router(feedback.router)
+    if settings.openapi:
+        install_openapi(app)
     return app
