@@ -39,7 +39,7 @@ class HookContext(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     userId: str | None = None
-    patientId: str
+    patientId: str = Field(json_schema_extra={"pattern": FHIR_ID.pattern})
     encounterId: str | None = None
 
     @field_validator("patientId")
@@ -53,7 +53,8 @@ class HookContext(BaseModel):
 class CdsRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    hook: str = Field(min_length=1)
+    hook: str = Field(min_length=1, json_schema_extra={"enum": ["patient-view", "order-select", "order-sign"]})
+    """Any other hook is refused with a 400 naming the hook the service answers."""
     hookInstance: str = Field(min_length=1, max_length=128)
     context: HookContext
     fhirServer: str | None = None
@@ -72,11 +73,23 @@ class ServiceDefinition(_Out):
     description: str
     prefetch: dict[str, str] | None = None
     usageRequirements: str | None = None
+    hookVersion: str | None = None
+    """CDS Hooks 3.0: the version of the hook definition served; sent only when configured."""
     extension: dict[str, Any] | None = None
+
+
+HOOK_VERSIONS = {"patient-view": "1.0", "order-select": "1.0", "order-sign": "1.0"}
+"""The hook definitions served (CDS Hooks Library metadata ``hookVersion``)."""
 
 
 class Discovery(_Out):
     services: list[ServiceDefinition]
+
+    def with_hook_versions(self) -> Discovery:
+        """CDS Hooks 3.0: each service names the version of its hook; 2.0 clients ignore the field."""
+        return Discovery(
+            services=[s.model_copy(update={"hookVersion": HOOK_VERSIONS.get(s.hook)}) for s in self.services]
+        )
 
 
 # -- cards ----------------------------------------------------------------------------------
@@ -135,3 +148,19 @@ class CdsResponse(_Out):
     def dump(self) -> dict[str, Any]:
         # ``cards`` is the one list allowed to be empty.
         return {"cards": [card.dump() for card in self.cards]}
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+class OperationOutcomeIssue(_Out):
+    severity: Literal["fatal", "error", "warning", "information"]
+    code: str
+    diagnostics: str | None = None
+
+
+class OperationOutcome(_Out):
+    """Every error answer: a short FHIR OperationOutcome (the shape CDS Hooks 3.0 proposes)."""
+
+    resourceType: Literal["OperationOutcome"]
+    issue: list[OperationOutcomeIssue] = Field(min_length=1)

@@ -155,6 +155,13 @@ class Settings(BaseSettings):
     )
     smart_session_minutes: float = Field(default=60.0, gt=0, le=720)
     """How long a signed-in app session lives server-side (capped by the token's expiry)."""
+    board_scopes: str = "openid fhirUser user/Patient.rs user/Observation.rs"
+    """Scopes of the unit board's standalone sign-in (``/board``): user-level, no patient context."""
+    board_issuer: str | None = None
+    """The FHIR server whose users may open the board; default ``watch_fhir_server``, else the only
+    SMART issuer. It must be on the SMART issuer allow-list."""
+    board_refresh_s: int = Field(default=60, ge=10, le=3600)
+    """How often the board page reloads itself (``<meta http-equiv="refresh">``)."""
 
     max_body_bytes: int = Field(default=20_000_000, ge=1024)
 
@@ -175,6 +182,11 @@ class Settings(BaseSettings):
     """The URL the EHR calls (``aud`` is this + the endpoint path); https, or http on loopback."""
     allow_unauthenticated: bool = False
     """Development only: accept calls without a CDS client JWT (logged as a warning)."""
+    openapi: bool = True
+    """Publish the OpenAPI schema at ``/openapi.json`` (no data in it: the shapes the service
+    already documents); ``false`` removes the route."""
+    discovery_hook_version: bool = False
+    """CDS Hooks 3.0: add ``hookVersion`` to each discovery entry (off: exactly the 2.0 shape)."""
     token_max_age_seconds: float = Field(default=900, gt=0, le=3600)
     clock_leeway_seconds: float = Field(default=60, ge=0, le=300)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

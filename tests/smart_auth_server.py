@@ -57,8 +57,17 @@ class AuthState:
     fhir_requests: list[str] = field(default_factory=list)
     configuration_requests: int = 0
     """How often ``.well-known/smart-configuration`` was read."""
+    patient_context_always: bool = False
+    """Name the patient in every token response, even for a user-scope sign-in."""
     authorize_error: str | None = None
     """Set to e.g. ``access_denied`` to make ``/authorize`` refuse."""
+
+
+def _asks_patient_context(scope: str) -> bool:
+    """A patient in the token only when the launch asked for patient context (``launch`` from a
+    chart, ``launch/patient`` standalone); a user-scope standalone sign-in (the unit board) gets none.
+    """
+    return bool({"launch", "launch/patient"} & set(scope.split()))
 
 
 def build_auth_app(state: AuthState, base_url: str) -> FastAPI:
@@ -125,7 +134,7 @@ def build_auth_app(state: AuthState, base_url: str) -> FastAPI:
             "expires_in": 3600,
             "scope": grant.scope,
         }
-        if state.patient is not None:
+        if state.patient is not None and (state.patient_context_always or _asks_patient_context(grant.scope)):
             body["patient"] = state.patient
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 

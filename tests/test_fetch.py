@@ -717,3 +717,62 @@ def test_library_request_lines_are_quiet_at_the_default_level(ehr: Ehr) -> None:
     lines = stream.getvalue()
     assert '"logger":"httpx"' not in lines and "HTTP Request" not in lines
     assert '"message":"hook answered"' in lines
+
+
+# -- fhirAuthorization.scope: SMART v1 and v2 (CDS Hooks 3.0) -------------------------------------
+
+
+def _with_scope(scope: str) -> dict[str, Any]:
+    body = _request()
+    body["fhirAuthorization"]["scope"] = scope
+    return body
+
+
+SCOPES_GRANTING_READS = [
+    pytest.param("patient/*.read", id="v1-patient-wildcard-read"),
+    pytest.param(
+        "patient/Patient.read patient/Observation.read patient/MedicationAdministration.read", id="v1-per-type"
+    ),
+    pytest.param("patient/*.rs", id="v2-patient-wildcard-rs"),
+    pytest.param("patient/Patient.rs patient/Observation.rs patient/MedicationAdministration.rs", id="v2-per-type-rs"),
+    pytest.param("patient/*.cruds", id="v2-cruds"),
+    pytest.param("user/*.r user/*.s", id="v2-user-r-and-s-apart"),
+    pytest.param("patient/Observation.rs?category=vital-signs patient/*.rs", id="v2-narrowed-observation"),
+    pytest.param("launch openid fhirUser", id="no-resource-scope-still-sent"),
+]
+
+
+@pytest.mark.parametrize("scope", SCOPES_GRANTING_READS)
+def test_any_scope_form_is_accepted_and_the_token_forwarded(ehr: Ehr, scope: str) -> None:
+    """The service never refuses a call for its scope (the FHIR server decides): same grade."""
+    _install(ehr)
+    result = _grading(_post(_with_scope(scope)))
+    assert result["grade"] == EXPECTED["V02"]["astct_crs_grade"]
+    assert ehr.fake.requests
+    assert all(r.headers.get("authorization") == f"Bearer {TOKEN}" for r in ehr.fake.requests)
+
+
+@pytest.mark.parametrize(
+    ("scope", "named"),
+    [
+        pytest.param("patient/Patient.rs", "grants no search of Observation", id="v2-no-observation->named"),
+        pytest.param("patient/Observation.r", "grants no search of Observation", id="v2-read-only-no-search->named"),
+        pytest.param("patient/Observation.write", "grants no search of Observation", id="v1-write-only->named"),
+        pytest.param("launch openid", "grants no search of Observation", id="no-resource-scope->named"),
+        pytest.param("patient/Observation.rs", None, id="v2-rs-granted->server-refusal-only"),
+        pytest.param("patient/Observation.s", None, id="v2-s-granted->server-refusal-only"),
+        pytest.param("patient/Observation.read", None, id="v1-read-granted->server-refusal-only"),
+        pytest.param("system/*.cruds", None, id="v2-system-wildcard->server-refusal-only"),
+    ],
+)
+def test_refused_observation_names_the_grant_the_scope_lacks(ehr: Ehr, scope: str, named: str | None) -> None:
+    ehr.fail("Observation", _status(403))
+    _install(ehr)
+    response = _post(_with_scope(scope))
+    assert response.status_code == 412
+    reason = _reason(response)
+    assert "refused by the FHIR server (403)" in reason
+    if named is None:
+        assert "grants no" not in reason
+    else:
+        assert named in reason

@@ -464,15 +464,22 @@ async def _outage(grading: Grading, tmp_path: Path, caplog: pytest.LogCaptureFix
         async with httpx.AsyncClient() as client:
             watcher = Watcher(config, grading, store, client, clock=lambda: next(clock))
             first = await watcher.cycle()
+            board_first = store.load_board(watcher_hash())
             down = True
             outage_report = await watcher.cycle()
             state_during_outage = store.load_state(watcher_hash())
+            board_during_outage = store.load_board(watcher_hash())
             down = False
             back = await watcher.cycle()
     assert (first.graded, first.alerts, first.delivered) == (1, 1, 1)
     assert (outage_report.graded, outage_report.ungraded, outage_report.alerts) == (0, 1, 0)
     assert state_during_outage is not None and state_during_outage["systems"]["ASTCT-2019"]["alertedGrade"] == 1
     assert (back.graded, back.alerts) == (1, 0), "the same grade after the outage is not a new event"
+    # The board row is written each graded cycle and left alone by the outage (never "grade 0").
+    assert board_first is not None and board_first["crs"]["gradeAtLeast"] == 1
+    assert board_during_outage == board_first
+    board_after = store.load_board(watcher_hash())
+    assert board_after is not None and [p["crs"] for p in board_after["trend"]] == [1, 1]
     assert hook.call_count == 1
     ours = [r for r in caplog.records if r.name.startswith("crs_cds")]  # httpx is silenced by configure_logging
     assert ours and not any("p1" in str(r.__dict__) or "tok-abc-123" in str(r.__dict__) for r in ours)

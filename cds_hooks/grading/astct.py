@@ -501,8 +501,8 @@ class AstctGrader:
         chosen_device, chosen_fio2 = device, fio2
         for period in timeline.period_oxygen:
             if period.time <= at and (period.period_end is None or at <= period.period_end):
-                if last_room_air is not None and last_room_air > period.time:
-                    continue  # a later room-air record ends it
+                if timeline.room_air.latest(at, not_before=period.time, strictly_after=period.time) is not None:
+                    continue  # a later room-air record ends it, however long ago it was charted
                 period_level, period_notes = self._classify(period.device, period.flow_l_min, period.fio2_percent)
                 if period.is_support and period_level > level:
                     level, used, notes = period_level, [period], period_notes

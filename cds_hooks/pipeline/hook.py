@@ -58,6 +58,11 @@ MAX_MEDICATION_READS = 20
 MEDICATION_REFERENCE = re.compile(r"(?:^|/)(Medication/[A-Za-z0-9\-.]{1,64})$")
 
 
+def granted_scope(request: CdsRequest) -> str | None:
+    """``fhirAuthorization.scope`` (SMART v1 or v2), used only to explain a refused query."""
+    return request.fhirAuthorization.scope if request.fhirAuthorization else None
+
+
 def unresolved_medications(resources: Sequence[SourcedResource]) -> list[str]:
     """``Medication/<id>`` references of administrations and requests that no Medication in
     ``resources`` resolves (contained ``#id`` references are resolved in the resource itself)."""
@@ -310,7 +315,9 @@ class CrsService:
             return []
         token = request.fhirAuthorization.access_token if request.fhirAuthorization else None
         try:
-            results = await self.fetcher.fetch_all(fhir_server, {ref: ref for ref in wanted}, access_token=token)
+            results = await self.fetcher.fetch_all(
+                fhir_server, {ref: ref for ref in wanted}, access_token=token, scope=granted_scope(request)
+            )
         except FhirServerRejected:
             return []
         return [
@@ -330,7 +337,9 @@ class CrsService:
         queries = {key.name: render(key.template, context) for key in keys}
         token = request.fhirAuthorization.access_token if request.fhirAuthorization else None
         try:
-            results = await self.fetcher.fetch_all(fhir_server, queries, access_token=token)
+            results = await self.fetcher.fetch_all(
+                fhir_server, queries, access_token=token, scope=granted_scope(request)
+            )
         except FhirServerRejected as exc:
             raise PreconditionFailed(f"{exc}; prefetch keys missing: {names}") from None
         resources: list[SourcedResource] = []

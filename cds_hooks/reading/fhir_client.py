@@ -22,6 +22,7 @@ import orjson
 
 from cds_hooks.reading.bundles import Flattened, flatten, unique
 from cds_hooks.reading.reader import SourcedResource
+from cds_hooks.reading.scopes import missing_grant
 
 log = logging.getLogger("crs_cds.fhir")
 
@@ -74,16 +75,20 @@ class FhirFetcher:
         self._policy = policy
 
     async def fetch_all(
-        self, base_url: str, queries: Mapping[str, str], *, access_token: str | None
+        self, base_url: str, queries: Mapping[str, str], *, access_token: str | None, scope: str | None = None
     ) -> dict[str, QueryResult]:
-        """Every query concurrently, within the hook's time budget; failures are per query."""
+        """Every query concurrently, within the hook's time budget; failures are per query.
+
+        ``scope`` (``fhirAuthorization.scope``, SMART v1 or v2) only explains a refusal: a query the
+        FHIR server refuses names the grant the scope lacks."""
         base = self._policy.check(base_url)
         deadline = time.monotonic() + self._policy.budget_seconds
         headers = {"Accept": "application/fhir+json"}
         if access_token:
             headers["Authorization"] = f"Bearer {access_token}"
         tasks = {
-            name: asyncio.create_task(self._query(base, query, headers, deadline)) for name, query in queries.items()
+            name: asyncio.create_task(self._query(base, query, headers, deadline, scope))
+            for name, query in queries.items()
         }
         if not tasks:
             return {}
@@ -101,7 +106,9 @@ class FhirFetcher:
             for name, task in tasks.items()
         }
 
-    async def _query(self, base: str, relative: str, headers: dict[str, str], deadline: float) -> QueryResult:
+    async def _query(
+        self, base: str, relative: str, headers: dict[str, str], deadline: float, scope: str | None = None
+    ) -> QueryResult:
         url: str | None = f"{base}/{relative.lstrip('/')}"
         origin = _origin(base)
         collected: list[SourcedResource] = []
@@ -125,7 +132,7 @@ class FhirFetcher:
             if response.status_code == 404 and "?" not in relative:
                 return QueryResult(not_found=True)
             if response.status_code in (401, 403):
-                return QueryResult(error=f"{kind} query refused by the FHIR server ({response.status_code})")
+                return QueryResult(error=_refusal(kind, response.status_code, scope, is_search))
             if response.status_code >= 300:
                 return QueryResult(error=f"{kind} query failed with HTTP {response.status_code}")
             flat = _parse(response, expected="Bundle" if is_search or pages > 1 else kind)
@@ -160,6 +167,13 @@ class FhirFetcher:
                 target = link["url"]
                 return target if _origin(target) == origin else "cross-origin"
         return None
+
+
+def _refusal(kind: str, status: int, scope: str | None, is_search: bool) -> str:
+    """Why a query was refused, naming the grant ``fhirAuthorization.scope`` lacks (if any)."""
+    reason = f"{kind} query refused by the FHIR server ({status})"
+    lacking = missing_grant(scope, kind, "search" if is_search else "read") if scope else None
+    return f"{reason}; {lacking}" if lacking else reason
 
 
 def _kind(relative: str) -> str:

@@ -58,6 +58,16 @@ CREATE TABLE IF NOT EXISTS watch_lease (
     holder TEXT NOT NULL,
     expires_at DOUBLE PRECISION NOT NULL
 )"""
+_BOARD_TABLE = """
+CREATE TABLE IF NOT EXISTS watch_board (
+    patient_hash TEXT PRIMARY KEY,
+    snapshot TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+)"""
+_UPSERT_BOARD = (
+    "INSERT INTO watch_board (patient_hash, snapshot, updated_at) VALUES (?, ?, ?) "
+    "ON CONFLICT (patient_hash) DO UPDATE SET snapshot = excluded.snapshot, updated_at = excluded.updated_at"
+)
 _DELIVERY_INDEX = "CREATE INDEX IF NOT EXISTS watch_delivery_alert ON watch_delivery (alert_id)"
 
 _UPSERT_STATE = (
@@ -114,7 +124,14 @@ class WatchStore:
             else "INTEGER PRIMARY KEY AUTOINCREMENT"
         )
         database.ensure_schema(
-            [_STATE_TABLE, _ALERT_TABLE, _DELIVERY_TABLE.format(identity=identity), _LEASE_TABLE, _DELIVERY_INDEX]
+            [
+                _STATE_TABLE,
+                _ALERT_TABLE,
+                _DELIVERY_TABLE.format(identity=identity),
+                _LEASE_TABLE,
+                _BOARD_TABLE,
+                _DELIVERY_INDEX,
+            ]
         )
 
     @classmethod
@@ -142,13 +159,22 @@ class WatchStore:
         state: dict[str, Any] = json.loads(rows[0]["state"])
         return state
 
-    def save_cycle(self, patient_hash: str, state: Mapping[str, Any], alerts: Sequence[StoredAlert]) -> None:
-        """The patient's new state and its new alerts in one transaction: an alert is never stored
-        without the state that stops it repeating, nor the state without its alert."""
+    def save_cycle(
+        self,
+        patient_hash: str,
+        state: Mapping[str, Any],
+        alerts: Sequence[StoredAlert],
+        board: Mapping[str, Any] | None = None,
+    ) -> None:
+        """The patient's new state, its new alerts and its board row in one transaction: an alert
+        is never stored without the state that stops it repeating, nor the state without its
+        alert, and the board never shows a grade the alerts have not seen."""
         now = datetime.now(UTC).isoformat()
 
         def write(tx: Transaction) -> None:
             tx.execute(_UPSERT_STATE, (patient_hash, json.dumps(state, sort_keys=True), now))
+            if board is not None:
+                tx.execute(_UPSERT_BOARD, (patient_hash, json.dumps(dict(board), sort_keys=True), now))
             for alert in alerts:
                 tx.execute(
                     _INSERT_ALERT,
@@ -181,6 +207,22 @@ class WatchStore:
             )
             for r in rows
         ]
+
+    def load_board(self, patient_hash: str) -> dict[str, Any] | None:
+        rows = self._rows("SELECT snapshot FROM watch_board WHERE patient_hash = ?", (patient_hash,))
+        if not rows:
+            return None
+        snapshot: dict[str, Any] = json.loads(rows[0]["snapshot"])
+        return snapshot
+
+    def board_rows(self) -> dict[str, dict[str, Any]]:
+        """The last board snapshot of every patient the watcher has graded, by patient hash."""
+        rows = self._rows("SELECT patient_hash, snapshot FROM watch_board")
+        return {r["patient_hash"]: json.loads(r["snapshot"]) for r in rows}
+
+    def alerts_for(self, patient_hash: str, since: datetime) -> list[StoredAlert]:
+        """The patient's alerts raised at or after ``since`` (what the board shows as open)."""
+        return self._alerts("patient_hash = ? AND created_at >= ?", (patient_hash, since.astimezone(UTC).isoformat()))
 
     def undelivered(self) -> list[StoredAlert]:
         """Alerts not yet accepted by the webhook, oldest first (retried with the same id)."""

@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from cds_hooks.advice.dosing import dose_history
 from cds_hooks.pipeline.evaluate import Grading, evaluate
 from cds_hooks.reading.fhir_client import FhirFetcher
 from cds_hooks.reading.prefetch import build_icans_prefetch, build_prefetch
@@ -37,6 +38,7 @@ from cds_hooks.watch.config import WatchConfig
 from cds_hooks.watch.delivery import WebhookSender
 from cds_hooks.watch.reading import ChartReader
 from cds_hooks.watch.rules import AlertDraft, PatientState, decide
+from cds_hooks.watch.snapshot import board_snapshot
 from cds_hooks.watch.view import patient_view
 from cds_hooks.watch.writeback import WritebackError, build_resource, write_back
 
@@ -208,7 +210,9 @@ class Watcher:
         previous = PatientState.from_json(self.store.load_state(hashed))
         decision = decide(previous, view, self.config.rules)
         alerts = [stored_alert(hashed, d, writeback=self.config.writeback != "none") for d in decision.alerts]
-        self.store.save_cycle(hashed, decision.state.to_json(), alerts)
+        given = dose_history(evaluation.record, at, self.grading.config).total
+        board = board_snapshot(self.store.load_board(hashed), view, tocilizumab_given=given)
+        self.store.save_cycle(hashed, decision.state.to_json(), alerts, board)
         report.graded += 1
         report.alerts += len(alerts)
         for alert in alerts:

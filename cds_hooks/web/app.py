@@ -44,7 +44,9 @@ from cds_hooks.stores.feedback_store import FeedbackStore
 from cds_hooks.stores.replay_store import SharedReplayCache
 from cds_hooks.stores.session_table import EncryptedSessionTable
 from cds_hooks.web.auth import ClientAuthenticator, InMemoryReplayCache, JwksCache, parse_trusted_issuers
+from cds_hooks.web.board import routes as board_routes
 from cds_hooks.web.middleware import RequestHeaderLimit
+from cds_hooks.web.openapi import install_openapi
 from cds_hooks.web.responses import OrjsonResponse, error_body
 from cds_hooks.web.routes import cds_services, course, docs, feedback, health
 from cds_hooks.web.server import MAX_REQUEST_HEADER_BYTES
@@ -261,7 +263,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=_lifespan(state),
         docs_url=None,
         redoc_url=None,
-        openapi_url=None,
+        openapi_url="/openapi.json" if settings.openapi else None,
+        description=(
+            "CDS Hooks 2.0 service grading cytokine release syndrome (ASTCT 2019, CTCAE) and ICANS "
+            "from FHIR R4 data. Errors are a short FHIR OperationOutcome."
+        ),
     )
     app.state.web = state
     app.add_middleware(RequestHeaderLimit, max_bytes=MAX_REQUEST_HEADER_BYTES)
@@ -277,9 +283,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if smart_enabled(settings):
         app.state.smart = SmartApp(state, sessions=shared_sessions(settings, state.database))
         app.include_router(smart_routes.router)
+        app.include_router(board_routes.router)
     app.include_router(health.router)
     app.include_router(docs.router)
     app.include_router(cds_services.router)
     app.include_router(course.router)
     app.include_router(feedback.router)
+    if settings.openapi:
+        install_openapi(app)
     return app

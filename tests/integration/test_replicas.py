@@ -8,7 +8,8 @@ processes with CDS client authentication on, and HAProxy in front of them, healt
 - PostgreSQL restarted under load: cards keep being served, feedback answers 200 or 503 with
   ``Retry-After`` (never 500), and answers resume without restarting the service; the card
   records made during the outage are stored once it is back;
-- one replica SIGKILLed under load: the others answer on, and nothing acknowledged is lost.
+- one replica SIGKILLed under load: the others answer on, and nothing acknowledged is lost (a
+  request in flight on it may fail: retried elsewhere, its JWT is a replay).
 Load here is bounded: a fixed number of requests from a few threads, with a time limit.
 """
 
@@ -234,8 +235,13 @@ def test_a_replica_killed_under_load_loses_nothing_acknowledged(cluster: Cluster
         assert eventually(functools.partial(_store_ok, replica))
     victim = cluster.replicas[1]
     result = run_load(cluster.balancer.base_url, 40, victim.kill, after=10)
-    # HAProxy retries a request whose replica died (redispatch): the clinician sees no error.
-    assert set(result.hook_statuses) == {200} and set(result.feedback_statuses) == {200}
+    # Only what was in flight on the killed replica may fail: HAProxy retries it on another
+    # replica, where its JWT, already seen, is refused as a replay (401: the EHR sends it again
+    # with a new JWT), or it gives up (502). Never a 500, and at most one per client thread.
+    failed = [s for s in (*result.hook_statuses, *result.feedback_statuses) if s != 200]
+    assert set(failed) <= {401, 502} and len(failed) <= 4, failed
+    # The others answer on.
+    assert all(call_hook(cluster.balancer.base_url).status_code == 200 for _ in range(6))
     survivors = [r for r in cluster.replicas if r is not victim]
     for replica in survivors:
         assert httpx.get(f"{replica.base_url}/readyz", timeout=5).status_code == 200

@@ -21,11 +21,16 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import pytest
+from cds_hooks.stores.feedback_store import patient_hash
+from cds_hooks.stores.watch_store import WatchStore
+from cds_hooks.watch.rules import CRS, ICANS, PatientView, SystemView
+from cds_hooks.watch.snapshot import board_snapshot
 
 from fhir_server import RunningFhirServer
 from service_process import PROJECT_ROOT, RunningService, free_loopback_port
@@ -36,6 +41,7 @@ pytestmark = pytest.mark.integration
 VIGNETTE = PROJECT_ROOT / "tests" / "fixtures" / "vignettes" / "V31.bundle.json"
 AT = "2025-03-04T08:00:00Z"
 CLIENT_ID = "crs-course-e2e"
+BOARD_PATIENT = "v31"
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 CHROME_FLAGS = [
     "--headless",
@@ -92,6 +98,9 @@ class WebDriver:
     def script(self, source: str) -> Any:
         return self._call("POST", f"/session/{self.session}/execute/sync", {"script": source, "args": []})
 
+    def delete_cookies(self) -> None:
+        self._call("DELETE", f"/session/{self.session}/cookie")
+
     def screenshot(self) -> bytes:
         return base64.b64decode(self._call("GET", f"/session/{self.session}/screenshot"))
 
@@ -142,7 +151,19 @@ def browser() -> Iterator[WebDriver]:
 
 
 @pytest.fixture(scope="module")
-def servers(fhir_server: RunningFhirServer) -> Iterator[tuple[SmartService, RunningAuthServer]]:
+def database() -> Iterator[tempfile.TemporaryDirectory[str]]:
+    """The service's database, shared with the test so that it can stand in for the watcher."""
+    folder = tempfile.TemporaryDirectory(prefix="crs-cds-board-")
+    try:
+        yield folder
+    finally:
+        folder.cleanup()
+
+
+@pytest.fixture(scope="module")
+def servers(
+    fhir_server: RunningFhirServer, database: tempfile.TemporaryDirectory[str]
+) -> Iterator[tuple[SmartService, RunningAuthServer]]:
     bundle = json.loads(VIGNETTE.read_text())
     fhir_server.load([entry["resource"] for entry in bundle["entry"]])
     auth = RunningAuthServer(CLIENT_ID, fhir_server.base_url, patient="v31").start()
@@ -153,6 +174,8 @@ def servers(fhir_server: RunningFhirServer) -> Iterator[tuple[SmartService, Runn
         "CRS_CDS_FHIR_REQUEST_TIMEOUT_SECONDS": "20",
         "CRS_CDS_HOOK_TIME_BUDGET_SECONDS": "40",
         "CRS_CDS_SMART_CLIENT_ID": CLIENT_ID,
+        "CRS_CDS_WATCH_PATIENTS": BOARD_PATIENT,
+        "CRS_CDS_DATABASE_URL": f"sqlite:///{database.name}/crs-cds.sqlite3",
     }
     try:
         with SmartService(env) as service:
@@ -192,3 +215,65 @@ def test_browser_launch_shows_grade_and_tracks(
     assert time.monotonic() - started < 30
     for token in auth.state.tokens:
         assert token not in service.full_log()
+
+
+def _watcher_cycle(database: tempfile.TemporaryDirectory[str]) -> None:
+    """What ``crs-cds watch`` writes for the board after a cycle (the watcher itself is proved in
+    ``test_watch_integration``): CRS grade 2 in an episode, ICANS 0, one tocilizumab dose."""
+    store = WatchStore.open(f"sqlite:///{database.name}/crs-cds.sqlite3")
+    now = datetime.now(UTC)
+    onset = now - timedelta(hours=5)
+    snapshot = None
+    for minutes_ago, grade in ((240, 1), (120, 2), (5, 2)):
+        at = now - timedelta(minutes=minutes_ago)
+        view = PatientView(
+            at=at,
+            crs=SystemView(CRS, grade, episode_onset=onset, last_data_at=at - timedelta(minutes=20)),
+            icans=SystemView(ICANS, 0, last_data_at=at - timedelta(minutes=50)),
+        )
+        snapshot = board_snapshot(snapshot, view, tocilizumab_given=1)
+        store.save_cycle(patient_hash(BOARD_PATIENT), {"systems": {}}, [], snapshot)
+    store.close()
+
+
+def test_browser_board_needs_a_user_level_sign_in(
+    browser: WebDriver,
+    servers: tuple[SmartService, RunningAuthServer],
+    database: tempfile.TemporaryDirectory[str],
+) -> None:
+    service, auth = servers
+    _watcher_cycle(database)
+    browser.delete_cookies()
+    browser.get(f"{service.base_url}/board")
+    # /board -> /board/launch -> /authorize -> /smart/callback -> /board, all in the browser.
+    assert browser.url() == f"{service.base_url}/board", service.log()
+    scopes = auth.state.authorize_requests[-1]["scope"].split()
+    assert "user/Observation.rs" in scopes and not {"launch", "launch/patient"} & set(scopes)
+    text = str(browser.script("return document.body.innerText"))
+    assert "CRS / ICANS unit board" in text, text
+    assert f"Patient/{BOARD_PATIENT}" in text
+    assert "1 given, 3 left" in text
+    row = browser.script("return Array.from(document.querySelectorAll('tbody tr td')).map(td => td.innerText)")
+    assert row[:4] == ["2", "2", "0", "0"], row  # CRS now, CRS worst, ICANS now, ICANS worst
+    assert browser.script("return document.querySelectorAll('tbody svg polyline').length") >= 1
+    assert browser.script("return document.querySelector('meta[http-equiv=refresh]').content") == "60"
+    assert browser.script("return document.cookie") == ""  # the board's session cookie is HttpOnly
+    # Readable on a ward screen: the whole board fits the window's width (no sideways scrolling).
+    assert browser.script("return document.documentElement.scrollWidth <= window.innerWidth") is True
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "board.png").write_bytes(browser.screenshot())
+
+    # A server that puts the sign-in in one patient's context: the board refuses it.
+    browser.delete_cookies()
+    auth.state.patient_context_always = True
+    try:
+        browser.get(f"{service.base_url}/board")
+    finally:
+        auth.state.patient_context_always = False
+    text = str(browser.script("return document.body.innerText"))
+    assert "Not authorised for the unit board" in text, text
+    assert f"Patient/{BOARD_PATIENT}" not in text
+    full_log = service.full_log()
+    for token in auth.state.tokens:
+        assert token not in full_log
+    assert BOARD_PATIENT not in full_log.replace(auth.iss, "")

@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Annotated
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from cds_hooks.cds import CdsRequest
+from cds_hooks.cds import CdsRequest, CdsResponse, Discovery
 from cds_hooks.pipeline.hook import HookOutcome
 from cds_hooks.stores.feedback_store import IssuedCard, patient_hash
 from cds_hooks.web.bodies import read_hook_request
+from cds_hooks.web.openapi import SERVICE_ID_PARAMETER, answers, json_body
 from cds_hooks.web.responses import OrjsonResponse
 from cds_hooks.web.security import CLIENT_AUTH
 from cds_hooks.web.state import RecorderDep, ServiceDep, SettingsDep
@@ -27,14 +29,25 @@ log = logging.getLogger("crs_cds.app")
 router = APIRouter(dependencies=[CLIENT_AUTH])
 
 
-@router.get("/cds-services")
-async def discovery(service: ServiceDep) -> Response:
-    return OrjsonResponse(service.discovery().dump())
+@router.get("/cds-services", responses=answers(Discovery, "the CDS services offered"))
+async def discovery(service: ServiceDep, settings: SettingsDep) -> Response:
+    offered = service.discovery()
+    if settings.discovery_hook_version:
+        offered = offered.with_hook_versions()
+    return OrjsonResponse(offered.dump())
 
 
-@router.post("/cds-services/{service_id}")
+@router.post(
+    "/cds-services/{service_id}",
+    openapi_extra=json_body(CdsRequest),
+    responses=answers(CdsResponse, "the cards (an empty list when there is nothing to show)"),
+)
 async def call_service(
-    service_id: str, request: Request, service: ServiceDep, settings: SettingsDep, recorder: RecorderDep
+    service_id: Annotated[str, SERVICE_ID_PARAMETER],
+    request: Request,
+    service: ServiceDep,
+    settings: SettingsDep,
+    recorder: RecorderDep,
 ) -> Response:
     started = time.perf_counter()
     hook_request = await read_hook_request(request, settings.max_body_bytes)

@@ -12,11 +12,13 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from cds_hooks.cds import CdsRequest
 from cds_hooks.errors import BadRequest
 from cds_hooks.pipeline.course import course_document
 from cds_hooks.pipeline.hook import HOOK, SERVICE_ID
 from cds_hooks.stores.feedback_store import patient_hash
 from cds_hooks.web.bodies import read_hook_request
+from cds_hooks.web.openapi import CourseDocument, answers, json_body
 from cds_hooks.web.responses import OrjsonResponse
 from cds_hooks.web.security import CLIENT_AUTH
 from cds_hooks.web.state import ServiceDep, SettingsDep
@@ -26,7 +28,11 @@ log = logging.getLogger("crs_cds.app")
 router = APIRouter(dependencies=[CLIENT_AUTH])
 
 
-@router.post(f"/cds-services/{SERVICE_ID}/course")
+@router.post(
+    f"/cds-services/{SERVICE_ID}/course",
+    openapi_extra=json_body(CdsRequest),
+    responses=answers(CourseDocument, "the CRS course: the grade at every data time"),
+)
 async def course(request: Request, service: ServiceDep, settings: SettingsDep) -> Response:
     started = time.perf_counter()
     hook_request = await read_hook_request(request, settings.max_body_bytes)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Annotated
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -15,6 +16,7 @@ from pydantic import ValidationError
 from cds_hooks.errors import BadRequest, ServiceError, UnknownService
 from cds_hooks.stores.feedback_store import FeedbackRequest
 from cds_hooks.web.bodies import read_json_body
+from cds_hooks.web.openapi import SERVICE_ID_PARAMETER, EmptyObject, answers, json_body
 from cds_hooks.web.responses import OrjsonResponse
 from cds_hooks.web.security import CLIENT_AUTH
 from cds_hooks.web.state import ServiceDep, SettingsDep, StoreDep
@@ -24,9 +26,17 @@ log = logging.getLogger("crs_cds.app")
 router = APIRouter(dependencies=[CLIENT_AUTH])
 
 
-@router.post("/cds-services/{service_id}/feedback")
+@router.post(
+    "/cds-services/{service_id}/feedback",
+    openapi_extra=json_body(FeedbackRequest),
+    responses=answers(EmptyObject, "the feedback is stored (a resent item counts once)"),
+)
 async def feedback(
-    service_id: str, request: Request, service: ServiceDep, settings: SettingsDep, store: StoreDep
+    service_id: Annotated[str, SERVICE_ID_PARAMETER],
+    request: Request,
+    service: ServiceDep,
+    settings: SettingsDep,
+    store: StoreDep,
 ) -> Response:
     if service_id not in service.service_ids:
         raise UnknownService(f"no CDS service '{service_id}'")

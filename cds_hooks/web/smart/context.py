@@ -120,12 +120,12 @@ class SmartApp:
             raise SmartError(503, "Service starting", "The service is not ready; try again in a moment.")
         return shared
 
-    def set_cookie(self, response: Response, session_id: str) -> None:
+    def set_cookie(self, response: Response, session_id: str, *, name: str = COOKIE, path: str = COOKIE_PATH) -> None:
         response.set_cookie(
-            COOKIE,
+            name,
             session_id,
             max_age=int(self.settings.smart_session_minutes * 60),
-            path=COOKIE_PATH,
+            path=path,
             httponly=True,
             secure=self.secure_cookie,
             samesite="lax",
@@ -210,8 +210,9 @@ class SmartApp:
             raise SmartError(400, "Evaluation time refused", "'at' must be an instant with a time zone.")
         return value
 
-    async def exchange(self, session: SmartSession, code: str) -> dict[str, Any]:
-        """The token response for ``code`` with this session's PKCE verifier, checked for a patient."""
+    async def exchange(self, session: SmartSession, code: str, *, require_patient: bool = True) -> dict[str, Any]:
+        """The token response for ``code`` with this session's PKCE verifier, checked for a patient
+        unless the launch was a user-level one (the unit board), which the board checks itself."""
         assert session.token_endpoint is not None and session.verifier is not None
         form = {
             "grant_type": "authorization_code",
@@ -246,6 +247,8 @@ class SmartApp:
         if str(body.get("token_type", "")).lower() != "bearer":
             raise SmartError(502, "Token request failed", "The token response is not a Bearer token.")
         patient = body.get("patient")
+        if not require_patient:
+            return body
         if not isinstance(patient, str) or not FHIR_ID.match(patient):
             raise SmartError(
                 502,

@@ -24,7 +24,17 @@ from cds_hooks.pipeline.hook import AT_EXTENSION, HOOK
 from cds_hooks.stores.feedback_store import patient_hash
 from cds_hooks.web.smart.context import SECURITY_HEADERS, SmartApp, SmartError, failure, page, short, smart_app
 from cds_hooks.web.smart.page import render_page
-from cds_hooks.web.smart.sessions import COOKIE, COOKIE_PATH, PENDING_SECONDS, SmartSession, pkce_pair
+from cds_hooks.web.smart.sessions import (
+    BOARD_COOKIE,
+    BOARD_COOKIE_PATH,
+    COOKIE,
+    COOKIE_PATH,
+    PENDING_SECONDS,
+    PURPOSE_BOARD,
+    PURPOSE_COURSE,
+    SmartSession,
+    pkce_pair,
+)
 
 log = logging.getLogger("crs_cds.smart")
 
@@ -47,12 +57,40 @@ async def launch(request: Request, smart: SmartDep) -> Response:
     except SmartError as exc:
         log.warning("smart launch refused", extra={"reason": exc.title})
         return failure(exc)
-    verifier, challenge = pkce_pair()
-    state = secrets.token_urlsafe(32)
     scope = smart.settings.smart_scopes
     if launch_token is None:
         # Standalone: no EHR context to bind; ask the authorization server for a patient picker.
         scope = " ".join(s for s in scope.split() if s != "launch")
+    return start_authorization(
+        smart,
+        iss=iss,
+        authorize=authorize,
+        token_endpoint=token_endpoint,
+        scope=scope,
+        at=at,
+        launch_token=launch_token,
+        purpose=PURPOSE_COURSE,
+    )
+
+
+def start_authorization(
+    smart: SmartApp,
+    *,
+    iss: str,
+    authorize: str,
+    token_endpoint: str,
+    scope: str,
+    at: str | None,
+    launch_token: str | None,
+    purpose: str,
+) -> Response:
+    """A pending launch (state + PKCE verifier, server-side) and the redirect to ``authorize``.
+
+    Shared by the course page's launch and the unit board's sign-in: the pending session says
+    which of them the callback completes (``purpose``).
+    """
+    verifier, challenge = pkce_pair()
+    state = secrets.token_urlsafe(32)
     sessions = smart.sessions
     session_id = sessions.create(
         SmartSession(
@@ -62,6 +100,7 @@ async def launch(request: Request, smart: SmartDep) -> Response:
             verifier=verifier,
             token_endpoint=token_endpoint,
             at=at,
+            purpose=purpose,
         )
     )
     params = {
@@ -80,7 +119,8 @@ async def launch(request: Request, smart: SmartDep) -> Response:
     response = RedirectResponse(f"{authorize}{separator}{urlencode(params)}", status_code=302)
     response.headers.update(SECURITY_HEADERS)
     smart.set_cookie(response, session_id)
-    log.info("smart launch", extra={"kind": "ehr" if launch_token is not None else "standalone"})
+    kind = "ehr" if launch_token is not None else "standalone"
+    log.info("smart launch", extra={"kind": kind, "purpose": purpose})
     return response
 
 
@@ -115,7 +155,8 @@ async def callback(request: Request, smart: SmartDep) -> Response:
         code = query.get("code")
         if not code:
             raise SmartError(400, "Launch refused", "The authorization server sent no code.")
-        token = await smart.exchange(session, code)
+        board = session.purpose == PURPOSE_BOARD
+        token = await smart.exchange(session, code, require_patient=not board)
     except SmartError as exc:
         log.warning("smart callback refused", extra={"reason": exc.title})
         refused = failure(exc)
@@ -126,6 +167,8 @@ async def callback(request: Request, smart: SmartDep) -> Response:
     expires_in = token.get("expires_in")
     if isinstance(expires_in, int | float) and expires_in > 0:
         lifetime = min(lifetime, float(expires_in))
+    if board:
+        return _board_signed_in(smart, session, token, lifetime)
     signed_in = SmartSession(
         iss=session.iss,
         expires=sessions.now() + lifetime,
@@ -142,9 +185,32 @@ async def callback(request: Request, smart: SmartDep) -> Response:
     return response
 
 
+def _board_signed_in(smart: SmartApp, pending: SmartSession, token: dict[str, Any], lifetime: float) -> Response:
+    """The unit board's session: its own cookie (path ``/board``), never the course page's.
+
+    A patient in the token response is kept, not dropped: the board refuses such a session (a
+    launch in one patient's context cannot authorise a list of every watched patient).
+    """
+    patient = token.get("patient")
+    signed_in = SmartSession(
+        iss=pending.iss,
+        expires=smart.sessions.now() + lifetime,
+        access_token=str(token["access_token"]),
+        scope=str(token.get("scope") or ""),
+        patient=patient if isinstance(patient, str) and patient else None,
+        purpose=PURPOSE_BOARD,
+    )
+    response = RedirectResponse("/board", status_code=303)
+    response.headers.update(SECURITY_HEADERS)
+    response.delete_cookie(COOKIE, path=COOKIE_PATH)  # the pending launch is spent
+    smart.set_cookie(response, smart.sessions.create(signed_in), name=BOARD_COOKIE, path=BOARD_COOKIE_PATH)
+    log.info("board signed in", extra={"patient_context": signed_in.patient is not None})
+    return response
+
+
 def _signed_in(request: Request, smart: SmartApp) -> SmartSession:
     session = smart.sessions.get(request.cookies.get(COOKIE))
-    if session is None or session.access_token is None or session.patient is None:
+    if session is None or session.access_token is None or session.patient is None or session.purpose != PURPOSE_COURSE:
         raise SmartError(401, "Not signed in", "This session has ended or never started; launch the app again.")
     return session
 

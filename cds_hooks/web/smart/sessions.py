@@ -19,6 +19,10 @@ from cds_hooks.stores.session_table import EncryptedSessionTable, SessionKind
 
 COOKIE = "crs_smart_session"
 COOKIE_PATH = "/smart"
+BOARD_COOKIE = "crs_board_session"
+BOARD_COOKIE_PATH = "/board"
+PURPOSE_COURSE = "course"
+PURPOSE_BOARD = "board"
 PENDING_SECONDS = 600.0
 """A launch must come back from the authorization server within this time."""
 MAX_SESSIONS = 10_000
@@ -39,6 +43,9 @@ class SmartSession:
     access_token: str | None = field(default=None, repr=False)
     scope: str = ""
     patient: str | None = None
+    purpose: str = "course"
+    """What the launch was for: ``course`` (one patient's page) or ``board`` (the unit board,
+    user-level); a session only ever opens the pages of its own purpose."""
 
 
 class SessionStore:
