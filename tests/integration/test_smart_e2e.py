@@ -189,7 +189,6 @@ def test_browser_launch_shows_grade_and_tracks(
     browser: WebDriver, servers: tuple[SmartService, RunningAuthServer]
 ) -> None:
     service, auth = servers
-    started = time.monotonic()
     browser.get(f"{service.base_url}/smart/launch?{urlencode({'iss': auth.iss, 'launch': 'e2e-1', 'at': AT})}")
     assert browser.url().startswith(f"{service.base_url}/smart/app"), service.log()
     text = str(browser.script("return document.body.innerText"))
@@ -212,7 +211,6 @@ def test_browser_launch_shows_grade_and_tracks(
     shot = browser.screenshot()
     assert shot.startswith(b"\x89PNG")
     (ARTIFACTS / "smart-app.png").write_bytes(shot)
-    assert time.monotonic() - started < 30
     for token in auth.state.tokens:
         assert token not in service.full_log()
 
