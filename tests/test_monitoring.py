@@ -87,7 +87,7 @@ def test_panel_on_the_crs_card_during_an_episode(client: TestClient) -> None:
     assert "**Monitoring labs during CRS**" in detail
     assert "Outside the reference range: Platelets (low)" in detail
     assert "Overdue or not charted: C-reactive protein, Ferritin" in detail
-    assert "| Platelets | 90 10*9/L |" in detail and "Observation/plt" in detail
+    assert "| Platelets | 90 ×10⁹/L |" in detail and "Observation/plt" in detail
     assert "magnesium" in detail  # ASCO-listed, not mapped: named, not dropped
 
 
@@ -130,7 +130,7 @@ def test_smart_page_shows_lab_trends_and_scores() -> None:
     grading = Grading(load_terminology(), load_units())
     evaluation = evaluate(sourced, patient_id=PATIENT_ID, at=T, grading=grading)
     page = render_page(course_document(evaluation, grading.config, PATIENT_ID), evaluation)
-    assert 'id="lab-trends"' in page and "140 (03 Mar 02:00) → 45 (04 Mar 06:00) 10*9/L" in page
+    assert 'id="lab-trends"' in page and "140 (03 Mar 02:00) → 45 (04 Mar 06:00) ×10⁹/L" in page
     assert "150–400" in page
     assert 'id="lab-scores"' in page and "ISTH-DIC-2001" in page and "at least 5" in page
     assert "<script>" not in page  # every string from the record is escaped

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import tzinfo
 from typing import Any, Literal
 
+from cds_hooks.advice.display import display_quantity, display_text, local_time, site_zone
 from cds_hooks.advice.dosing import TocilizumabAdvice
 from cds_hooks.advice.monitoring import panel_lines
 from cds_hooks.advice.sepsis import sepsis_lines
@@ -51,6 +53,15 @@ class CardOptions:
     source_label: str = "CRS grading (ASTCT 2019 consensus)"
     card_for_grade_zero: bool = False
     smart_app_url: str | None = None
+    site_timezone: str | None = None
+    """IANA zone for every time a clinician reads (``CRS_CDS_SITE_TIMEZONE``); UTC when unset."""
+    choices_url: str | None = None
+    """Where the choices in force are explained (``/docs/choices`` of this service), if reachable."""
+
+
+CHOICES_README = 'README, "Clinical choices"'
+LIST_LIMIT = 8
+"""Items shown per list on a card; the rest stay in the RESULT extension (a short detail is read)."""
 
 
 def build_cards(evaluation: Evaluation, options: CardOptions | None = None) -> list[Card]:
@@ -74,8 +85,8 @@ def _grade_card(evaluation: Evaluation, opts: CardOptions) -> Card:
         suggestions = _suggestions(evaluation, grade=result.grade_at_least)
     return Card(
         uuid=str(uuid.uuid4()),
-        summary=summary_line(result),
-        detail=_detail(evaluation),
+        summary=summary_line(result, site_zone(opts.site_timezone)),
+        detail=_detail(evaluation, opts),
         indicator=_indicator(result),
         source=_source(opts),
         suggestions=suggestions or None,
@@ -91,7 +102,7 @@ def _alert_card(evaluation: Evaluation, opts: CardOptions) -> Card:
     return Card(
         uuid=str(uuid.uuid4()),
         summary=clip_summary(f"CRS grade 0 (ASTCT), but: {result.alerts[0]}"),
-        detail=_detail(evaluation),
+        detail=_detail(evaluation, opts),
         indicator="warning",
         source=_source(opts),
         overrideReasons=OVERRIDE_REASONS,
@@ -122,7 +133,7 @@ def score_lines(score: ScoreResult) -> list[str]:
     if score.evidence:
         lines += ["", "| Component | Value | Note | Time | Reference |", "|---|---|---|---|---|"]
         for e in score.evidence:
-            value = f"{e.value:g} {e.unit or ''}".strip() if isinstance(e.value, float) else markdown_cell(e.value)
+            value = display_quantity(e.value, e.unit) if isinstance(e.value, float) else markdown_cell(e.value)
             time = iso(e.time) if e.time is not None else ""
             lines.append(
                 f"| {markdown_cell(e.criterion)} | {value} | {markdown_cell(e.detail)} | {time} | {e.reference} |"
@@ -167,15 +178,58 @@ def _links(opts: CardOptions) -> list[Link]:
     ]
     if opts.smart_app_url:
         links.append(Link(label="CRS course (SMART app)", url=opts.smart_app_url, type="smart"))
+    links += choices_links(opts)
     return links
+
+
+def choices_links(opts: CardOptions) -> list[Link]:
+    """The page that explains the choices in force, when the service knows its public address."""
+    if not opts.choices_url:
+        return []
+    return [Link(label="Choices in force, explained", url=opts.choices_url, type="absolute")]
+
+
+def choices_line(choices: Mapping[str, str], opts: CardOptions) -> str:
+    """One line instead of the full list: the list stays in the RESULT extension ``choices``."""
+    where = f"[{opts.choices_url}]({opts.choices_url})" if opts.choices_url else CHOICES_README
+    return f"Choices in force: {len(choices)} site settings, explained at {where} (listed in the result extension)."
+
+
+REFERENCES_PER_REASON = 3
+
+
+def not_used_lines(result: GradeResult) -> list[str]:
+    """One line per reason, naming its resources: thirty thermometers in the wrong unit are one
+    finding, not thirty lines (every reference stays in the extension ``notEvidence``)."""
+    by_reason: dict[str, list[str]] = {}
+    for item in result.not_evidence:
+        by_reason.setdefault(item.reason, []).append(item.reference)
+    lines: list[str] = []
+    for reason, references in by_reason.items():
+        named = ", ".join(references[:REFERENCES_PER_REASON])
+        more = len(references) - REFERENCES_PER_REASON
+        lines.append(f"{named}{f' and {more} more' if more > 0 else ''}: {reason}")
+    return lines
+
+
+def item_lines(title: str, items: Sequence[str], opts: CardOptions) -> list[str]:
+    """A titled bullet list, at most ``LIST_LIMIT`` items, units and times as a clinician reads them."""
+    if not items:
+        return []
+    zone = site_zone(opts.site_timezone)
+    lines = ["", f"**{title}**", *(f"- {markdown_cell(display_text(item, zone))}" for item in items[:LIST_LIMIT])]
+    if len(items) > LIST_LIMIT:
+        lines.append(f"- … and {len(items) - LIST_LIMIT} more (in the result extension)")
+    return lines
 
 
 def clip_summary(text: str, limit: int = 139) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def summary_line(result: GradeResult) -> str:
-    """A line a nurse can act on: the grade and the findings that set it (< 140 characters)."""
+def summary_line(result: GradeResult, zone: tzinfo | None = None) -> str:
+    """A line a nurse can act on: the grade and the findings that set it (< 140 characters);
+    a time in it on the site clock when ``zone`` is given."""
     findings: list[str] = []
     fever = next((e for e in result.evidence if e.criterion == "fever"), None)
     if fever is not None and fever.status is Status.MET:
@@ -197,7 +251,7 @@ def summary_line(result: GradeResult) -> str:
         head = "CRS grade indeterminate (ASTCT)"
         if result.grade_at_least:
             head += f": at least {result.grade_at_least}"
-        missing = result.missing[0].split(":")[0] if result.missing else "data missing"
+        missing = first_clause(result.missing[0], zone) if result.missing else "data missing"
         if result.possible_grade is not None and missing.startswith("possible CRS with masked fever"):
             head = f"Possible CRS with masked fever: grade {result.possible_grade} if CRS (ASTCT)"
             missing = ""
@@ -212,6 +266,12 @@ def summary_line(result: GradeResult) -> str:
     if result.worst_grade is not None and result.worst_grade > result.grade:
         text += f" (worst {result.worst_grade} in 72 h)"
     return clip_summary(text)
+
+
+def first_clause(text: str, zone: tzinfo | None) -> str:
+    """The text before its first ``": "``: a bare ``":"`` is inside a time (``08:00``), which a
+    split on it cut to ``2025-03-04T08``."""
+    return display_text(text.split(": ", maxsplit=1)[0], zone)
 
 
 def _fever_unknown(result: GradeResult) -> bool:
@@ -240,52 +300,63 @@ def markdown_cell(value: object) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ") if value is not None else ""
 
 
-def _detail(evaluation: Evaluation) -> str:
+def _detail(evaluation: Evaluation, opts: CardOptions) -> str:
+    """Grade and why (evidence), what is missing, what to do; times in the site zone."""
     result = evaluation.primary
+    zone = site_zone(opts.site_timezone)
+    at = local_time(result.at, zone)
     lines: list[str] = []
     if result.grade is not None:
-        lines.append(f"**ASTCT CRS grade {result.grade}** at {iso(result.at)}.")
+        lines.append(f"**ASTCT CRS grade {result.grade}** at {at}.")
     else:
         at_least = f" (at least {result.grade_at_least})" if result.grade_at_least else ""
-        lines.append(
-            f"**ASTCT CRS grade indeterminate{at_least}** at {iso(result.at)}: the data cannot exclude a higher grade."
-        )
-    lines += sepsis_lines(evaluation.record, result.at, fever=result.components.get("fever") == Status.MET.value)
+        lines.append(f"**ASTCT CRS grade indeterminate{at_least}** at {at}: the data cannot exclude a higher grade.")
+    fever_met = result.components.get("fever") == Status.MET.value
+    lines += [display_text(line, zone) for line in sepsis_lines(evaluation.record, result.at, fever=fever_met)]
     if result.possible_grade is not None:
         lines.append(
             f"Possible grade if the unknown is CRS: **{result.possible_grade}** (the card's indicator follows it)."
         )
-    if result.worst_grade is not None and result.worst_grade_at is not None:
+    if _worst_differs(result) and result.worst_grade is not None and result.worst_grade_at is not None:
         lines.append(
-            f"Worst grade in the look-back window: **{result.worst_grade}** (at {iso(result.worst_grade_at)})."
+            f"Worst grade in the look-back window: **{result.worst_grade}** "
+            f"(at {local_time(result.worst_grade_at, zone)})."
         )
-    lines += evidence_table(result, first_column="Criterion")
+    lines += evidence_table(result, first_column="Criterion", site_timezone=opts.site_timezone)
     if _worst_differs(result) and result.worst_grade_evidence and result.worst_grade_at is not None:
         worst = replace(result, evidence=result.worst_grade_evidence)
-        lines += ["", f"**Evidence for the worst grade ({result.worst_grade} at {iso(result.worst_grade_at)})**"]
-        lines += evidence_table(worst, first_column="Criterion")
-    for title, items in (
-        ("Missing", result.missing),
-        ("Alerts", result.alerts),
-        ("Assumptions", result.assumptions),
-        ("Not used as evidence", tuple(f"{n.reference}: {n.reason}" for n in result.not_evidence)),
-    ):
-        if items:
-            lines += ["", f"**{title}**", *(f"- {markdown_cell(item)}" for item in items[:20])]
-            if len(items) > 20:
-                lines.append(f"- … and {len(items) - 20} more")
+        lines += [
+            "",
+            f"**Evidence for the worst grade ({result.worst_grade} at {local_time(result.worst_grade_at, zone)})**",
+        ]
+        lines += evidence_table(worst, first_column="Criterion", site_timezone=opts.site_timezone)
+    lines += item_lines("Missing", result.missing, opts)
+    lines += item_lines("Alerts", result.alerts, opts)
+    lines += item_lines("Assumptions", result.assumptions, opts)
+    lines += item_lines("Not used as evidence", not_used_lines(result), opts)
     if len(evaluation.results) > 1:
         lines += ["", "| System | Grade | Worst |", "|---|---|---|"]
         for other in evaluation.results:
             lines.append(f"| {other.system} | {_grade_text(other.grade)} | {_grade_text(other.worst_grade)} |")
     for score in evaluation.scores:
-        lines += score_lines(score)
+        lines += [display_text(line, zone) for line in score_lines(score)]
     if evaluation.panel is not None:
-        lines += panel_lines(evaluation.panel)
-    lines += ["", "**Suggested management** (ASCO 2021; institutional protocols apply)", *_management_lines(evaluation)]
-    lines += ["", "**Choices in force**", *(f"- {k}: {v}" for k, v in result.choices.items())]
-    lines += ["", f"Grading: {result.citation}. Grade 5 is never inferred."]
+        lines += [display_text(line, zone) for line in panel_lines(evaluation.panel)]
+    lines += [
+        "",
+        "**Suggested management** (ASCO 2021; institutional protocols apply)",
+        *(display_text(line, zone) for line in _management_lines(evaluation, opts)),
+    ]
+    lines += ["", choices_line(result.choices, opts)]
+    lines += ["", f"Grading: {result.citation}. Grade 5 is never inferred. {zone_note(opts)}"]
     return "\n".join(lines)
+
+
+def zone_note(opts: CardOptions) -> str:
+    """Says which clock the card's times are on (UTC in the extension, always)."""
+    if opts.site_timezone:
+        return f"Times in {opts.site_timezone}."
+    return "Times in UTC (no site time zone configured)."
 
 
 def _worst_differs(result: GradeResult) -> bool:
@@ -295,14 +366,17 @@ def _worst_differs(result: GradeResult) -> bool:
     return result.grade is None or result.worst_grade > result.grade
 
 
-def evidence_table(result: GradeResult, *, first_column: str) -> list[str]:
-    """The evidence as a Markdown table: value, unit, threshold, time and the FHIR source."""
+def evidence_table(result: GradeResult, *, first_column: str, site_timezone: str | None = None) -> list[str]:
+    """The evidence as a Markdown table: value in display units, threshold, local time, FHIR source."""
     if not result.evidence:
         return []
+    zone = site_zone(site_timezone)
     lines = ["", f"| {first_column} | Status | Value | Threshold | Time | Source |", "|---|---|---|---|---|---|"]
     for e in result.evidence:
-        value = f"{e.value:g} {e.unit or ''}".strip() if isinstance(e.value, float) else e.value
-        cells = [e.criterion, e.status.value, value, e.threshold, iso(e.time) if e.time else "", e.reference]
+        value = display_quantity(e.value, e.unit, e.detail) if isinstance(e.value, float) else e.value
+        threshold = display_text(e.threshold) if e.threshold else e.threshold
+        when = local_time(e.time, zone) if e.time else ""
+        cells = [e.criterion, e.status.value, value, threshold, when, e.reference]
         lines.append("| " + " | ".join(markdown_cell(c) for c in cells) + " |")
     return lines
 
@@ -311,7 +385,7 @@ def _grade_text(grade: int | None) -> str:
     return "indeterminate" if grade is None else str(grade)
 
 
-def _management_lines(evaluation: Evaluation) -> list[str]:
+def _management_lines(evaluation: Evaluation, opts: CardOptions) -> list[str]:
     """ASCO 2021 by grade; fixed adult doses only for a known adult, boluses only with hypotension
     (clinical-reference.md section 1, "Children" and "Fluid boluses")."""
     result = evaluation.primary
@@ -359,7 +433,8 @@ def _management_lines(evaluation: Evaluation) -> list[str]:
         if advice.last_dose is not None:
             lines.append(
                 f"- Tocilizumab given so far: {advice.doses_total} dose(s), {advice.doses_last_24h} in the last 24 h; "
-                f"last at {iso(advice.last_dose.start)} ({advice.last_dose.reference})."
+                f"last at {local_time(advice.last_dose.start, site_zone(opts.site_timezone))} "
+                f"({advice.last_dose.reference})."
             )
         if advice.weight_note:
             lines.append(f"- {advice.weight_note}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 
 from cds_hooks.advice.cards import ASCO_URL, EXTENSION_KEY, CardOptions, score_lines
+from cds_hooks.advice.display import display_text, site_zone
 from cds_hooks.cds import Card, Link, Source
 from cds_hooks.grading.hlh import CARHLH, HSCORE, HSCORE_CUTOFF, IEC_HS
 from cds_hooks.grading.result import ScoreResult
@@ -39,8 +40,9 @@ def build_hlh_cards(evaluation: Evaluation, options: CardOptions | None = None) 
         + "; ".join(triggers)
         + ". Not a diagnosis: a prompt to review with haematology.",
     ]
+    zone = site_zone(opts.site_timezone)
     for score in hlh:
-        lines += score_lines(score)
+        lines += [display_text(line, zone) for line in score_lines(score)]
     summary = f"Consider an HLH-like syndrome: {'; '.join(triggers)}"
     return [
         Card(

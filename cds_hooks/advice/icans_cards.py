@@ -17,6 +17,7 @@ left to institutional protocol. Steroid orders are offered for adults only, as o
 from __future__ import annotations
 
 import uuid
+from datetime import tzinfo
 from typing import Any
 
 from cds_hooks.advice.cards import (
@@ -29,18 +30,24 @@ from cds_hooks.advice.cards import (
     OVERRIDE_SYSTEM,
     CardOptions,
     Indicator,
+    choices_line,
+    choices_links,
     clip_summary,
     dexamethasone_q6h,
     evidence_table,
+    first_clause,
+    item_lines,
     markdown_cell,
     methylprednisolone_daily,
+    not_used_lines,
     service_request_suggestion,
+    zone_note,
 )
+from cds_hooks.advice.display import display_text, local_time, site_zone
 from cds_hooks.cds import Card, Coding, Link, Source, Suggestion
 from cds_hooks.grading import GradeResult
 from cds_hooks.grading.icans import summary_findings
 from cds_hooks.pipeline.evaluate import Evaluation
-from cds_hooks.reading.fhir_time import iso
 
 ICANS_DIAGNOSIS = {0: "G92.00", 1: "G92.01", 2: "G92.02", 3: "G92.03", 4: "G92.04"}
 """ICD-10-CM G92.0x (docs/reference/codes.csv, verified); G92.00 is "grade unspecified"."""
@@ -69,8 +76,8 @@ def build_icans_cards(evaluation: Evaluation, options: CardOptions | None = None
     return [
         Card(
             uuid=str(uuid.uuid4()),
-            summary=summary_line(result),
-            detail=_detail(evaluation, result, level),
+            summary=summary_line(result, site_zone(opts.site_timezone)),
+            detail=_detail(evaluation, result, level, opts),
             indicator=_indicator(result),
             source=Source(
                 label="ICANS grading (ASTCT 2019 consensus)",
@@ -92,6 +99,7 @@ def build_icans_cards(evaluation: Evaluation, options: CardOptions | None = None
                     if opts.smart_app_url
                     else []
                 ),
+                *choices_links(opts),
             ],
             extension={EXTENSION_KEY: [r.to_json() for r in (evaluation.icans_results or (result,))]},
         )
@@ -111,49 +119,48 @@ def _indicator(result: GradeResult) -> Indicator:
     return indicator
 
 
-def summary_line(result: GradeResult) -> str:
+def summary_line(result: GradeResult, zone: tzinfo | None = None) -> str:
     """``ICANS grade 3 (ASTCT): ICE 2/10, seizure`` (< 140 characters)."""
     findings = ", ".join(summary_findings(result))
     if is_overdue(result):
         overdue = next(a for a in result.alerts if a.startswith("assessment overdue"))
         grade = f"grade {result.grade}" if result.grade is not None else "grade indeterminate"
-        return clip_summary(f"ICANS assessment overdue ({grade}): {overdue.removeprefix('assessment overdue: ')}")
+        detail = display_text(overdue.removeprefix("assessment overdue: "), zone)
+        return clip_summary(f"ICANS assessment overdue ({grade}): {detail}")
     if result.grade is None:
         head = "ICANS grade indeterminate (ASTCT)"
         if result.grade_at_least:
             head += f": at least {result.grade_at_least}"
-        missing = result.missing[0].split(":")[0] if result.missing else "data missing"
+        missing = first_clause(result.missing[0], zone) if result.missing else "data missing"
         return clip_summary(f"{head}; {missing}" + (f"; {findings}" if findings else ""))
     return clip_summary(f"ICANS grade {result.grade} (ASTCT)" + (f": {findings}" if findings else ""))
 
 
-def _detail(evaluation: Evaluation, result: GradeResult, level: int) -> str:
+def _detail(evaluation: Evaluation, result: GradeResult, level: int, opts: CardOptions) -> str:
+    """Grade and why, what is missing, what to do: the same rendering as the CRS card."""
+    at = local_time(result.at, site_zone(opts.site_timezone))
     lines: list[str] = []
     if result.grade is not None:
-        lines.append(f"**ASTCT ICANS grade {result.grade}** at {iso(result.at)}.")
+        lines.append(f"**ASTCT ICANS grade {result.grade}** at {at}.")
     else:
         at_least = f" (at least {result.grade_at_least})" if result.grade_at_least else ""
-        lines.append(f"**ASTCT ICANS grade indeterminate{at_least}** at {iso(result.at)}.")
-    lines += evidence_table(result, first_column="Domain")
+        lines.append(f"**ASTCT ICANS grade indeterminate{at_least}** at {at}.")
+    lines += evidence_table(result, first_column="Domain", site_timezone=opts.site_timezone)
     others = [r for r in evaluation.icans_results if r.system != result.system]
     if others:
         lines += ["", "**Other ICANS grading systems** (the card's advice follows ASTCT)"]
-        lines += [f"- {markdown_cell(_grade_phrase(r))}" for r in others]
-    for title, items in (
-        ("Alerts", result.alerts),
-        ("Missing", result.missing),
-        ("Assumptions", result.assumptions),
-        ("Not used as evidence", tuple(f"{n.reference}: {n.reason}" for n in result.not_evidence)),
-    ):
-        if items:
-            lines += ["", f"**{title}**", *(f"- {markdown_cell(item)}" for item in items[:20])]
+        lines += [f"- {markdown_cell(display_text(_grade_phrase(r), site_zone(opts.site_timezone)))}" for r in others]
+    lines += item_lines("Alerts", result.alerts, opts)
+    lines += item_lines("Missing", result.missing, opts)
+    lines += item_lines("Assumptions", result.assumptions, opts)
+    lines += item_lines("Not used as evidence", not_used_lines(result), opts)
     lines += [
         "",
         "**Suggested management** (ASCO 2021; institutional protocols apply)",
         *_management(evaluation, level),
     ]
-    lines += ["", "**Choices in force**", *(f"- {k}: {v}" for k, v in result.choices.items())]
-    lines += ["", f"Grading: {result.citation}. Grade 5 is never inferred."]
+    lines += ["", choices_line(result.choices, opts)]
+    lines += ["", f"Grading: {result.citation}. Grade 5 is never inferred. {zone_note(opts)}"]
     return "\n".join(lines)
 
 

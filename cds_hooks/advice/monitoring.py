@@ -78,10 +78,11 @@ def panel_lines(panel: MonitoringPanel) -> list[str]:
         lines.append("- Outside the reference range: " + ", ".join(f"{r.display} ({r.flag})" for r in panel.abnormal))
     if panel.overdue:
         lines.append("- Overdue or not charted: " + ", ".join(r.display for r in panel.overdue))
-    lines += ["", "| Lab | Latest | Time | Flag | Reference |", "|---|---|---|---|---|"]
-    for row in panel.rows:
+    charted = [row for row in panel.rows if row.latest is not None]
+    if charted:  # a lab never charted is named once, in the line above, not as an empty row (issue 13)
+        lines += ["", "| Lab | Latest | Time | Flag | Reference |", "|---|---|---|---|---|"]
+    for row in charted:
         if row.latest is None:
-            lines.append(f"| {row.display} | not charted | | overdue | |")
             continue
         flag = ", ".join(f for f in (row.flag, "overdue" if row.overdue else None) if f)
         latest = row.latest

@@ -11,10 +11,12 @@ from __future__ import annotations
 import copy
 import uuid
 from collections.abc import Mapping
+from datetime import tzinfo
 from typing import Any
 
 from cds_hooks.advice.cards import ASCO_URL, ATC, RXNORM, SCORE_TITLES, UCUM, Indicator, score_lines, summary_line
 from cds_hooks.advice.cards import EXTENSION_KEY as RESULT_EXTENSION_KEY
+from cds_hooks.advice.display import display_text, local_time, site_zone
 from cds_hooks.advice.dosing import MAX_DOSE_MG, NEXT_STEPS_WHEN_BLOCKED
 from cds_hooks.advice.order_checks import (
     BLOOD_CULTURE_LOOKBACK,
@@ -76,22 +78,26 @@ PREMEDICATION_ORDER: Mapping[MedicationRole, tuple[str, tuple[str, str], str]] =
 }
 
 
-def build_order_cards(evaluation: Evaluation, findings: OrderFindings, source_label: str) -> list[Card]:
+def build_order_cards(
+    evaluation: Evaluation, findings: OrderFindings, source_label: str, *, site_timezone: str | None = None
+) -> list[Card]:
+    """The order-check cards; times on them in ``site_timezone`` (UTC when unset), as on the CRS card."""
+    zone = site_zone(site_timezone)
     cards: list[Card] = []
     for toci in findings.tocilizumab:
-        cards.append(_tocilizumab_card(evaluation, toci, source_label))
+        cards.append(_tocilizumab_card(evaluation, toci, source_label, zone))
     for engager in findings.engagers:
         if engager.hold:
-            cards.append(_hold_card(evaluation, engager, source_label))
+            cards.append(_hold_card(evaluation, engager, source_label, zone))
         if engager.infection:
-            cards.append(_infection_card(evaluation, engager, source_label))
+            cards.append(_infection_card(evaluation, engager, source_label, zone))
         if engager.premedication_missing:
-            cards.append(_premedication_card(evaluation, engager, source_label))
+            cards.append(_premedication_card(evaluation, engager, source_label, zone))
         if engager.steroid_with_product is not None:
-            cards.append(_steroid_prophylaxis_card(evaluation, engager, source_label))
-        cards.append(_monitoring_card(evaluation, engager, source_label))
+            cards.append(_steroid_prophylaxis_card(evaluation, engager, source_label, zone))
+        cards.append(_monitoring_card(evaluation, engager, source_label, zone))
         if engager.product_class == "car-t":
-            cards.extend(_risk_card(evaluation, engager, source_label))
+            cards.extend(_risk_card(evaluation, engager, source_label, zone))
     return cards
 
 
@@ -106,8 +112,9 @@ def _source(label: str, topic: str, display: str) -> Source:
     return Source(label=label, url=ASCO_URL, topic=Coding(system=TOPIC_SYSTEM, code=topic, display=display))
 
 
-def _grade_line(evaluation: Evaluation) -> str:
-    return f"**Current CRS grade:** {summary_line(evaluation.primary)} at {iso(evaluation.at)}."
+def _grade_line(evaluation: Evaluation, zone: tzinfo) -> str:
+    grade = summary_line(evaluation.primary, zone)
+    return f"**Current CRS grade:** {grade} at {local_time(evaluation.at, zone)}."
 
 
 def _extension(check: str, outcome: str, draft: str | None) -> dict[str, Any]:
@@ -121,8 +128,9 @@ def _links() -> list[Link]:
     return [Link(label="ASCO guideline: CAR-T toxicity management (2021)", url=ASCO_URL, type="absolute")]
 
 
-def _cell(value: object) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
+def _cell(value: object, zone: tzinfo) -> str:
+    """A Markdown table cell or list item, units and times as a clinician reads them."""
+    return display_text(str(value), zone).replace("|", "\\|").replace("\n", " ")
 
 
 # -- tocilizumab ---------------------------------------------------------------------------
@@ -161,20 +169,24 @@ def _toci_summary(finding: TocilizumabOrderFinding) -> str:
             return f"Tocilizumab {dose} within label limits (max {finding.limit_mg:g} mg now)"
 
 
-def _tocilizumab_card(evaluation: Evaluation, finding: TocilizumabOrderFinding, label: str) -> Card:
-    lines = [_grade_line(evaluation), ""]
+def _tocilizumab_card(evaluation: Evaluation, finding: TocilizumabOrderFinding, label: str, zone: tzinfo) -> Card:
+    lines = [_grade_line(evaluation, zone), ""]
     if finding.reasons:
-        lines += [f"- {_cell(reason)}" for reason in finding.reasons] + [""]
+        lines += [f"- {_cell(reason, zone)}" for reason in finding.reasons] + [""]
     if finding.outcome is TociOutcome.NO_DOSE_ALLOWED:
         lines += [f"**Tocilizumab blocked:** {NEXT_STEPS_WHEN_BLOCKED}.", ""]
     lines += ["| Limit | Status | Order / record | Allowed |", "|---|---|---|---|"]
     for check in finding.checks:
         status = "not checked" if check.ok is None else ("ok" if check.ok else "**exceeded**")
-        lines.append(f"| {check.limit} | {status} | {_cell(check.value)} | {_cell(check.threshold)} |")
+        lines.append(f"| {check.limit} | {status} | {_cell(check.value, zone)} | {_cell(check.threshold, zone)} |")
     if finding.weight is not None:
-        lines += ["", f"Weight {finding.weight.original} at {iso(finding.weight.time)} ({finding.weight.reference})."]
+        lines += [
+            "",
+            f"Weight {display_text(finding.weight.original)} at {local_time(finding.weight.time, zone)} "
+            f"({finding.weight.reference}).",
+        ]
         if finding.calculation:
-            lines.append(f"Maximum dose now: {finding.calculation}.")
+            lines.append(f"Maximum dose now: {display_text(finding.calculation, zone)}.")
     lines += [f"- {note}" for note in finding.notes]
     lines += [
         "",
@@ -328,16 +340,16 @@ _HOLD_KIND_TEXT: Mapping[str, str] = {
 }
 
 
-def _steroid_prophylaxis_card(evaluation: Evaluation, finding: EngagerOrderFinding, label: str) -> Card:
+def _steroid_prophylaxis_card(evaluation: Evaluation, finding: EngagerOrderFinding, label: str, zone: tzinfo) -> Card:
     """A corticosteroid ordered with a cell therapy: what its label says (allowed or avoid)."""
     product = _product(finding)
     stance = finding.rule.steroid_prophylaxis
     assert stance is not None and finding.steroid_with_product is not None
     allowed = stance.stance == "allowed"
     lines = [
-        _grade_line(evaluation),
+        _grade_line(evaluation, zone),
         "",
-        f"**Corticosteroid with {product}:** {_cell(finding.steroid_with_product)}.",
+        f"**Corticosteroid with {product}:** {_cell(finding.steroid_with_product, zone)}.",
         f"Label: {stance.text}",
         "",
         _rule_source(finding),
@@ -355,19 +367,22 @@ def _steroid_prophylaxis_card(evaluation: Evaluation, finding: EngagerOrderFindi
     )
 
 
-def _hold_card(evaluation: Evaluation, finding: EngagerOrderFinding, label: str) -> Card:
+def _hold_card(evaluation: Evaluation, finding: EngagerOrderFinding, label: str, zone: tzinfo) -> Card:
     """Critical: the label says to withhold the dose during CRS or ICANS (and a fever may be CRS)."""
     product = _product(finding)
     rule = finding.rule
     assert rule.hold is not None
     first = finding.hold[0]
     lines = [
-        _grade_line(evaluation),
+        _grade_line(evaluation, zone),
         "",
         f"**Hold {product}.** Label: {rule.hold.text}",
         "",
         "Why now:",
-        *(f"- {_cell(reason.text)} ({', '.join(reason.references) or 'no reference'})" for reason in finding.hold),
+        *(
+            f"- {_cell(reason.text, zone)} ({', '.join(reason.references) or 'no reference'})"
+            for reason in finding.hold
+        ),
         "",
         f"Rule [choice]: hold when CRS is grade >= {rule.hold.crs_min_grade} (or at least it, or possible CRS with "
         f"masked fever), ICANS grade >= {rule.hold.icans_min_grade}"
@@ -410,16 +425,16 @@ def _hold_card(evaluation: Evaluation, finding: EngagerOrderFinding, label: str)
     )
 
 
-def _infection_card(evaluation: Evaluation, finding: EngagerOrderFinding, label: str) -> Card:
+def _infection_card(evaluation: Evaluation, finding: EngagerOrderFinding, label: str, zone: tzinfo) -> Card:
     product = _product(finding)
     kinds = {"fever": "fever without CRS", "blood-culture": "positive blood culture", "condition": "infection"}
     named = ", ".join(dict.fromkeys(kinds[s.kind] for s in finding.infection))
     rule = finding.rule
     lines = [
-        _grade_line(evaluation),
+        _grade_line(evaluation, zone),
         "",
         f"**Signs of active infection before {product}.** Label: {rule.infection_text}",
-        *(f"- {_cell(s.text)} ({s.reference})" for s in finding.infection),
+        *(f"- {_cell(s.text, zone)} ({s.reference})" for s in finding.infection),
         "",
         f"Rules [choice]: fever >= 38.0 °C in the last 24 h unexplained by CRS (no CRS-causing therapy in the "
         f"{CRS_EXPLAINS_FEVER_AFTER_THERAPY.days} days before it, no active CRS Condition); a blood culture "
@@ -445,19 +460,19 @@ def _infection_card(evaluation: Evaluation, finding: EngagerOrderFinding, label:
     )
 
 
-def _premedication_card(evaluation: Evaluation, finding: EngagerOrderFinding, label: str) -> Card:
+def _premedication_card(evaluation: Evaluation, finding: EngagerOrderFinding, label: str, zone: tzinfo) -> Card:
     product = _product(finding)
     missing = [ROLE_TEXT.get(role, role.value) for role in finding.premedication_missing]
     premed = finding.rule.premedication
     hours = f"{premed.window_before.total_seconds() / 3600:g}"
     lines = [
-        _grade_line(evaluation),
+        _grade_line(evaluation, zone),
         "",
         f"**No premedication found for {product}:** {', '.join(missing)} neither given in the last {hours} h nor "
         "ordered in these draft orders.",
     ]
     if finding.premedication_found:
-        lines += ["", "Found:", *(f"- {_cell(text)}" for text in finding.premedication_found.values())]
+        lines += ["", "Found:", *(f"- {_cell(text, zone)}" for text in finding.premedication_found.values())]
     required = finding.premedication_required
     if premed.required_doses is None:
         which = "The label asks for it before every dose."
@@ -513,7 +528,7 @@ def _premed_suggestion(role: MedicationRole, patient: str | None) -> Suggestion 
     )
 
 
-def _monitoring_card(evaluation: Evaluation, finding: EngagerOrderFinding, label: str) -> Card:
+def _monitoring_card(evaluation: Evaluation, finding: EngagerOrderFinding, label: str, zone: tzinfo) -> Card:
     product = _product(finding)
     if finding.product_class == "car-t":
         availability = "- Tocilizumab available on site before infusion."
@@ -522,10 +537,10 @@ def _monitoring_card(evaluation: Evaluation, finding: EngagerOrderFinding, label
             "- Anti-IL-6R therapy (tocilizumab) available for immediate use; vital signs including temperature."
         )
     lines = [
-        _grade_line(evaluation),
+        _grade_line(evaluation, zone),
         "",
         f"**Before {product}** ({'cell therapy' if finding.product_class == 'car-t' else 'T-cell engager'}):",
-        *(f"- {_cell(item)}" for item in finding.rule.monitoring),
+        *(f"- {_cell(item, zone)}" for item in finding.rule.monitoring),
         availability,
         "- Patient and caregiver education: CRS and neurotoxicity (ICANS) signs, when to call, wallet card; "
         "no driving as the label advises.",
@@ -533,7 +548,11 @@ def _monitoring_card(evaluation: Evaluation, finding: EngagerOrderFinding, label
         _rule_source(finding),
     ]
     if finding.infection_gaps:
-        lines += ["", "**Could not check for infection:**", *(f"- {_cell(gap)}" for gap in finding.infection_gaps)]
+        lines += [
+            "",
+            "**Could not check for infection:**",
+            *(f"- {_cell(gap, zone)}" for gap in finding.infection_gaps),
+        ]
     lines += [f"- {note}" for note in finding.notes]
     return Card(
         uuid=str(uuid.uuid4()),
@@ -548,7 +567,7 @@ def _monitoring_card(evaluation: Evaluation, finding: EngagerOrderFinding, label
     )
 
 
-def _risk_card(evaluation: Evaluation, finding: EngagerOrderFinding, label: str) -> list[Card]:
+def _risk_card(evaluation: Evaluation, finding: EngagerOrderFinding, label: str, zone: tzinfo) -> list[Card]:
     """m-EASIX and EASIX before a CAR-T infusion, as information: never a reason to withhold.
 
     None when no lab they read was charted in the window (no card rather than an empty one).
@@ -562,7 +581,7 @@ def _risk_card(evaluation: Evaluation, finding: EngagerOrderFinding, label: str)
         "information for the team, not a recommendation to withhold or delay therapy.",
     ]
     for score in scores:
-        lines += score_lines(score)
+        lines += [display_text(line, zone) for line in score_lines(score)]
     values = ", ".join(
         f"{SCORE_TITLES[score.system]} {score.value:g}"
         if score.value is not None

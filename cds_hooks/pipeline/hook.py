@@ -266,7 +266,9 @@ class CrsService:
             icans=evaluation.icans,
             config=self.grading.config,
         )
-        cards = build_order_cards(evaluation, findings, ORDER_CARD_SOURCE)
+        cards = build_order_cards(
+            evaluation, findings, ORDER_CARD_SOURCE, site_timezone=self.card_options.site_timezone
+        )
         return HookOutcome(CdsResponse(cards=cards), evaluation)
 
     async def _gather(

@@ -48,7 +48,7 @@ from cds_hooks.web.board import routes as board_routes
 from cds_hooks.web.middleware import RequestHeaderLimit
 from cds_hooks.web.openapi import install_openapi
 from cds_hooks.web.responses import OrjsonResponse, error_body
-from cds_hooks.web.routes import cds_services, course, feedback, health
+from cds_hooks.web.routes import cds_services, course, docs, feedback, health
 from cds_hooks.web.server import MAX_REQUEST_HEADER_BYTES
 from cds_hooks.web.smart import routes as smart_routes
 from cds_hooks.web.smart import smart_enabled
@@ -100,7 +100,10 @@ def build_service(settings: Settings, fetcher: FhirFetcher | None = None) -> Crs
     return CrsService(
         grading,
         card_options=CardOptions(
-            card_for_grade_zero=settings.card_for_grade_zero, smart_app_url=settings.smart_app_url
+            card_for_grade_zero=settings.card_for_grade_zero,
+            smart_app_url=settings.smart_app_url,
+            site_timezone=settings.site_timezone,
+            choices_url=f"{settings.public_base_url.rstrip('/')}/docs/choices" if settings.public_base_url else None,
         ),
         fixed_time=settings.evaluation_time,
         allow_client_time=settings.allow_client_evaluation_time,
@@ -282,6 +285,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(smart_routes.router)
         app.include_router(board_routes.router)
     app.include_router(health.router)
+    app.include_router(docs.router)
     app.include_router(cds_services.router)
     app.include_router(course.router)
     app.include_router(feedback.router)

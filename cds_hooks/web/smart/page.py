@@ -10,10 +10,11 @@ Every string from the record or a server is HTML-escaped.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, tzinfo
 from html import escape
 from typing import Any
 
+from cds_hooks.advice.display import display_quantity, display_text, display_unit, local_time, site_zone
 from cds_hooks.pipeline.evaluate import Evaluation
 
 WIDTH = 1000
@@ -45,6 +46,11 @@ _PATTERNS = """<defs>
 <pattern id="vaso" width="6" height="6" patternUnits="userSpaceOnUse"><rect width="6" height="6" fill="#fff"/>
 <path d="M0 6L6 0" stroke="#000" stroke-width="1.5"/></pattern>
 </defs>"""
+
+
+def _local(value: str, zone: tzinfo) -> str:
+    """A course time (UTC ISO) as the ward clock shows it."""
+    return local_time(_t(value), zone)
 
 
 def _t(value: str) -> datetime:
@@ -86,7 +92,7 @@ def _scale(value: float, low: float, high: float, top: float) -> float:
     return round(top + (TRACK - 14) - max(0.0, min(1.0, ratio)) * (TRACK - 22), 1)
 
 
-def _timeline(course: dict[str, Any]) -> str:
+def _timeline(course: dict[str, Any], zone: tzinfo) -> str:
     start, end = _t(course["windowStart"]), _t(course["at"])
     axis = _Axis(start, end)
     parts: list[str] = []
@@ -103,7 +109,8 @@ def _timeline(course: dict[str, Any]) -> str:
         text = f"G{grade}" if grade is not None else f"≥{point.get('atLeast') or 0}?"
         band.append(
             f'<rect x="{x0}" y="{top}" width="{max(x1 - x0, 1)}" height="{TRACK - 10}" fill="{fill}" stroke="#333">'
-            f"<title>{escape(point['time'])}: {escape(_grade_text(grade, point.get('atLeast')))}</title></rect>"
+            f"<title>{escape(_local(point['time'], zone))}: "
+            f"{escape(_grade_text(grade, point.get('atLeast')))}</title></rect>"
         )
         if x1 - x0 >= 22:
             band.append(
@@ -129,7 +136,7 @@ def _timeline(course: dict[str, Any]) -> str:
     for x, y, p in points:
         shape = "#000" if p.get("fever") else "#fff"
         body.append(
-            f'<circle cx="{x}" cy="{y}" r="4" fill="{shape}" stroke="#000"><title>{escape(p["time"])} '
+            f'<circle cx="{x}" cy="{y}" r="4" fill="{shape}" stroke="#000"><title>{escape(_local(p["time"], zone))} '
             f"{float(p['celsius']):g} °C</title></circle>"
             f'<text x="{x + 5}" y="{y - 5}" font-size="10">{float(p["celsius"]):g}</text>'
         )
@@ -235,7 +242,7 @@ def _timeline(course: dict[str, Any]) -> str:
     for h in range(0, hours + 1, every):
         when = start.timestamp() + h * 3600
         x = axis.x(datetime.fromtimestamp(when, tz=start.tzinfo))
-        label = datetime.fromtimestamp(when, tz=start.tzinfo).strftime("%d %b %H:%M")
+        label = datetime.fromtimestamp(when, tz=zone).strftime("%d %b %H:%M")
         ticks.append(
             f'<line x1="{x}" x2="{x}" y1="10" y2="{top}" stroke="#eee"/>'
             f'<text x="{x}" y="{top + 14}" font-size="10" text-anchor="middle">{label}</text>'
@@ -248,11 +255,12 @@ def _timeline(course: dict[str, Any]) -> str:
     )
 
 
-def _when(value: str) -> str:
-    return f"{_t(value):%d %b %H:%M}"
+def _when(value: str, zone: tzinfo) -> str:
+    """A short time for a trend cell, on the site clock like every other time on the page."""
+    return f"{_t(value).astimezone(zone):%d %b %H:%M}"
 
 
-def _lab_sections(document: dict[str, Any]) -> str:
+def _lab_sections(document: dict[str, Any], zone: tzinfo) -> str:
     """Lab trends (oldest to newest, with the range of the latest) and the lab scores (issue 18),
     as tables: nothing when the course carries none."""
     out = ""
@@ -260,7 +268,7 @@ def _lab_sections(document: dict[str, Any]) -> str:
     if labs:
         rows = []
         for lab, points in labs.items():
-            trend = " → ".join(f"{p['value']:g} ({_when(p['time'])})" for p in points)
+            trend = " → ".join(f"{p['value']:g} ({_when(p['time'], zone)})" for p in points)
             last = points[-1]
             low, high = last.get("referenceLow"), last.get("referenceHigh")
             normal = (
@@ -269,7 +277,7 @@ def _lab_sections(document: dict[str, Any]) -> str:
                 else f"{'' if low is None else f'{low:g}'}–{'' if high is None else f'{high:g}'}"
             )
             rows.append(
-                f"<tr><td>{escape(lab)}</td><td>{escape(trend)} {escape(last['unit'])}</td>"
+                f"<tr><td>{escape(lab)}</td><td>{escape(trend)} {escape(display_unit(last['unit']))}</td>"
                 f"<td>{escape(normal)}</td><td>{escape(last['reference'])}</td></tr>"
             )
         out += (
@@ -293,21 +301,24 @@ def _lab_sections(document: dict[str, Any]) -> str:
     return out
 
 
-def render_page(document: dict[str, Any], evaluation: Evaluation) -> str:
-    """The whole page for one patient: grades, timeline, evidence, missing data, other systems."""
+def render_page(document: dict[str, Any], evaluation: Evaluation, site_timezone: str | None = None) -> str:
+    """The whole page for one patient: grades, timeline, evidence, missing data, other systems.
+    Times in ``site_timezone`` (``CRS_CDS_SITE_TIMEZONE``, as on the cards); UTC when unset."""
+    zone = site_zone(site_timezone)
     course = document["course"]
     primary = evaluation.primary
     current = _grade_text(primary.grade, primary.grade_at_least)
     worst = "—" if primary.worst_grade is None else f"Grade {primary.worst_grade}"
-    worst_at = f" at {primary.worst_grade_at:%d %b %H:%M} UTC" if primary.worst_grade_at else ""
+    worst_at = f" at {local_time(primary.worst_grade_at, zone)}" if primary.worst_grade_at else ""
     evidence_rows = "".join(
         f"<tr><td>{escape(e.criterion)}</td><td>{escape(e.status.value)}</td>"
-        f"<td>{escape('' if e.value is None else str(e.value))} {escape(e.unit or '')}</td>"
-        f"<td>{escape(e.threshold or '')}</td><td>{escape(f'{e.time:%d %b %H:%M}' if e.time else '')}</td>"
+        f"<td>{escape(_value(e.value, e.unit, e.detail))}</td>"
+        f"<td>{escape(display_text(e.threshold or ''))}</td>"
+        f"<td>{escape(local_time(e.time, zone) if e.time else '')}</td>"
         f"<td>{escape(e.reference)}</td></tr>"
         for e in primary.evidence
     )
-    missing = "".join(f"<li>{escape(m)}</li>" for m in primary.missing) or "<li>nothing</li>"
+    missing = "".join(f"<li>{escape(display_text(m, zone))}</li>" for m in primary.missing) or "<li>nothing</li>"
     others = "".join(
         f"<tr><td>{escape(r.system)}</td><td>{escape(_grade_text(r.grade, r.grade_at_least))}</td>"
         f"<td>{escape('—' if r.worst_grade is None else str(r.worst_grade))}</td></tr>"
@@ -322,19 +333,25 @@ def render_page(document: dict[str, Any], evaluation: Evaluation) -> str:
 <meta name="viewport" content="width=device-width,initial-scale=1"><title>CRS course</title>
 <style>{_STYLE}</style></head><body>
 <h1>Cytokine release syndrome — {escape(primary.system)}</h1>
-<p class="note">{escape(document["patient"])} · evaluated {escape(document["at"])} · look-back from
-{escape(course["windowStart"])}</p>
+<p class="note">{escape(document["patient"])} · evaluated {escape(_local(document["at"], zone))} · look-back from
+{escape(_local(course["windowStart"], zone))}</p>
 <div class="grades"><div>Current: <strong id="current-grade">{escape(current)}</strong></div>
 <div>Worst in window: <strong id="worst-grade">{escape(worst)}</strong>{escape(worst_at)}</div></div>
-<h2>Course</h2>{_timeline(course)}
+<h2>Course</h2>{_timeline(course, zone)}
 <h2>Evidence for the current grade</h2>
 <table><tr><th>Criterion</th><th>Status</th><th>Value</th><th>Threshold</th><th>Time</th><th>Source</th></tr>
 {evidence_rows}</table>
 <h2>Missing data</h2><ul id="missing">{missing}</ul>
 {other_section}
-{_lab_sections(document)}
+{_lab_sections(document, zone)}
 <p class="note">Decision support only: check against the chart. Grading rules: ASTCT 2019 consensus.</p>
 </body></html>"""
+
+
+def _value(value: float | str | None, unit: str | None, detail: str | None) -> str:
+    if isinstance(value, float):
+        return display_quantity(value, unit, detail)
+    return "" if value is None else str(value)
 
 
 def error_page(title: str, detail: str) -> str:

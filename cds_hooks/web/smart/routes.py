@@ -250,7 +250,7 @@ async def app_page(request: Request, smart: SmartDep) -> Response:
         body, evaluation = await _document(request, smart)
     except SmartError as exc:
         return failure(exc)
-    return page(200, render_page(body, evaluation))
+    return page(200, render_page(body, evaluation, smart.settings.site_timezone))
 
 
 @router.get("/course")
