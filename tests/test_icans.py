@@ -511,3 +511,26 @@ def test_one_steroid_regimen_across_crs_and_icans_cards(
         and c["source"]["topic"]["code"] in ("crs-grade", "icans-grade")
     )
     assert "one regimen for CRS and ICANS" in other["detail"]
+
+
+@pytest.mark.parametrize(
+    ("resources", "age"),
+    [
+        pytest.param([capd(4), loc("LOC-VOICE")], 7, id="child-7y-capd-4-awakens-to-voice"),
+        pytest.param([capd(12), loc("LOC-VOICE")], 7, id="child-7y-capd-12->grade-3"),
+        pytest.param([ice(0), obs("LOC", answer="LOC-UNAROUSABLE")], 16, id="teenager-16y-grade-4"),
+    ],
+)
+def test_icans_card_shows_no_fixed_adult_steroid_dose_to_a_child(
+    grading: Grading, resources: list[Resource], age: int
+) -> None:
+    """Clinical reference, safety rules: no fixed adult dose in any text for a patient under 18."""
+    from cds_hooks.advice.icans_cards import build_icans_cards
+
+    evaluation = grade(grading, *resources, age=age)
+    (card,) = build_icans_cards(evaluation)
+    text = " ".join([card.summary, card.detail or "", *(s.label for s in card.suggestions or [])])
+    assert evaluation.icans is not None and (evaluation.icans.grade or evaluation.icans.grade_at_least or 0) >= 2
+    for adult_dose in ("10 mg", "1000 mg", "1 mg/kg", "500 mg"):
+        assert adult_dose not in text, text
+    assert "per paediatric protocol" in text

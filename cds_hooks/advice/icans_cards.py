@@ -178,17 +178,33 @@ def _management(evaluation: Evaluation, level: int) -> list[str]:
         "- Neurology consultation; ICE (or CAPD) and motor assessment at least twice a day; aspiration "
         "precautions. Seizure prophylaxis (e.g. levetiracetam) per institutional protocol.",
     ]
+    # Clinical reference, safety rules: no fixed adult dose in any text for a patient under 18 (or
+    # of unknown age); the adult ASCO doses only for a known adult.
+    adult = evaluation.age_years is not None and evaluation.age_years >= ADULT_AGE_YEARS
+    paediatric = "(weight-based, per paediatric protocol)"
     if level >= 2:
+        dexamethasone = "dexamethasone 10 mg IV" if adult else f"dexamethasone {paediatric}"
         lines.append(
             "- Neuroimaging and EEG. Without concurrent CRS: for high-risk products or patients consider "
-            "dexamethasone 10 mg IV and reassess; with CRS, tocilizumab per the CRS card."
+            f"{dexamethasone} and reassess; with CRS, tocilizumab per the CRS card."
         )
     if level >= 3:
-        lines.append("- ICU. Dexamethasone 10 mg IV every 6-12 h (or methylprednisolone 1 mg/kg IV every 12 h).")
+        steroid = (
+            "Dexamethasone 10 mg IV every 6-12 h (or methylprednisolone 1 mg/kg IV every 12 h)"
+            if adult
+            else f"Dexamethasone or methylprednisolone {paediatric}"
+        )
+        lines.append(f"- ICU. {steroid}.")
     if level >= 4:
-        lines.append("- ICU, airway protection as needed; high-dose methylprednisolone 1000 mg/day IV.")
-    if evaluation.age_years is None or evaluation.age_years < ADULT_AGE_YEARS:
-        lines.append("- Steroid doses are offered for adults only; paediatric dosing per institutional protocol.")
+        steroid = (
+            "high-dose methylprednisolone 1000 mg/day IV" if adult else f"high-dose methylprednisolone {paediatric}"
+        )
+        lines.append(f"- ICU, airway protection as needed; {steroid}.")
+    if not adult:
+        lines.append(
+            "- No fixed adult steroid dose is shown or offered under 18 years (or when the age is unknown); "
+            "dosing per paediatric protocol."
+        )
     return lines
 
 
