@@ -113,22 +113,18 @@ class GradeResult:
             out["supportBeforeCrs"] = list(self.support_before_crs)
             if self.grade_without_prior_support is not None:
                 out["gradeWithoutSupportBeforeCrs"] = self.grade_without_prior_support
-        out["at"] = iso(self.at)
-        out["components"] = dict(self.components)
-        if self.evidence:
-            out["evidence"] = [e.to_json() for e in self.evidence]
-        if self.missing:
-            out["missing"] = list(self.missing)
-        if self.not_evidence:
-            out["notEvidence"] = [{"reference": n.reference, "reason": n.reason} for n in self.not_evidence]
-        if self.assumptions:
-            out["assumptions"] = list(self.assumptions)
-        if self.alerts:
-            out["alerts"] = list(self.alerts)
-        if self.choices:
-            out["choices"] = dict(self.choices)
-        if self.citation:
-            out["citation"] = self.citation
+        out.update(
+            _findings_json(
+                at=self.at,
+                components=self.components,
+                evidence=self.evidence,
+                missing=self.missing,
+                not_evidence=self.not_evidence,
+                notes=(("assumptions", self.assumptions), ("alerts", self.alerts)),
+                choices=self.choices,
+                citation=self.citation,
+            )
+        )
         return out
 
 
@@ -177,18 +173,46 @@ class ScoreResult:
         ):
             if item is not None:
                 out[key] = item
-        out["at"] = iso(self.at)
-        out["components"] = dict(self.components)
-        if self.evidence:
-            out["evidence"] = [e.to_json() for e in self.evidence]
-        if self.missing:
-            out["missing"] = list(self.missing)
-        if self.not_evidence:
-            out["notEvidence"] = [{"reference": n.reference, "reason": n.reason} for n in self.not_evidence]
-        if self.notes:
-            out["notes"] = list(self.notes)
-        if self.choices:
-            out["choices"] = dict(self.choices)
-        if self.citation:
-            out["citation"] = self.citation
+        out.update(
+            _findings_json(
+                at=self.at,
+                components=self.components,
+                evidence=self.evidence,
+                missing=self.missing,
+                not_evidence=self.not_evidence,
+                notes=(("notes", self.notes),),
+                choices=self.choices,
+                citation=self.citation,
+            )
+        )
         return out
+
+
+def _findings_json(
+    *,
+    at: datetime,
+    components: Mapping[str, Any],
+    evidence: tuple[Evidence, ...],
+    missing: tuple[str, ...],
+    not_evidence: tuple[NotEvidence, ...],
+    notes: tuple[tuple[str, tuple[str, ...]], ...],
+    choices: Mapping[str, str],
+    citation: str,
+) -> dict[str, Any]:
+    """What every result says after its grade or score, in one order: time, components, evidence,
+    what is missing, what was not evidence, its own notes, the choices in force, the citation."""
+    out: dict[str, Any] = {"at": iso(at), "components": dict(components)}
+    if evidence:
+        out["evidence"] = [e.to_json() for e in evidence]
+    if missing:
+        out["missing"] = list(missing)
+    if not_evidence:
+        out["notEvidence"] = [{"reference": n.reference, "reason": n.reason} for n in not_evidence]
+    for key, values in notes:
+        if values:
+            out[key] = list(values)
+    if choices:
+        out["choices"] = dict(choices)
+    if citation:
+        out["citation"] = citation
+    return out
