@@ -22,17 +22,17 @@ doses per CRS event) read these episodes.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
+from typing import NamedTuple
 
 from cds_hooks.grading import GRADERS
-from cds_hooks.grading.astct import PRESSOR_ROLES, AstctGrader, systolic_threshold
+from cds_hooks.grading.astct import PRESSOR_ROLES, AstctGrader, low_pressure
 from cds_hooks.grading.config import GradingConfig
 from cds_hooks.grading.icans import DEFAULT_WINDOW as ICANS_WINDOW
 from cds_hooks.grading.icans import grade_icans
 from cds_hooks.grading.result import Status
-from cds_hooks.reading.fhir_time import age_in_years
 from cds_hooks.reading.record import Administration, PatientRecord, SupportLevel
 from cds_hooks.reading.terminology import MedicationRole
 
@@ -112,8 +112,9 @@ class EpisodeCourse:
         return next((e for e in reversed(self.episodes) if e.covers(at)), None)
 
 
-@dataclass(frozen=True, slots=True)
-class _Point:
+class _Point(NamedTuple):
+    """The course at one data time (a tuple: built at every data time of every patient)."""
+
     time: datetime
     value: int | None
     """The grade, or what it is at least when indeterminate (None: nothing proven)."""
@@ -122,7 +123,7 @@ class _Point:
     """A sign of the syndrome is present at this moment (not only still inside a window)."""
     support: SupportLevel = SupportLevel.ROOM_AIR
     hypotension: bool = False
-    references: tuple[str, ...] = field(default=())
+    references: tuple[str, ...] = ()
 
 
 # -- CRS ---------------------------------------------------------------------------------------
@@ -141,9 +142,9 @@ def crs_episodes(
     only the grade at each data time (and the evidence cited for it) is that system's."""
     rules = episode_config or EpisodeConfig()
     grader = AstctGrader(record, config)
-    signs = _SignTimes.of(record, config)
+    signs = _SignTimes.of(grader)
     points = [_crs_point(grader, signs, moment) for moment in _crs_times(record, until, config)]
-    evidence: Callable[[datetime], list[str]] = partial(_evidence_references, grader)
+    evidence: Callable[[datetime], list[str]] = partial(_evidence_references, grader, {})
     if system != CRS_SYSTEM:
         points, evidence = _graded_by(system, record, points, config)
     temperatures = [t.time for t in record.temperatures if t.time <= until]
@@ -164,8 +165,7 @@ def _graded_by(
     grade = GRADERS[system]
     results = {p.time: grade(record, p.time, config) for p in points}
     regraded = [
-        replace(
-            p,
+        p._replace(
             value=results[p.time].grade if results[p.time].grade is not None else results[p.time].grade_at_least,
             graded=results[p.time].grade is not None,
         )
@@ -201,45 +201,22 @@ class _SignTimes:
     low_pressures: frozenset[datetime]
 
     @classmethod
-    def of(cls, record: PatientRecord, config: GradingConfig) -> _SignTimes:
+    def of(cls, grader: AstctGrader) -> _SignTimes:
+        record, config = grader.record, grader.config
         fevers = frozenset(t.time for t in record.temperatures if t.celsius >= config.fever_threshold_celsius)
         low = frozenset(
             b.time
             for b in record.blood_pressures
-            if _is_low(
-                b.systolic_mmhg,
-                b.mean_mmhg,
-                age_in_years(record.birth_date, b.time) if record.birth_date else None,
-                config,
-            )
+            if low_pressure(b.systolic_mmhg, b.mean_mmhg, grader.age_at(b.time), config)
         )
         return cls(fevers, low)
 
 
 def _crs_point(grader: AstctGrader, signs: _SignTimes, moment: datetime) -> _Point:
-    assessment = grader.assess(moment, collect=False)
+    value, graded, support, pressor_in_effect = grader.scan(moment)
     low_now = moment in signs.low_pressures
-    sign = (
-        moment in signs.fevers
-        or low_now
-        or assessment.pressor_in_effect
-        or assessment.support is not SupportLevel.ROOM_AIR
-    )
-    return _Point(
-        time=moment,
-        value=assessment.worst_value,
-        graded=assessment.grade is not None,
-        sign=sign,
-        support=assessment.support,
-        hypotension=low_now or assessment.pressor_in_effect,
-    )
-
-
-def _is_low(systolic: float | None, mean: float | None, age: int | None, config: GradingConfig) -> bool:
-    if systolic is not None and systolic < systolic_threshold(age, config):
-        return True
-    map_applies = age is None or age > 10
-    return map_applies and mean is not None and mean < config.mean_arterial_threshold_mmhg
+    sign = moment in signs.fevers or low_now or pressor_in_effect or support is not SupportLevel.ROOM_AIR
+    return _Point(moment, value, graded, sign, support, low_now or pressor_in_effect)
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,9 +336,12 @@ def _worst_uncertain(inside: Sequence[_Point], worst: _Point) -> bool:
     return any(not p.graded and (p.value or 0) >= (worst.value or 0) for p in inside)
 
 
-def _evidence_references(grader: AstctGrader, moment: datetime) -> list[str]:
-    assessment = grader.assess(moment)
-    return [e.reference for e in assessment.evidence if e.status is Status.MET]
+def _evidence_references(grader: AstctGrader, known: dict[datetime, list[str]], moment: datetime) -> list[str]:
+    """The met evidence at ``moment`` (``known``: moments already assessed; an episode's onset is
+    often its worst moment)."""
+    if moment not in known:
+        known[moment] = [e.reference for e in grader.assess(moment).evidence if e.status is Status.MET]
+    return known[moment]
 
 
 def _therapy_before(record: PatientRecord, onset: datetime) -> Administration | None:
