@@ -135,12 +135,8 @@ class _Masking(NamedTuple):
     unknown: Administration | None
     """A masking drug that may fall before or after the onset."""
 
-    @property
-    def masked(self) -> bool:
-        return self.onset is not None and bool(self.after)
 
-
-_NO_MASKING = _Masking(None, [], [], None, None)
+_NO_MASKING = _Masking(None, (), (), None, None)
 
 
 class _Pressures(NamedTuple):
@@ -215,8 +211,8 @@ class _Timeline:
         self.masking_until = [
             (a, a.latest_start + config.masking_window(a.agent, a.role.value)) for a in self.masking_therapies
         ]
+        # Without any oxygen record the support rule reads, every moment is room air.
         self.any_oxygen = bool(self.room_air or supports or self.period_oxygen)
-        """Any oxygen record the support rule reads (without one, every moment is room air)."""
 
 
 def _lowness(value: float | None) -> float:
@@ -487,8 +483,8 @@ class AstctGrader:
         for condition in self.record.conditions:
             if condition.onset is None or condition.onset <= at:
                 candidates.append(_Onset(condition.onset, condition.reference))
-        if not candidates:
-            return None
+        if len(candidates) < 2:
+            return candidates[0] if candidates else None
         return min(candidates, key=lambda c: c.time or datetime.min.replace(tzinfo=at.tzinfo))
 
     def _surely_after(self, therapy: Administration, onset: _Onset) -> bool:

@@ -21,10 +21,12 @@ doses per CRS event) read these episodes.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
+from itertools import pairwise
 from typing import NamedTuple
 
 from cds_hooks.grading import GRADERS
@@ -143,7 +145,7 @@ def crs_episodes(
     rules = episode_config or EpisodeConfig()
     grader = AstctGrader(record, config)
     signs = _SignTimes.of(grader)
-    points = [_crs_point(grader, signs, moment) for moment in _crs_times(record, until, config)]
+    points = _crs_points(grader, signs, _crs_times(record, until, config))
     evidence: Callable[[datetime], list[str]] = partial(_evidence_references, grader, {})
     if system != CRS_SYSTEM:
         points, evidence = _graded_by(system, record, points, config)
@@ -212,11 +214,16 @@ class _SignTimes:
         return cls(fevers, low)
 
 
-def _crs_point(grader: AstctGrader, signs: _SignTimes, moment: datetime) -> _Point:
-    value, graded, support, pressor_in_effect = grader.scan(moment)
-    low_now = moment in signs.low_pressures
-    sign = moment in signs.fevers or low_now or pressor_in_effect or support is not SupportLevel.ROOM_AIR
-    return _Point(moment, value, graded, sign, support, low_now or pressor_in_effect)
+def _crs_points(grader: AstctGrader, signs: _SignTimes, moments: Iterable[datetime]) -> list[_Point]:
+    """The course at each moment: the grade by the card's rules, and whether a sign is present."""
+    scan, fevers, low_pressures = grader.scan, signs.fevers, signs.low_pressures
+    points: list[_Point] = []
+    for moment in moments:
+        value, graded, support, pressor_in_effect = scan(moment)
+        low_now = moment in low_pressures
+        sign = moment in fevers or low_now or pressor_in_effect or support is not SupportLevel.ROOM_AIR
+        points.append(_Point(moment, value, graded, sign, support, low_now or pressor_in_effect))
+    return points
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,19 +240,26 @@ def _episode_spans(
     """Cut the course into episodes: onset at a point graded >= 1, resolution after a sign-free,
     confirmed stretch (``confirmations``: the data times that can show the absence of signs)."""
     spans: list[_Span] = []
+    sign_free = rules.sign_free
+    # Where the graded (>= 1) points and the signs are, found by bisection instead of a scan each.
+    graded = [i for i, p in enumerate(points) if (p.value or 0) >= 1]
+    signs = [i for i, p in enumerate(points) if p.sign]
+    first_confirmed = _first_after(confirmations)
     index = 0
     while index < len(points):
-        onset = next((i for i in range(index, len(points)) if (points[i].value or 0) >= 1), None)
-        if onset is None:
+        found = bisect_left(graded, index)
+        if found == len(graded):
             break
+        onset = graded[found]
         last_sign = onset
         cursor = onset + 1
         resolution: datetime | None = None
         while cursor <= len(points):
             last_time = points[last_sign].time
-            next_sign = next((i for i in range(cursor, len(points)) if points[i].sign), None)
-            confirmed = next((c for c in confirmations if c > last_time), None)
-            quiet_until = max(last_time + rules.sign_free, confirmed) if confirmed is not None else None
+            found = bisect_left(signs, cursor)
+            next_sign = signs[found] if found < len(signs) else None
+            confirmed = first_confirmed(last_time)
+            quiet_until = max(last_time + sign_free, confirmed) if confirmed is not None else None
             if next_sign is not None and (quiet_until is None or points[next_sign].time <= quiet_until):
                 last_sign = next_sign
                 cursor = next_sign + 1
@@ -256,9 +270,23 @@ def _episode_spans(
         spans.append(_Span(onset, last_sign, resolution))
         if resolution is None:
             break
-        quiet_end = resolution + rules.sign_free
+        quiet_end = resolution + sign_free
         index = next((i for i in range(last_sign + 1, len(points)) if points[i].time > quiet_end), len(points))
     return spans
+
+
+def _first_after(moments: Sequence[datetime]) -> Callable[[datetime], datetime | None]:
+    """The first of ``moments`` (in their order) later than a given time: by bisection when they
+    are sorted (as the reader leaves them), else by a scan."""
+    ordered = all(a <= b for a, b in pairwise(moments))
+
+    def first(after: datetime) -> datetime | None:
+        if ordered:
+            found = bisect_right(moments, after)
+            return moments[found] if found < len(moments) else None
+        return next((m for m in moments if m > after), None)
+
+    return first
 
 
 def _crs_episode(
