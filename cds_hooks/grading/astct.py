@@ -15,10 +15,12 @@ Grade 5 (death due to CRS) needs a clinician's attribution and is never inferred
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from operator import attrgetter
+from typing import NamedTuple
 
 from cds_hooks.grading.config import GradingConfig
 from cds_hooks.grading.result import Evidence, GradeResult, Status
@@ -120,6 +122,50 @@ class _Onset:
     latest: datetime | None = None
 
 
+class _Masking(NamedTuple):
+    """The masking rule's findings at one moment (fever not met)."""
+
+    onset: _Onset | None
+    """Prior CRS (before the fever window), if any."""
+    given: Sequence[Administration]
+    """Masking drugs surely given by the moment."""
+    after: Sequence[Administration]
+    """Those surely given after the onset: fever is masked."""
+    prophylaxis: Administration | None
+    unknown: Administration | None
+    """A masking drug that may fall before or after the onset."""
+
+
+_NO_MASKING = _Masking(None, (), (), None, None)
+
+
+class _Pressures(NamedTuple):
+    """The low-pressure rule's findings at one moment."""
+
+    low: bool
+    charted: bool
+    """A pressure that counts was charted in the window (else hypotension cannot be excluded)."""
+    systolic: BloodPressure | None
+    mean: BloodPressure | None
+
+
+class _Support(NamedTuple):
+    """The oxygen rule's findings at one moment."""
+
+    level: SupportLevel
+    notes: Sequence[str]
+    """Assumptions the classification made (e.g. a cannula without a flow)."""
+    used: Sequence[OxygenRecord]
+    """The records that set the level."""
+    device: OxygenRecord | None
+    fio2: OxygenRecord | None
+    room_air: OxygenRecord | None
+    """The latest room-air record in the recency window."""
+
+
+_ROOM_AIR = _Support(SupportLevel.ROOM_AIR, (), (), None, None, None)
+"""The support of a record without any oxygen record."""
+
 _TIME = attrgetter("time")
 """Sort key of every timed record (C-level: the tables are rebuilt at every grading)."""
 
@@ -160,11 +206,28 @@ class _Timeline:
         self.imprecise_pressors = [a for a in self.pressors if a.imprecise]
         self.masking_therapies = record.administrations_with(*MASKING_ROLES)
         self.crs_therapy_starts = [a.start for a in record.administrations_with(MedicationRole.CRS_THERAPY)]
+        self.first_crs_therapy = min(self.crs_therapy_starts, default=None)
+        # Each masking drug with the end of its window of action (prophylaxis), computed once.
+        self.masking_until = [
+            (a, a.latest_start + config.masking_window(a.agent, a.role.value)) for a in self.masking_therapies
+        ]
+        # Without any oxygen record the support rule reads, every moment is room air.
+        self.any_oxygen = bool(self.room_air or supports or self.period_oxygen)
 
 
 def _lowness(value: float | None) -> float:
     """Rank for "lowest wins": the lower the pressure, the higher the rank; none charted ranks last."""
     return -value if value is not None else float("-inf")
+
+
+def _pressor_grade(counted: set[str]) -> int:
+    """ASTCT: more than one vasopressor (vasopressin not counted) is grade 4, one is grade 3."""
+    return 4 if len(counted) >= 2 else 3
+
+
+def _map_applies(age_years: int | None) -> bool:
+    """The mean arterial pressure counts above 10 years of age, and when the age is unknown."""
+    return age_years is None or age_years > 10
 
 
 def systolic_threshold(age_years: int | None, config: GradingConfig) -> float:
@@ -176,31 +239,59 @@ def systolic_threshold(age_years: int | None, config: GradingConfig) -> float:
     return PAEDIATRIC_BASE_SYSTOLIC_MMHG + 2.0 * age_years
 
 
-def _pressure_check(result: _Assessment, reading: BloodPressure, value: float, limit: float, kind: str) -> bool:
-    """Whether the lowest reading of ``kind`` is below ``limit``, recorded as evidence either way."""
+def low_pressure(systolic: float | None, mean: float | None, age: int | None, config: GradingConfig) -> bool:
+    """Hypotension's low pressure: systolic below the age's threshold, or a mean arterial pressure
+    below its limit where it counts (above 10 years of age, or age unknown)."""
+    if systolic is not None and systolic < systolic_threshold(age, config):
+        return True
+    return _map_applies(age) and mean is not None and mean < config.mean_arterial_threshold_mmhg
+
+
+def _lowest_pressure_evidence(
+    result: _Assessment, reading: BloodPressure, value: float, limit: float, kind: str
+) -> None:
+    """The lowest reading of ``kind``, recorded as evidence whether or not it is below ``limit``."""
     met = value < limit
-    if result.collect:
-        detail = f"lowest {kind} pressure in the window"
-        if kind == "mean arterial" and reading.mean_derived:
-            detail += (
-                f"; derived from systolic {_fmt(reading.systolic_mmhg or 0)} / diastolic "
-                f"{_fmt(reading.diastolic_mmhg or 0)} charted together: (SBP + 2 x DBP) / 3"
-            )
-        if reading.latest is not None:
-            detail += "; date-only time, wholly inside the window"
-        result.evidence.append(
-            Evidence(
-                "hypotension",
-                Status.MET if met else Status.NOT_MET,
-                reading.reference,
-                value=value,
-                unit="mm[Hg]",
-                threshold=f"{kind} pressure < {_fmt(limit)} mm[Hg]",
-                time=reading.time,
-                detail=detail,
-            )
+    detail = f"lowest {kind} pressure in the window"
+    if kind == "mean arterial" and reading.mean_derived:
+        detail += (
+            f"; derived from systolic {_fmt(reading.systolic_mmhg or 0)} / diastolic "
+            f"{_fmt(reading.diastolic_mmhg or 0)} charted together: (SBP + 2 x DBP) / 3"
         )
-    return met
+    if reading.latest is not None:
+        detail += "; date-only time, wholly inside the window"
+    result.evidence.append(
+        Evidence(
+            "hypotension",
+            Status.MET if met else Status.NOT_MET,
+            reading.reference,
+            value=value,
+            unit="mm[Hg]",
+            threshold=f"{kind} pressure < {_fmt(limit)} mm[Hg]",
+            time=reading.time,
+            detail=detail,
+        )
+    )
+
+
+def _pressure_unknown(pressor_in_effect: bool, support: SupportLevel, pressure_charted: bool) -> bool:
+    """No pressure charted where hypotension could still raise the grade (no pressor in effect,
+    no oxygen support at grade 2 or above): the grade is only "at least"."""
+    return not pressor_in_effect and support is SupportLevel.ROOM_AIR and not pressure_charted
+
+
+def _verdict(
+    fever: Status, masked: bool, worst_sign: int, may_be_masked: bool, pressure_unknown: bool
+) -> tuple[int | None, int | None]:
+    """(grade, at least) from the signs, before date-only and unavailable data are weighed:
+    fever (or masking after CRS) makes CRS, graded by its worst sign; no fever is grade 0 unless a
+    masking drug may hide it; an unknown fever proves nothing."""
+    if fever is Status.MET or masked:
+        grade = max(1, worst_sign) if fever is Status.MET else worst_sign
+        return (None, grade) if pressure_unknown else (grade, None)
+    if fever is Status.NOT_MET:
+        return (None, 0) if worst_sign > 0 and may_be_masked else (0, None)
+    return None, None
 
 
 def _anniversary(birth: date, year: int, like: datetime) -> datetime:
@@ -240,13 +331,70 @@ class AstctGrader:
         self.record = record
         self.config = config
         self.timeline = _Timeline(record, config)
+        self._age_span: tuple[datetime, datetime, int] | None = None
+        timeline = self.timeline
+        # Date-only pressors, pressures and oxygen, unreadable oxygen and unavailable data can
+        # make a grade "at least": the scan takes them the way of ``assess``, whole.
+        self._scan_by_assess = bool(
+            timeline.imprecise_pressors
+            or timeline.imprecise_pressures
+            or timeline.imprecise_oxygen
+            or record.unreadable_oxygen
+            or record.unavailable
+        )
+
+    def age_at(self, at: datetime) -> int | None:
+        """Completed years at ``at`` (None without a birth date); the age holds from one birthday
+        to the next, so it is computed once per year of age the moments fall in."""
+        birth = self.record.birth_date
+        if birth is None:
+            return None
+        span = self._age_span
+        if span is not None and at.tzinfo is span[0].tzinfo and span[0] <= at < span[1]:
+            return span[2]
+        age = age_in_years(birth, at)
+        try:
+            start = _anniversary(birth, at.year, at)
+            if start > at:
+                start = _anniversary(birth, at.year - 1, at)
+            self._age_span = (start, _anniversary(birth, start.year + 1, at), age)
+        except (ValueError, OverflowError):
+            pass  # a birthday outside the calendar (year 1 or 9999): not cached
+        return age
 
     # -- the rules at one moment ---------------------------------------------------------
+
+    def scan(self, at: datetime) -> tuple[int | None, bool, SupportLevel, bool]:
+        """(worst value, graded, oxygen support, pressor in effect) at ``at``: what the episode
+        scan reads, by the rule helpers of :meth:`assess` without its evidence and notes.
+
+        Records with date-only pressors, pressures or oxygen, unreadable oxygen or unavailable
+        data go through :meth:`assess` itself. tests/test_astct_scan.py checks both agree.
+        """
+        if self._scan_by_assess:
+            full = self.assess(at, collect=False)
+            return full.worst_value, full.grade is not None, full.support, full.pressor_in_effect
+        fever = self._fever_reading(at)[0]
+        masking = _NO_MASKING if fever is Status.MET else self._masking_state(at)
+        masked = masking.onset is not None and bool(masking.after)
+        may_be_masked = not masked and (masking.prophylaxis is not None or masking.unknown is not None)
+        running, counted = self._pressors_running(at) if self.timeline.pressors else ([], set())
+        support = self._support_in_force(at).level
+        worst_sign, pressure_unknown = 0, False
+        if fever is Status.MET or masked or (fever is Status.NOT_MET and may_be_masked):
+            # Only here do the signs' grades and a missing pressure change the verdict (no fever
+            # and nothing masking it is grade 0; an unknown fever, unmasked, proves nothing).
+            pressures = self._pressures(at, self.age_at(at))
+            hypotension = _pressor_grade(counted) if running else 2 if pressures.low else 0
+            worst_sign = max(hypotension, int(support))
+            pressure_unknown = _pressure_unknown(bool(running), support, pressures.charted)
+        grade, at_least = _verdict(fever, masked, worst_sign, may_be_masked, pressure_unknown)
+        return (grade if grade is not None else at_least), grade is not None, support, bool(running)
 
     def assess(self, at: datetime, *, collect: bool = True) -> _Assessment:
         """The rules at ``at``; ``collect=False`` skips the evidence and notes (worst-grade scan)."""
         result = _Assessment(at=at, collect=collect)
-        age = age_in_years(self.record.birth_date, at) if self.record.birth_date else None
+        age = self.age_at(at)
         if age is None:
             result.assumptions.append("birth date unknown: adult hypotension thresholds used")
         self._fever(result)
@@ -258,21 +406,28 @@ class AstctGrader:
         self._combine(result)
         return result
 
-    def _fever(self, result: _Assessment) -> None:
-        cfg = self.config
-        lo, hi = self.timeline.temperatures.span(result.at - cfg.fever_window, result.at)
-        hottest = self.timeline.hottest.best(lo, hi)
-        surely, possibly = self._imprecise_temperatures(result.at)
+    def _fever_reading(self, at: datetime) -> tuple[Status, Temperature | None, Temperature | None]:
+        """(fever status, the hottest reading in the window, the date-only fever that makes it
+        unknown): the fever rule, shared by the card and the episode scan."""
+        timeline = self.timeline
+        times = timeline.temperatures.times  # the window (at - 24 h, at]
+        hottest = timeline.hottest.best(bisect_right(times, at - self.config.fever_window), bisect_right(times, at))
+        surely, possibly = self._imprecise_temperatures(at) if timeline.imprecise_temperatures else (None, None)
         if hottest is None or (surely is not None and surely.celsius > hottest.celsius):
             hottest = surely
         if hottest is None:
-            result.fever = Status.UNKNOWN
-            result.fever_imprecise = possibly
+            return Status.UNKNOWN, None, possibly
+        if hottest.celsius >= self.config.fever_threshold_celsius:
+            return Status.MET, hottest, None
+        if possibly is not None:
+            return Status.UNKNOWN, hottest, possibly  # a date-only fever may fall in the window: unknown
+        return Status.NOT_MET, hottest, None
+
+    def _fever(self, result: _Assessment) -> None:
+        cfg = self.config
+        result.fever, hottest, result.fever_imprecise = self._fever_reading(result.at)
+        if hottest is None:
             return
-        result.fever = Status.MET if hottest.celsius >= cfg.fever_threshold_celsius else Status.NOT_MET
-        if result.fever is Status.NOT_MET and possibly is not None:
-            result.fever = Status.UNKNOWN  # a date-only fever may fall in the window: unknown
-            result.fever_imprecise = possibly
         if result.collect:
             result.evidence.append(
                 Evidence(
@@ -311,7 +466,7 @@ class AstctGrader:
         cfg = self.config
         window_start = at - cfg.fever_window
         candidates: list[_Onset] = []
-        therapy_start = min(self.timeline.crs_therapy_starts, default=None)
+        therapy_start = self.timeline.first_crs_therapy
         earliest = window_start - cfg.prior_crs_lookback
         if therapy_start is not None and therapy_start > earliest:
             first = self.timeline.fevers.first(therapy_start, window_start, include_start=True)
@@ -328,8 +483,8 @@ class AstctGrader:
         for condition in self.record.conditions:
             if condition.onset is None or condition.onset <= at:
                 candidates.append(_Onset(condition.onset, condition.reference))
-        if not candidates:
-            return None
+        if len(candidates) < 2:
+            return candidates[0] if candidates else None
         return min(candidates, key=lambda c: c.time or datetime.min.replace(tzinfo=at.tzinfo))
 
     def _surely_after(self, therapy: Administration, onset: _Onset) -> bool:
@@ -344,20 +499,29 @@ class AstctGrader:
         shared = timedelta(0) if self.config.site_timezone else EARLIEST_OFFSET + LATEST_OFFSET
         return therapy.start >= onset.latest - shared
 
+    def _masking_state(self, at: datetime) -> _Masking:
+        """The masking rule at ``at`` (fever not met), shared by the card and the episode scan."""
+        if not self.timeline.masking_therapies:
+            return _NO_MASKING  # nothing given that could mask a fever
+        onset = self._prior_crs_onset(at)
+        given = [a for a in self.timeline.masking_therapies if a.surely_given_by(at)]
+        after = [] if onset is None else [a for a in given if self._surely_after(a, onset)]
+        unknown: Administration | None = None
+        if onset is not None and onset.time is not None and not after:
+            first_fever = onset.time
+            unknown = next(
+                (a for a in reversed(given) if (a.imprecise or onset.latest) and a.latest_start > first_fever), None
+            )
+        prophylaxis = self._prophylaxis(at) if onset is None or not after else None
+        return _Masking(onset, given, after, prophylaxis, unknown)
+
     def _masking(self, result: _Assessment) -> None:
         """ASTCT: after CRS and then antipyretic/anti-cytokine/steroid, fever is not required."""
         if result.fever is Status.MET:
             return
-        onset = self._prior_crs_onset(result.at)
-        given = [a for a in self.timeline.masking_therapies if a.surely_given_by(result.at)]
-        after = [] if onset is None else [a for a in given if self._surely_after(a, onset)]
-        if onset is not None and onset.time is not None and not after:
-            first_fever = onset.time
-            result.masking_unknown = next(
-                (a for a in reversed(given) if (a.imprecise or onset.latest) and a.latest_start > first_fever), None
-            )
+        onset, given, after, prophylaxis, result.masking_unknown = self._masking_state(result.at)
         if onset is None or not after:
-            result.prophylaxis = self._prophylaxis(result.at)
+            result.prophylaxis = prophylaxis
             recent = [a for a in given if a.start > result.at - self.config.worst_grade_window]
             if result.prophylaxis is not None and result.prophylaxis not in recent:
                 recent.append(result.prophylaxis)
@@ -394,11 +558,7 @@ class AstctGrader:
     def _prophylaxis(self, at: datetime) -> Administration | None:
         """The masking drug, given before any CRS, whose window of action covers ``at``: fever may
         be suppressed for as long as it acts (section 1, "Masked fever after prophylaxis")."""
-        acting = [
-            a
-            for a in self.timeline.masking_therapies
-            if a.start <= at < a.latest_start + self.config.masking_window(a.agent, a.role.value)
-        ]
+        acting = [a for a, until in self.timeline.masking_until if a.start <= at < until]
         return max(acting, key=lambda a: a.start, default=None)
 
     def _first_sign(self, at: datetime) -> datetime | None:
@@ -407,7 +567,7 @@ class AstctGrader:
         another cause."""
         cfg = self.config
         earliest = at - cfg.fever_window - cfg.prior_crs_lookback
-        therapy_start = min(self.timeline.crs_therapy_starts, default=None)
+        therapy_start = self.timeline.first_crs_therapy
         if therapy_start is not None and therapy_start > earliest:
             first = self.timeline.fevers.first(therapy_start, at, include_start=True)
         else:
@@ -420,44 +580,72 @@ class AstctGrader:
         """Began more than the margin (12 h) before the first CRS sign: possibly another cause."""
         return result.first_sign is not None and start < result.first_sign - self.config.support_before_crs_margin
 
+    def _pressors_running(self, at: datetime) -> tuple[list[Administration], set[str]]:
+        """The vasopressors surely in effect at ``at``, and the counted agents among them
+        (vasopressin is not counted toward "more than one")."""
+        running = [a for a in self.timeline.pressors if a.in_effect_at(at)]
+        return running, {a.agent for a in running if a.role is MedicationRole.VASOPRESSOR}
+
+    def _pressures(self, at: datetime, age: int | None) -> _Pressures:
+        """The low-pressure rule at ``at``: the lowest systolic and mean pressure in the window."""
+        timeline = self.timeline
+        window_start = at - self.config.hypotension_window
+        times = timeline.systolic.times
+        systolic = timeline.lowest_systolic.best(bisect_right(times, window_start), bisect_right(times, at))
+        times = timeline.mean.times
+        mean = timeline.lowest_mean.best(bisect_right(times, window_start), bisect_right(times, at))
+        low = low_pressure(
+            systolic.systolic_mmhg if systolic is not None else None,
+            mean.mean_mmhg if mean is not None else None,
+            age,
+            self.config,
+        )
+        return _Pressures(low, systolic is not None or (mean is not None and _map_applies(age)), systolic, mean)
+
     def _hypotension(self, result: _Assessment, age: int | None) -> None:
-        cfg = self.config
-        running = [a for a in self.timeline.pressors if a.in_effect_at(result.at)]
-        counted = {a.agent for a in running if a.role is MedicationRole.VASOPRESSOR}
+        running, counted = self._pressors_running(result.at)
         if running:
             result.pressor_in_effect = True
-            result.hypotension_grade = 4 if len(counted) >= 2 else 3
+            result.hypotension_grade = _pressor_grade(counted)
             later = [a for a in running if not self._began_before_crs(result, a.start)]
             later_counted = {a.agent for a in later if a.role is MedicationRole.VASOPRESSOR}
-            result.hypotension_without_prior = (4 if len(later_counted) >= 2 else 3) if later else 0
+            result.hypotension_without_prior = _pressor_grade(later_counted) if later else 0
             for admin in running:
                 if self._began_before_crs(result, admin.start):
                     result.prior_support.append(admin.reference)
             if result.collect:
                 result.evidence.extend(self._pressor_evidence(admin, len(counted), result) for admin in running)
-        threshold = systolic_threshold(age, cfg)
-        use_map = age is None or age > 10
-        window_start = result.at - cfg.hypotension_window
-        lowest_systolic = self.timeline.lowest_systolic.best(*self.timeline.systolic.span(window_start, result.at))
-        lowest_mean = self.timeline.lowest_mean.best(*self.timeline.mean.span(window_start, result.at))
-        result.pressure_charted = lowest_systolic is not None or (lowest_mean is not None and use_map)
-        low = False
+        low, result.pressure_charted, lowest_systolic, lowest_mean = self._pressures(result.at, age)
+        if result.collect:
+            self._pressure_evidence(result, lowest_systolic, lowest_mean, age)
+        if low and not running:
+            result.hypotension_grade = 2
+        if low:
+            result.hypotension_without_prior = max(result.hypotension_without_prior, 2)
+
+    def _pressure_evidence(
+        self,
+        result: _Assessment,
+        lowest_systolic: BloodPressure | None,
+        lowest_mean: BloodPressure | None,
+        age: int | None,
+    ) -> None:
+        """The lowest pressures as evidence, met or not (the mean only where it counts)."""
+        cfg = self.config
         if lowest_systolic is not None and lowest_systolic.systolic_mmhg is not None:
-            low = _pressure_check(result, lowest_systolic, lowest_systolic.systolic_mmhg, threshold, "systolic")
-        if use_map and lowest_mean is not None and lowest_mean.mean_mmhg is not None:
+            _lowest_pressure_evidence(
+                result, lowest_systolic, lowest_systolic.systolic_mmhg, systolic_threshold(age, cfg), "systolic"
+            )
+        if _map_applies(age) and lowest_mean is not None and lowest_mean.mean_mmhg is not None:
             limit = cfg.mean_arterial_threshold_mmhg
             if lowest_mean.mean_mmhg < limit or lowest_systolic is None:
-                low = _pressure_check(result, lowest_mean, lowest_mean.mean_mmhg, limit, "mean arterial") or low
-                if lowest_mean.mean_derived and result.collect:
+                _lowest_pressure_evidence(result, lowest_mean, lowest_mean.mean_mmhg, limit, "mean arterial")
+                if lowest_mean.mean_derived:
                     result.assumptions.append(
                         f"mean arterial pressure {_fmt(lowest_mean.mean_mmhg)} mm[Hg] derived from systolic "
                         f"{_fmt(lowest_mean.systolic_mmhg or 0)} / diastolic {_fmt(lowest_mean.diastolic_mmhg or 0)} "
                         f"charted together ({lowest_mean.reference}): (SBP + 2 x DBP) / 3, no MAP charted"
                     )
-        if low and not running:
-            result.hypotension_grade = 2
-        if low:
-            result.hypotension_without_prior = max(result.hypotension_without_prior, 2)
 
     def _pressor_evidence(self, admin: Administration, counted: int, result: _Assessment) -> Evidence:
         if admin.role is MedicationRole.VASOPRESSIN_ANALOGUE:
@@ -481,11 +669,13 @@ class AstctGrader:
             detail=detail,
         )
 
-    def _hypoxia(self, result: _Assessment) -> None:
-        cfg = self.config
-        at = result.at
-        oldest = at - cfg.oxygen_recency
+    def _support_in_force(self, at: datetime) -> _Support:
+        """The oxygen support in force at ``at``: the latest point records since the last room-air
+        record (within the recency window), or a period covering ``at``, whichever is higher."""
         timeline = self.timeline
+        if not timeline.any_oxygen:
+            return _ROOM_AIR
+        oldest = at - self.config.oxygen_recency
         room_air = timeline.room_air.latest(at, not_before=oldest)
         last_room_air = room_air.time if room_air is not None else None
         device = timeline.devices.latest(at, not_before=oldest, strictly_after=last_room_air)
@@ -508,6 +698,11 @@ class AstctGrader:
                     level, used, notes = period_level, [period], period_notes
                     chosen_device = period
                     chosen_fio2 = period if period.fio2_percent is not None else None
+        return _Support(level, notes, used, chosen_device, chosen_fio2, room_air)
+
+    def _hypoxia(self, result: _Assessment) -> None:
+        level, classified, used, chosen_device, chosen_fio2, room_air = self._support_in_force(result.at)
+        notes = list(classified)
         result.support = level
         if level is not SupportLevel.ROOM_AIR:
             result.oxygen_records = tuple(used)
@@ -560,7 +755,7 @@ class AstctGrader:
         result.assumptions.extend(notes)
         self._spo2_alert(result)
 
-    def _support_since(self, level: SupportLevel, used: list[OxygenRecord]) -> datetime:
+    def _support_since(self, level: SupportLevel, used: Sequence[OxygenRecord]) -> datetime:
         """When support at ``level`` or above began: the earliest such record (point or period)
         after the last room-air record before the one in force; a room-air record ends a run."""
         since = min(r.time for r in used)
@@ -694,33 +889,33 @@ class AstctGrader:
 
     def _combine(self, result: _Assessment) -> None:
         worst_sign = max(result.hypotension_grade, result.hypoxia_grade)
-        if result.fever is Status.MET:
-            result.grade = max(1, worst_sign)
-        elif result.masked:
-            result.grade = worst_sign
-            if worst_sign == 0:
+        may_be_masked = result.prophylaxis is not None or result.masking_unknown is not None
+        pressure_unknown = _pressure_unknown(result.pressor_in_effect, result.support, result.pressure_charted)
+        result.grade, result.at_least = _verdict(
+            result.fever, result.masked, worst_sign, may_be_masked, pressure_unknown
+        )
+        febrile_or_masked = result.fever is Status.MET or result.masked
+        if febrile_or_masked:
+            if result.fever is not Status.MET and worst_sign == 0:
                 result.alerts.append(
                     "fever may be masked by anti-cytokine, steroid or antipyretic therapy: no active sign of CRS now"
                 )
+            if pressure_unknown:
+                window = _fmt(self.config.hypotension_window_hours)
+                result.missing.append(
+                    f"no blood pressure charted in the {window} h before {iso(result.at)}: hypotension cannot be "
+                    "excluded"
+                )
         elif result.fever is Status.NOT_MET:
-            if worst_sign > 0 and (result.prophylaxis is not None or result.masking_unknown is not None):
+            if worst_sign > 0 and may_be_masked:
                 self._possible_masked(result, worst_sign)
                 self._unavailable(result)
                 return
-            result.grade = 0
         else:
             self._fever_unknown(result, worst_sign)
             self._unavailable(result)
             return
-        could_raise_by_pressure = not result.pressor_in_effect and result.hypoxia_grade < 2 and result.grade is not None
-        if could_raise_by_pressure and not result.pressure_charted and (result.fever is Status.MET or result.masked):
-            window = _fmt(self.config.hypotension_window_hours)
-            result.missing.append(
-                f"no blood pressure charted in the {window} h before {iso(result.at)}: hypotension cannot be excluded"
-            )
-            result.at_least = result.grade
-            result.grade = None
-        if result.unknown_support and (result.fever is Status.MET or result.masked):
+        if result.unknown_support and febrile_or_masked:
             result.missing.extend(result.unknown_support)
             if result.grade is not None:
                 result.at_least = result.grade

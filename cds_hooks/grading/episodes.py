@@ -21,18 +21,20 @@ doses per CRS event) read these episodes.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
+from itertools import pairwise
+from typing import NamedTuple
 
 from cds_hooks.grading import GRADERS
-from cds_hooks.grading.astct import PRESSOR_ROLES, AstctGrader, systolic_threshold
+from cds_hooks.grading.astct import PRESSOR_ROLES, AstctGrader, low_pressure
 from cds_hooks.grading.config import GradingConfig
 from cds_hooks.grading.icans import DEFAULT_WINDOW as ICANS_WINDOW
 from cds_hooks.grading.icans import grade_icans
 from cds_hooks.grading.result import Status
-from cds_hooks.reading.fhir_time import age_in_years
 from cds_hooks.reading.record import Administration, PatientRecord, SupportLevel
 from cds_hooks.reading.terminology import MedicationRole
 
@@ -112,8 +114,9 @@ class EpisodeCourse:
         return next((e for e in reversed(self.episodes) if e.covers(at)), None)
 
 
-@dataclass(frozen=True, slots=True)
-class _Point:
+class _Point(NamedTuple):
+    """The course at one data time (a tuple: built at every data time of every patient)."""
+
     time: datetime
     value: int | None
     """The grade, or what it is at least when indeterminate (None: nothing proven)."""
@@ -122,7 +125,7 @@ class _Point:
     """A sign of the syndrome is present at this moment (not only still inside a window)."""
     support: SupportLevel = SupportLevel.ROOM_AIR
     hypotension: bool = False
-    references: tuple[str, ...] = field(default=())
+    references: tuple[str, ...] = ()
 
 
 # -- CRS ---------------------------------------------------------------------------------------
@@ -141,9 +144,9 @@ def crs_episodes(
     only the grade at each data time (and the evidence cited for it) is that system's."""
     rules = episode_config or EpisodeConfig()
     grader = AstctGrader(record, config)
-    signs = _SignTimes.of(record, config)
-    points = [_crs_point(grader, signs, moment) for moment in _crs_times(record, until, config)]
-    evidence: Callable[[datetime], list[str]] = partial(_evidence_references, grader)
+    signs = _SignTimes.of(grader)
+    points = _crs_points(grader, signs, _crs_times(record, until, config))
+    evidence: Callable[[datetime], list[str]] = partial(_evidence_references, grader, {})
     if system != CRS_SYSTEM:
         points, evidence = _graded_by(system, record, points, config)
     temperatures = [t.time for t in record.temperatures if t.time <= until]
@@ -164,8 +167,7 @@ def _graded_by(
     grade = GRADERS[system]
     results = {p.time: grade(record, p.time, config) for p in points}
     regraded = [
-        replace(
-            p,
+        p._replace(
             value=results[p.time].grade if results[p.time].grade is not None else results[p.time].grade_at_least,
             graded=results[p.time].grade is not None,
         )
@@ -201,45 +203,27 @@ class _SignTimes:
     low_pressures: frozenset[datetime]
 
     @classmethod
-    def of(cls, record: PatientRecord, config: GradingConfig) -> _SignTimes:
+    def of(cls, grader: AstctGrader) -> _SignTimes:
+        record, config = grader.record, grader.config
         fevers = frozenset(t.time for t in record.temperatures if t.celsius >= config.fever_threshold_celsius)
         low = frozenset(
             b.time
             for b in record.blood_pressures
-            if _is_low(
-                b.systolic_mmhg,
-                b.mean_mmhg,
-                age_in_years(record.birth_date, b.time) if record.birth_date else None,
-                config,
-            )
+            if low_pressure(b.systolic_mmhg, b.mean_mmhg, grader.age_at(b.time), config)
         )
         return cls(fevers, low)
 
 
-def _crs_point(grader: AstctGrader, signs: _SignTimes, moment: datetime) -> _Point:
-    assessment = grader.assess(moment, collect=False)
-    low_now = moment in signs.low_pressures
-    sign = (
-        moment in signs.fevers
-        or low_now
-        or assessment.pressor_in_effect
-        or assessment.support is not SupportLevel.ROOM_AIR
-    )
-    return _Point(
-        time=moment,
-        value=assessment.worst_value,
-        graded=assessment.grade is not None,
-        sign=sign,
-        support=assessment.support,
-        hypotension=low_now or assessment.pressor_in_effect,
-    )
-
-
-def _is_low(systolic: float | None, mean: float | None, age: int | None, config: GradingConfig) -> bool:
-    if systolic is not None and systolic < systolic_threshold(age, config):
-        return True
-    map_applies = age is None or age > 10
-    return map_applies and mean is not None and mean < config.mean_arterial_threshold_mmhg
+def _crs_points(grader: AstctGrader, signs: _SignTimes, moments: Iterable[datetime]) -> list[_Point]:
+    """The course at each moment: the grade by the card's rules, and whether a sign is present."""
+    scan, fevers, low_pressures = grader.scan, signs.fevers, signs.low_pressures
+    points: list[_Point] = []
+    for moment in moments:
+        value, graded, support, pressor_in_effect = scan(moment)
+        low_now = moment in low_pressures
+        sign = moment in fevers or low_now or pressor_in_effect or support is not SupportLevel.ROOM_AIR
+        points.append(_Point(moment, value, graded, sign, support, low_now or pressor_in_effect))
+    return points
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,19 +240,26 @@ def _episode_spans(
     """Cut the course into episodes: onset at a point graded >= 1, resolution after a sign-free,
     confirmed stretch (``confirmations``: the data times that can show the absence of signs)."""
     spans: list[_Span] = []
+    sign_free = rules.sign_free
+    # Where the graded (>= 1) points and the signs are, found by bisection instead of a scan each.
+    graded = [i for i, p in enumerate(points) if (p.value or 0) >= 1]
+    signs = [i for i, p in enumerate(points) if p.sign]
+    first_confirmed = _first_after(confirmations)
     index = 0
     while index < len(points):
-        onset = next((i for i in range(index, len(points)) if (points[i].value or 0) >= 1), None)
-        if onset is None:
+        found = bisect_left(graded, index)
+        if found == len(graded):
             break
+        onset = graded[found]
         last_sign = onset
         cursor = onset + 1
         resolution: datetime | None = None
         while cursor <= len(points):
             last_time = points[last_sign].time
-            next_sign = next((i for i in range(cursor, len(points)) if points[i].sign), None)
-            confirmed = next((c for c in confirmations if c > last_time), None)
-            quiet_until = max(last_time + rules.sign_free, confirmed) if confirmed is not None else None
+            found = bisect_left(signs, cursor)
+            next_sign = signs[found] if found < len(signs) else None
+            confirmed = first_confirmed(last_time)
+            quiet_until = max(last_time + sign_free, confirmed) if confirmed is not None else None
             if next_sign is not None and (quiet_until is None or points[next_sign].time <= quiet_until):
                 last_sign = next_sign
                 cursor = next_sign + 1
@@ -279,9 +270,23 @@ def _episode_spans(
         spans.append(_Span(onset, last_sign, resolution))
         if resolution is None:
             break
-        quiet_end = resolution + rules.sign_free
+        quiet_end = resolution + sign_free
         index = next((i for i in range(last_sign + 1, len(points)) if points[i].time > quiet_end), len(points))
     return spans
+
+
+def _first_after(moments: Sequence[datetime]) -> Callable[[datetime], datetime | None]:
+    """The first of ``moments`` (in their order) later than a given time: by bisection when they
+    are sorted (as the reader leaves them), else by a scan."""
+    ordered = all(a <= b for a, b in pairwise(moments))
+
+    def first(after: datetime) -> datetime | None:
+        if ordered:
+            found = bisect_right(moments, after)
+            return moments[found] if found < len(moments) else None
+        return next((m for m in moments if m > after), None)
+
+    return first
 
 
 def _crs_episode(
@@ -359,9 +364,12 @@ def _worst_uncertain(inside: Sequence[_Point], worst: _Point) -> bool:
     return any(not p.graded and (p.value or 0) >= (worst.value or 0) for p in inside)
 
 
-def _evidence_references(grader: AstctGrader, moment: datetime) -> list[str]:
-    assessment = grader.assess(moment)
-    return [e.reference for e in assessment.evidence if e.status is Status.MET]
+def _evidence_references(grader: AstctGrader, known: dict[datetime, list[str]], moment: datetime) -> list[str]:
+    """The met evidence at ``moment`` (``known``: moments already assessed; an episode's onset is
+    often its worst moment)."""
+    if moment not in known:
+        known[moment] = [e.reference for e in grader.assess(moment).evidence if e.status is Status.MET]
+    return known[moment]
 
 
 def _therapy_before(record: PatientRecord, onset: datetime) -> Administration | None:

@@ -54,13 +54,19 @@ class RangeBest(Generic[T]):
     ``rank(record)`` orders the records: the best has the highest rank, and among equal ranks
     the later record wins. Ranks are computed once per record and the table is built by
     comparing them directly, so building it costs n log n comparisons of plain values rather
-    than n log n calls of a comparison function (the table is rebuilt at every grading).
+    than n log n calls of a comparison function (the table is rebuilt at every grading). It is
+    built at the first query: a grading that never asks (an afebrile course never asks for the
+    lowest pressure in the episode scan) never pays for it.
     """
 
     def __init__(self, records: Sequence[T], rank: Callable[[T], Any]) -> None:
         self._records = list(records)
-        ranks = [rank(r) for r in self._records]
-        self._ranks = ranks
+        self._rank = rank
+        self._ranks: list[Any] = []
+        self._levels: list[list[int]] | None = None
+
+    def _build(self) -> list[list[int]]:
+        ranks = self._ranks = [self._rank(r) for r in self._records]
         levels: list[list[int]] = [list(range(len(self._records)))]
         width = 1
         while 2 * width <= len(self._records):
@@ -68,12 +74,14 @@ class RangeBest(Generic[T]):
             levels.append([a if ranks[a] > ranks[b] else b for a, b in zip(previous, previous[width:], strict=False)])
             width *= 2
         self._levels = levels
+        return levels
 
     def best(self, lo: int, hi: int) -> T | None:
         """The best record with index in [lo, hi), or None for an empty range."""
         if lo >= hi:
             return None
+        levels = self._levels if self._levels is not None else self._build()
         level = (hi - lo).bit_length() - 1
-        row = self._levels[level]
+        row = levels[level]
         a, b = row[lo], row[hi - (1 << level)]
         return self._records[a if self._ranks[a] > self._ranks[b] else b]
