@@ -82,8 +82,8 @@ class PatientGrader:
 
     def grade(self, patient_id: str, lines: Iterable[str | bytes]) -> PatientOutcome:
         rejected: Counter[str] = Counter()
-        resources = _parse(lines, rejected)
-        by_reference = {r.reference: r for r in resources}
+        by_reference = _parse_by_reference(lines, rejected)
+        resources = list(by_reference.values())
         skip: dict[str, str] = {}
         patient = f"Patient/{patient_id}"
         for _ in range(len(resources) + 1):  # each round drops at least one resource
@@ -138,9 +138,15 @@ def _skipped(skip: dict[str, str]) -> list[NotEvidence]:
 
 
 def _parse(lines: Iterable[str | bytes], rejected: Counter[str]) -> list[SourcedResource]:
-    """Each resource once. The lines are taken in sorted order, so the record (and the rows) do
-    not depend on the order an engine delivers them in; of two copies of a reference the first
-    in that order wins.
+    """Each resource once, in the order :func:`_parse_by_reference` gives."""
+    return list(_parse_by_reference(lines, rejected).values())
+
+
+def _parse_by_reference(lines: Iterable[str | bytes], rejected: Counter[str]) -> dict[str, SourcedResource]:
+    """Each resource once, by its reference (also the map the evidence check looks cited ones up in).
+
+    The lines are taken in sorted order, so the record (and the rows) do not depend on the order
+    an engine delivers them in; of two copies of a reference the first in that order wins.
 
     The order is the code-point order of the decoded lines. UTF-8 keeps code-point order in its
     bytes, so lines that all arrive as valid UTF-8 bytes are sorted and parsed as bytes, never
@@ -166,7 +172,7 @@ def _parse(lines: Iterable[str | bytes], rejected: Counter[str]) -> list[Sourced
         reference = f"{kind}/{rid}"
         if reference not in seen:
             seen[reference] = new(SourcedResource, (resource, reference))
-    return list(seen.values())
+    return seen
 
 
 def _sorted_lines(lines: list[Any]) -> list[Any]:
