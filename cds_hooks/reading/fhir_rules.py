@@ -99,16 +99,23 @@ class PatientCheck:
     """:func:`belongs_to_patient` for one patient, its two reference forms built once (the
     reader asks it for every resource of a call)."""
 
-    __slots__ = ("_local", "_patient_id", "_suffix")
+    __slots__ = ("_exact", "_local", "_patient_id", "_suffix")
 
     def __init__(self, patient_id: str | None) -> None:
         self._patient_id = patient_id
         self._local = f"Patient/{patient_id}"
         self._suffix = f"/Patient/{patient_id}"
+        # ``subject.reference`` exactly as it comes when it is this patient (the common case).
+        self._exact = self._local if patient_id is not None and not self._local.endswith("/") else None
 
     def __call__(self, resource: Mapping[str, Any], *, require_subject: bool = False) -> bool:
         if self._patient_id is None:
             return True
+        subject = resource.get("subject")
+        if self._exact is not None and isinstance(subject, dict):
+            given = subject.get("reference")
+            if isinstance(given, str) and given == self._exact:
+                return True  # what the general rule below says of it, without the string work
         ref = subject_reference(resource)
         if ref is None:
             return not require_subject

@@ -155,20 +155,22 @@ class Extractor:
         self._site_zone = site_zone
         self._record = PatientRecord(patient_reference=f"Patient/{patient_id}" if patient_id else None)
         self._medications: dict[str, Mapping[str, Any]] = {}
+        self._quantity_concepts: dict[tuple[object, object], str | None] = {}
 
     def extract(self, resources: Iterable[SourcedResource], *, skip: Mapping[str, str] | None = None) -> PatientRecord:
         """``skip`` maps references that failed FHIR R4 validation to the reason: not read, and
         a neurologic assessment among them is named on the ICANS result."""
         skipped = skip or {}
         items: list[SourcedResource] = []
+        medications = self._medications
         for item in resources:
-            if item.reference in skipped:
-                self._skipped_assessment(item, skipped[item.reference])
-            else:
-                items.append(item)
-        for item in items:
-            if item.resource.get("resourceType") == "Medication":
-                self._medications[item.reference] = item.resource
+            resource, reference = item
+            if reference in skipped:
+                self._skipped_assessment(item, skipped[reference])
+                continue
+            items.append(item)
+            if resource.get("resourceType") == "Medication":  # every one known before any is cited
+                medications[reference] = resource
         handlers = {
             "Patient": self._patient,
             "Observation": self._observation,
@@ -177,10 +179,15 @@ class Extractor:
             "Condition": self._condition,
             "QuestionnaireResponse": self._questionnaire_response,
         }
-        for item in items:
-            handler = handlers.get(str(item.resource.get("resourceType")))
+        observation = self._observation
+        for resource, reference in items:
+            kind = resource.get("resourceType")
+            if kind == "Observation":  # most of any chart: no str() and no second lookup
+                observation(resource, reference)
+                continue
+            handler = handlers.get(str(kind))
             if handler is not None:
-                handler(item.resource, item.reference)
+                handler(resource, reference)
         self._record.sort()
         return self._record
 
@@ -229,7 +236,14 @@ class Extractor:
     # -- Observation -----------------------------------------------------------------------
 
     def _observation(self, resource: Mapping[str, Any], reference: str) -> None:
-        lab = self._labs.match(resource.get("code"))
+        code = resource.get("code")
+        coding = code.get("coding") if isinstance(code, dict) else None
+        if isinstance(coding, list) and len(coding) == 1 and "component" not in resource:
+            concept_id = self._quantity_concept(coding[0])
+            if concept_id is not None:
+                self._quantity_observation(resource, reference, concept_id)
+                return
+        lab = self._labs.match(code)
         if lab is not None:
             self._lab(resource, reference, lab)
             return
@@ -244,16 +258,8 @@ class Extractor:
             elif is_blood_culture(resource, self._terms):
                 self._blood_culture(resource, reference)
             return
-        status = resource.get("status")
-        if not isinstance(status, str) or status not in OBSERVATION_EVIDENCE_STATUSES:
-            self._reject(reference, f"Observation status is {text_field(status)!r}")
-            return
-        if not self._owns(resource):
-            self._reject(reference, "belongs to another patient")
-            return
-        when = self._observation_time(resource)
-        if isinstance(when, str):
-            self._reject(reference, when)
+        when = self._evidence_time(resource, reference)
+        if when is None:
             return
         if device is not None:
             self._device_record(device, when, reference)
@@ -270,10 +276,72 @@ class Extractor:
             return
         self._observation_values(parts, when, reference)
 
+    def _quantity_concept(self, coding: object) -> str | None:
+        """The vital-sign concept of an Observation's one coding, when that is all there is to it.
+
+        The common chart row (one coding, no components) is one dict hit here. Only a coding that
+        is no lab and maps to a concept read from ``valueQuantity`` answers; every other shape
+        (a lab, a panel, average pressure, a device, a neurologic code, unmapped) returns None
+        and takes the general path, which decides it exactly as before.
+        """
+        if not isinstance(coding, dict):
+            return None
+        key = (coding.get("system"), coding.get("code"))
+        try:
+            return self._quantity_concepts[key]
+        except KeyError:
+            found = self._quantity_concepts[key] = self._lone_code_concept(*key)
+            return found
+        except TypeError:  # an unhashable system or code (malformed JSON): not a string, so no concept
+            return None
+
+    def _lone_code_concept(self, system: object, code: object) -> str | None:
+        if not isinstance(system, str) or not isinstance(code, str) or (system, code) in self._labs.by_code:
+            return None
+        match = self._terms.lookup(system, code)
+        if match is None or match.concept.kind is not ConceptKind.OBSERVATION:
+            return None
+        concept_id = match.concept.id
+        return concept_id if concept_id in _QUANTITY_OF else None
+
+    def _quantity_observation(self, resource: Mapping[str, Any], reference: str, concept_id: str) -> None:
+        """One vital sign from ``valueQuantity``: the general path's rules for a single part."""
+        when = self._evidence_time(resource, reference)
+        if when is None:
+            return
+        if "dataAbsentReason" in resource:
+            self._reject(reference, "no value (dataAbsentReason)")
+            return
+        converted = self._convert(concept_id, resource.get("valueQuantity"))
+        if isinstance(converted, str):
+            self._value_problem(f"{concept_id.replace('_', ' ')}: {converted}", when[0], reference)
+            return
+        self._store_value(concept_id, converted, when[0], when[1], reference)
+
+    def _evidence_time(self, resource: Mapping[str, Any], reference: str) -> tuple[datetime, datetime | None] | None:
+        """(time, latest) of an Observation whose status, patient and time make it evidence;
+        None once the reason it is not has been recorded."""
+        status = resource.get("status")
+        if not isinstance(status, str) or status not in OBSERVATION_EVIDENCE_STATUSES:
+            self._reject(reference, f"Observation status is {text_field(status)!r}")
+            return None
+        if not self._owns(resource):
+            self._reject(reference, "belongs to another patient")
+            return None
+        if "effectiveDateTime" in resource:  # the common case of _observation_moment, inline
+            moment = parse_instant(resource["effectiveDateTime"])
+            if not isinstance(moment, str):
+                return moment, None
+        when = self._observation_moment(resource)
+        if isinstance(when, str):
+            self._reject(reference, when)
+            return None
+        return when
+
     def _lab(self, resource: Mapping[str, Any], reference: str, lab: LabDefinition) -> None:
         """A laboratory value, under the rules vitals follow (status, patient, time, unit)."""
         reason = self._lab_reason(resource)
-        when = self._observation_time(resource)
+        when = self._observation_moment(resource)
         if reason is None and isinstance(when, str):
             reason = when
         converted = self._labs.convert(lab, resource.get("valueQuantity")) if reason is None else reason
@@ -284,14 +352,14 @@ class Extractor:
         self._record.labs.append(
             LabResult(
                 lab.id,
-                when.earliest,
+                when[0],
                 converted.value,
                 lab.canonical_unit,
                 converted.original,
                 reference,
                 reference_low=low,
                 reference_high=high,
-                latest=_latest(when),
+                latest=when[1],
             )
         )
 
@@ -369,6 +437,22 @@ class Extractor:
             return parse_when(period.get("end") or period.get("start"), self._site_zone)
         return "no effective time"
 
+    def _observation_moment(self, resource: Mapping[str, Any]) -> tuple[datetime, datetime | None] | str:
+        """:meth:`_observation_time` as (time, latest), latest None when precise; an instant
+        (nearly every charted time) is read without building the interval."""
+        if "effectiveDateTime" in resource:
+            raw = resource["effectiveDateTime"]
+        elif "effectiveInstant" in resource:
+            raw = resource["effectiveInstant"]
+        else:
+            raw = None
+        if raw is not None:
+            moment = parse_instant(raw)  # what parse_when tries first, and answers as is
+            if not isinstance(moment, str):
+                return moment, None
+        when = self._observation_time(resource)
+        return when if isinstance(when, str) else (when.earliest, _latest(when))
+
     def _in_progress_at_now(self, period: Mapping[str, Any]) -> When | None:
         """A period that covers the evaluation time counts at that time (its value holds then)."""
         if self._now is None or "start" not in period:
@@ -381,13 +465,15 @@ class Extractor:
             return None
         return When(self._now, self._now)
 
-    def _device_record(self, device: tuple[CodeMatch, str | None], when: When, reference: str) -> None:
+    def _device_record(
+        self, device: tuple[CodeMatch, str | None], when: tuple[datetime, datetime | None], reference: str
+    ) -> None:
         match, display = device
         room_air = match.concept.id == "room_air"
         self._record.oxygen.append(
             OxygenRecord(
-                time=when.earliest,
-                latest=_latest(when),
+                time=when[0],
+                latest=when[1],
                 reference=reference,
                 device=None if room_air else match.concept.id,
                 device_display=display or match.concept.id.replace("_", " "),
@@ -396,8 +482,10 @@ class Extractor:
             )
         )
 
-    def _observation_values(self, parts: list[tuple[str, object]], when: When, reference: str) -> None:
-        time, latest = when.earliest, _latest(when)
+    def _observation_values(
+        self, parts: list[tuple[str, object]], when: tuple[datetime, datetime | None], reference: str
+    ) -> None:
+        time, latest = when
         values: dict[str, Converted] = {}
         problems: list[str] = []
         for concept_id, quantity in parts:
@@ -409,15 +497,54 @@ class Extractor:
             elif concept_id not in values:
                 values[concept_id] = converted
         for problem in problems:
-            self._reject(reference, problem)
-            if problem.startswith(("oxygen flow:", "inspired oxygen:")):
-                self._record.unreadable_oxygen.append(UnreadableOxygen(time, reference, problem))
+            self._value_problem(problem, time, reference)
         if not values:
             if not problems:
                 self._reject(reference, "no usable value")
             return
+        self._store_values(values, time, latest, reference)
+
+    def _value_problem(self, problem: str, time: datetime, reference: str) -> None:
+        """A value that cannot be read; an unreadable oxygen value is also never room air."""
+        self._reject(reference, problem)
+        if problem.startswith(("oxygen flow:", "inspired oxygen:")):
+            self._record.unreadable_oxygen.append(UnreadableOxygen(time, reference, problem))
+
+    def _store_value(
+        self, concept_id: str, value: Converted, time: datetime, latest: datetime | None, reference: str
+    ) -> None:
+        """What :meth:`_store_values` makes of one value alone, the common vital signs without
+        its dict: a temperature, or one pressure (alone, no MAP can be derived from it)."""
+        if concept_id == "body_temperature":
+            self._record.temperatures.append(
+                Temperature(
+                    time,
+                    _round_celsius(value.value),
+                    f"{value.original_value:g} {value.original_unit}",
+                    reference,
+                    latest=latest,
+                )
+            )
+        elif concept_id == "systolic_blood_pressure":
+            self._record.blood_pressures.append(
+                BloodPressure(time, reference, systolic_mmhg=value.value, latest=latest)
+            )
+        elif concept_id == "diastolic_blood_pressure":
+            self._record.blood_pressures.append(
+                BloodPressure(time, reference, diastolic_mmhg=value.value, latest=latest)
+            )
+        elif concept_id == "mean_arterial_pressure":
+            self._record.blood_pressures.append(BloodPressure(time, reference, mean_mmhg=value.value, latest=latest))
+        else:
+            self._store_values({concept_id: value}, time, latest, reference)
+
+    def _store_values(
+        self, values: Mapping[str, Converted], time: datetime, latest: datetime | None, reference: str
+    ) -> None:
+        """The findings one Observation's converted values make (usually one value)."""
         record = self._record
-        temp = values.get("body_temperature")
+        get = values.get
+        temp = get("body_temperature")
         if temp is not None:
             record.temperatures.append(
                 Temperature(
@@ -428,22 +555,38 @@ class Extractor:
                     latest=latest,
                 )
             )
-        pressures: dict[str, float] = {
-            k: values[k].value
-            for k in ("systolic_blood_pressure", "mean_arterial_pressure", "diastolic_blood_pressure")
-            if k in values
-        }
-        if pressures:
-            self._record.blood_pressures.append(_blood_pressure(pressures, time, latest, reference))
-        for saturation in ("oxygen_saturation", "oxygen_saturation_on_room_air"):
-            if saturation in values:
-                self._record.spo2.append(SpO2(time, values[saturation].value, reference, latest=latest))
-        flow = values["oxygen_flow"].value if "oxygen_flow" in values else None
-        fio2 = values["inspired_oxygen"].value if "inspired_oxygen" in values else None
-        on_room_air = "oxygen_saturation_on_room_air" in values
-        if flow is not None or fio2 is not None or on_room_air:
-            room_air = on_room_air or flow == 0 or (flow is None and fio2 is not None and fio2 <= ROOM_AIR_FIO2_PERCENT)
-            self._record.oxygen.append(
+        systolic, mean, diastolic = (
+            get("systolic_blood_pressure"),
+            get("mean_arterial_pressure"),
+            get("diastolic_blood_pressure"),
+        )
+        if systolic is not None or mean is not None or diastolic is not None:
+            record.blood_pressures.append(
+                _blood_pressure(
+                    time,
+                    latest,
+                    reference,
+                    systolic=systolic.value if systolic is not None else None,
+                    mean=mean.value if mean is not None else None,
+                    diastolic=diastolic.value if diastolic is not None else None,
+                )
+            )
+        saturation = get("oxygen_saturation")
+        if saturation is not None:
+            record.spo2.append(SpO2(time, saturation.value, reference, latest=latest))
+        on_room_air = get("oxygen_saturation_on_room_air")
+        if on_room_air is not None:
+            record.spo2.append(SpO2(time, on_room_air.value, reference, latest=latest))
+        flow_value, fio2_value = get("oxygen_flow"), get("inspired_oxygen")
+        if flow_value is not None or fio2_value is not None or on_room_air is not None:
+            flow = flow_value.value if flow_value is not None else None
+            fio2 = fio2_value.value if fio2_value is not None else None
+            room_air = (
+                on_room_air is not None
+                or flow == 0
+                or (flow is None and fio2 is not None and fio2 <= ROOM_AIR_FIO2_PERCENT)
+            )
+            record.oxygen.append(
                 OxygenRecord(
                     time=time,
                     reference=reference,
@@ -453,9 +596,9 @@ class Extractor:
                     latest=latest,
                 )
             )
-        if "body_weight" in values:
-            weight = values["body_weight"]
-            self._record.weights.append(
+        weight = get("body_weight")
+        if weight is not None:
+            record.weights.append(
                 Weight(
                     time, weight.value, f"{weight.original_value:g} {weight.original_unit}", reference, latest=latest
                 )
@@ -886,13 +1029,16 @@ def _earliest(when: When) -> datetime | None:
 
 
 def _blood_pressure(
-    pressures: Mapping[str, float], time: datetime, latest: datetime | None, reference: str
+    time: datetime,
+    latest: datetime | None,
+    reference: str,
+    *,
+    systolic: float | None,
+    mean: float | None,
+    diastolic: float | None,
 ) -> BloodPressure:
     """A pressure reading; MAP derived as (SBP + 2 x DBP) / 3 from a pair charted together when
     no MAP is charted (clinical-reference.md section 1, "Mean arterial pressure")."""
-    systolic = pressures.get("systolic_blood_pressure")
-    diastolic = pressures.get("diastolic_blood_pressure")
-    mean = pressures.get("mean_arterial_pressure")
     derived = mean is None and systolic is not None and diastolic is not None
     if derived and systolic is not None and diastolic is not None:
         mean = round((systolic + 2.0 * diastolic) / 3.0, 1)

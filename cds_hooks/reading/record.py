@@ -11,8 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import IntEnum, StrEnum
+from operator import attrgetter
 
 from cds_hooks.reading.terminology import MedicationRole
+
+_TIME = attrgetter("time")
+_START = attrgetter("start")
 
 
 class DataSource(StrEnum):
@@ -329,16 +333,17 @@ class PatientRecord:
     """Data groups the EHR could not supply (source -> reason), e.g. an OperationOutcome."""
 
     def sort(self) -> None:
-        """Sort every list by time so grading can use binary search over windows."""
-        self.temperatures.sort(key=lambda f: f.time)
-        self.blood_pressures.sort(key=lambda f: f.time)
-        self.oxygen.sort(key=lambda f: f.time)
-        self.spo2.sort(key=lambda f: f.time)
-        self.administrations.sort(key=lambda f: f.start)
-        self.weights.sort(key=lambda f: f.time)
-        self.neuro.sort(key=lambda f: f.time)
-        self.blood_cultures.sort(key=lambda f: f.time)
-        self.labs.sort(key=lambda f: f.time)
+        """Sort every list by time so grading can use binary search over windows (stable: equal
+        times keep the order they were read in)."""
+        self.temperatures.sort(key=_TIME)
+        self.blood_pressures.sort(key=_TIME)
+        self.oxygen.sort(key=_TIME)
+        self.spo2.sort(key=_TIME)
+        self.administrations.sort(key=_START)
+        self.weights.sort(key=_TIME)
+        self.neuro.sort(key=_TIME)
+        self.blood_cultures.sort(key=_TIME)
+        self.labs.sort(key=_TIME)
 
     def icans_view(self) -> IcansFindings:
         """The part of the record ICANS grading reads."""

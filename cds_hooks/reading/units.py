@@ -13,7 +13,7 @@ rather than a UCUM library: a dozen spellings, exact arithmetic, and nothing to 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -21,7 +21,7 @@ from typing import Literal, NamedTuple
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cds_hooks.reading.terminology import BUILTIN_MAPPINGS_DIR, MappingError, read_yaml_safely
+from cds_hooks.reading.terminology import BUILTIN_MAPPINGS_DIR, MEMO_LIMIT, MappingError, read_yaml_safely
 
 UCUM_SYSTEM = "http://unitsofmeasure.org"
 
@@ -79,6 +79,10 @@ class Converted(NamedTuple):
     original_unit: str
 
 
+_Unit = tuple[_Conversion, str, str]
+"""How a Quantity's unit converts: the conversion, the canonical unit, the UCUM code it arrived in."""
+
+
 @dataclass(frozen=True)
 class UnitTable:
     """Per quantity: UCUM code -> conversion, and alias -> UCUM code."""
@@ -87,6 +91,9 @@ class UnitTable:
     canonical: dict[str, str]
     by_code: dict[str, dict[str, _Conversion]]
     by_alias: dict[str, dict[str, str]]
+    _memo: dict[tuple[object, ...], _Unit | str] = field(default_factory=dict, compare=False, repr=False)
+    """(quantity, code, system, unit) -> how that unit converts, or why it cannot: a chart spells
+    the same few units over and over."""
 
     def convert(self, quantity: Quantity, raw: object) -> Converted | str:
         """Convert a FHIR Quantity dict, or return why it is not usable."""
@@ -97,14 +104,30 @@ class UnitTable:
             return "value missing or not a number"
         if "comparator" in raw and raw["comparator"] not in (None, ""):
             return f"value has a comparator ({raw.get('comparator')!s}), not an exact measurement"
-        code = raw.get("code")
+        key = (quantity, raw.get("code"), raw.get("system"), raw.get("unit"))
+        try:
+            unit = self._memo[key]
+        except KeyError:
+            unit = self._unit(quantity, key[1], key[2], key[3])
+            if len(self._memo) > MEMO_LIMIT:
+                self._memo.clear()
+            self._memo[key] = unit
+        except TypeError:  # an unhashable code, system or unit (malformed JSON): not cached
+            unit = self._unit(quantity, key[1], key[2], key[3])
+        if isinstance(unit, str):
+            return unit
+        conversion, canonical, ucum = unit
+        canonical_value = float(value) if conversion.identity else conversion.apply(value)
+        return _new_converted(Converted, (canonical_value, canonical, float(value), ucum))
+
+    def _unit(self, quantity: Quantity, code: object, system: object, unit_text: object) -> _Unit | str:
+        """The unit a Quantity's code (UCUM), else its display text (an alias), names."""
         ucum: str | None = None
         if isinstance(code, str) and code:
-            system = raw.get("system")
             if system is not None and system != UCUM_SYSTEM:
                 return f"unit code {code!r} is not from UCUM"
             ucum = code
-        elif isinstance(unit_text := raw.get("unit"), str) and unit_text.strip():
+        elif isinstance(unit_text, str) and unit_text.strip():
             ucum = self.by_alias[quantity].get(unit_text.strip())
             if ucum is None:
                 return f"unknown unit {unit_text.strip()!r}"
@@ -113,8 +136,11 @@ class UnitTable:
         conversion = self.by_code[quantity].get(ucum)
         if conversion is None:
             return f"unit {ucum!r} is not {_with_article(quantity.replace('_', ' '))} unit"
-        canonical_value = float(value) if conversion.identity else conversion.apply(value)
-        return Converted(canonical_value, self.canonical[quantity], float(value), ucum)
+        return conversion, self.canonical[quantity], ucum
+
+
+_new_converted = tuple.__new__
+"""``Converted(...)`` without the named tuple's Python-level ``__new__`` (one per value read)."""
 
 
 def _with_article(noun: str) -> str:

@@ -11,10 +11,12 @@ resolved only if 24 h of sign-free data follow it inside the export.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ from cds_hooks.grading.episodes import (
 )
 from cds_hooks.grading.icans import DEFAULT_WINDOW as ICANS_WINDOW
 from cds_hooks.reading.evidence_check import invalid_references
-from cds_hooks.reading.fhir_rules import SourcedResource, reference_of
+from cds_hooks.reading.fhir_rules import SourcedResource
 from cds_hooks.reading.neuro import ICE_QUESTIONNAIRE_FILE, IceQuestionnaire, load_ice_questionnaire
 from cds_hooks.reading.reader import extract_record
 from cds_hooks.reading.record import Administration, NotEvidence, PatientRecord
@@ -43,6 +45,7 @@ EPISODE_SYSTEMS = (CRS_SYSTEM, ICANS_SYSTEM)
 """The default systems (clinical-reference.md section 5); any other CRS system in ``GRADERS`` can
 be asked for: its episodes follow the same rules with its own grade at each data time."""
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_TIME = attrgetter("time")
 
 
 @dataclass(frozen=True)
@@ -79,8 +82,8 @@ class PatientGrader:
 
     def grade(self, patient_id: str, lines: Iterable[str | bytes]) -> PatientOutcome:
         rejected: Counter[str] = Counter()
-        resources = _parse(lines, rejected)
-        by_reference = {r.reference: r for r in resources}
+        by_reference = _parse_by_reference(lines, rejected)
+        resources = list(by_reference.values())
         skip: dict[str, str] = {}
         patient = f"Patient/{patient_id}"
         for _ in range(len(resources) + 1):  # each round drops at least one resource
@@ -135,41 +138,84 @@ def _skipped(skip: dict[str, str]) -> list[NotEvidence]:
 
 
 def _parse(lines: Iterable[str | bytes], rejected: Counter[str]) -> list[SourcedResource]:
-    """Each resource once. The lines are taken in sorted order, so the record (and the rows) do
-    not depend on the order an engine delivers them in; of two copies of a reference the first
-    in that order wins."""
+    """Each resource once, in the order :func:`_parse_by_reference` gives."""
+    return list(_parse_by_reference(lines, rejected).values())
+
+
+def _parse_by_reference(lines: Iterable[str | bytes], rejected: Counter[str]) -> dict[str, SourcedResource]:
+    """Each resource once, by its reference (also the map the evidence check looks cited ones up in).
+
+    The lines are taken in sorted order, so the record (and the rows) do not depend on the order
+    an engine delivers them in; of two copies of a reference the first in that order wins.
+
+    The order is the code-point order of the decoded lines. UTF-8 keeps code-point order in its
+    bytes, so lines that all arrive as valid UTF-8 bytes are sorted and parsed as bytes, never
+    decoded (issue 14); any other mix (str and bytes, a line that is not UTF-8) takes the decoding
+    path, which fails the patient on a line that is not UTF-8 as it always has.
+    """
+    ordered = _sorted_lines(lines if isinstance(lines, list) else list(lines))
     seen: dict[str, SourcedResource] = {}
-    for line in sorted(line if isinstance(line, str) else line.decode() for line in lines):
+    loads, json_error, new = orjson.loads, orjson.JSONDecodeError, tuple.__new__
+    for line in ordered:
         try:
-            resource: Any = orjson.loads(line)
-        except orjson.JSONDecodeError:
+            resource: Any = loads(line)
+        except json_error:
             rejected["not JSON"] += 1
             continue
         if not isinstance(resource, dict):
             rejected["not a JSON object"] += 1
             continue
-        reference = reference_of(resource)
-        if reference is None:
+        kind, rid = resource.get("resourceType"), resource.get("id")
+        if not (isinstance(kind, str) and isinstance(rid, str) and rid):  # reference_of, inline
             rejected["no resourceType or id"] += 1
             continue
-        seen.setdefault(reference, SourcedResource(resource, reference))
-    return list(seen.values())
+        reference = f"{kind}/{rid}"
+        if reference not in seen:
+            seen[reference] = new(SourcedResource, (resource, reference))
+    return seen
+
+
+def _sorted_lines(lines: list[Any]) -> list[Any]:
+    """The lines in the code-point order of their text: bytes stay bytes when that is the same."""
+    kinds = set(map(type, lines))
+    if kinds == {bytes}:
+        try:
+            b"\n".join(lines).decode()  # every line valid UTF-8 ("\n" ends any truncated sequence)
+        except UnicodeDecodeError:
+            pass  # the decoding path below raises on the first bad line, as it always has
+        else:
+            return sorted(lines)
+    elif kinds <= {str}:
+        return sorted(lines)
+    return sorted(line if isinstance(line, str) else line.decode() for line in lines)
 
 
 def end_of_data(record: PatientRecord) -> datetime:
     """The latest moment the patient's data speak of; a patient with no dated data at all gets
-    the epoch (nothing can be resolved, nothing is graded)."""
+    the epoch (nothing can be resolved, nothing is graded).
+
+    The reader leaves the record sorted by time, so a list sorted by the time asked for gives
+    its latest at its end: the first of the equal latest ones is the one ``max`` would pick, so
+    the answer is the same datetime object as a scan of every finding would give.
+    """
     moments: list[datetime] = [
-        *(t.time for t in record.temperatures),
-        *(b.time for b in record.blood_pressures),
+        *_latest_sorted(record.temperatures),
+        *_latest_sorted(record.blood_pressures),
         *(o.period_end or o.time for o in record.oxygen),
-        *(s.time for s in record.spo2),
+        *_latest_sorted(record.spo2),
         *(a.end or a.start for a in record.administrations),
         *(c.onset for c in record.conditions if c.onset is not None),
-        *(w.time for w in record.weights),
-        *(n.time for n in record.neuro),
+        *_latest_sorted(record.weights),
+        *_latest_sorted(record.neuro),
     ]
-    return max(moments, default=datetime.fromtimestamp(0).astimezone())
+    return max(moments) if moments else datetime.fromtimestamp(0).astimezone()
+
+
+def _latest_sorted(findings: Sequence[Any]) -> list[datetime]:
+    """The first finding at the latest ``time`` of a list sorted by time (none when empty)."""
+    if not findings:
+        return []
+    return [findings[bisect_left(findings, findings[-1].time, key=_TIME)].time]
 
 
 def _latest_therapy(record: PatientRecord) -> Administration | None:
