@@ -489,8 +489,8 @@ def _placed_by_engine(line: str, folder: Path) -> tuple[str, str, str | None]:
         assert raw == line.encode()
         patient, reference = orjson.loads(header)
         return ("patient", patient, reference)
-    if counts.medication_bytes:
-        [(header, raw)] = list(records([medication_file(folder, 0)]))
+    if counts.medication_bytes[0]:
+        [(header, raw)] = list(records([medication_file(folder, 0, 0)]))
         assert raw == line.encode()
         return ("medication", orjson.loads(header), None)
     if counts.not_read:

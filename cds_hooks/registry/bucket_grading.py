@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 
-from cds_hooks.registry.partition import records
+from cds_hooks.registry.partition import bucket_of, records
 from cds_hooks.registry.per_patient import PatientOutcome, RegistryOptions, grade_patient
 
 
@@ -23,7 +23,8 @@ from cds_hooks.registry.per_patient import PatientOutcome, RegistryOptions, grad
 class BucketTask:
     spills: tuple[Path, ...]
     """The bucket's files, one per unit that placed lines in it."""
-    medications: tuple[Path, ...]
+    medications: tuple[tuple[Path, ...], ...]
+    """Per medication bucket, its files (see :func:`partition.bucket_of`)."""
     results: Path
     options: RegistryOptions
 
@@ -56,10 +57,9 @@ def grade_bucket(task: BucketTask) -> int:
     return count
 
 
-def _medications(paths: tuple[Path, ...], wanted: set[str]) -> dict[str, list[bytes]]:
-    """The distinct lines of each wanted Medication (only those: the file may be large)."""
-    if not wanted:
-        return {}
+def _medications(buckets: tuple[tuple[Path, ...], ...], wanted: set[str]) -> dict[str, list[bytes]]:
+    """The distinct lines of each wanted Medication, read from the buckets that can hold them."""
+    paths = [path for b in sorted({bucket_of(m, len(buckets)) for m in wanted}) for path in buckets[b]]
     found: dict[str, dict[bytes, None]] = {}
     for header, line in records(paths):
         key = orjson.loads(header)

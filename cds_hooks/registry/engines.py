@@ -246,7 +246,10 @@ def memory_bytes(text: str) -> int:
 
 def _bucket_tasks(counts: list[UnitCounts], folder: Path, buckets: int, options: RegistryOptions) -> list[BucketTask]:
     """One task per bucket that holds lines, the largest first (the last to finish are small)."""
-    medications = tuple(medication_file(folder, u) for u, unit in enumerate(counts) if unit.medication_bytes)
+    medications = tuple(
+        tuple(medication_file(folder, b, u) for u, unit in enumerate(counts) if unit.medication_bytes[b])
+        for b in range(buckets)
+    )
     sizes = [sum(unit.bucket_bytes[b] for unit in counts) for b in range(buckets)]
     return [
         BucketTask(

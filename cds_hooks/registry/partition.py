@@ -4,8 +4,9 @@ The export is cut into units (a large plain file into byte ranges, small files p
 a gzip file whole), which different processes read at once. Reading a unit places each line with
 :func:`export_reader.place` (the rules of ``classify``) and appends a patient's line to the
 bucket of its patient (a hash of the id, so all of a patient's lines meet in one bucket however
-the export spreads them); shared Medications go to a file of their own; rejected and not-read
-lines are only counted. Each unit writes its own files, through buffers of bounded size, so memory
+the export spreads them); a shared Medication goes to the medication bucket of its
+``Medication/<id>`` (so a worker reads only the Medications its patients reference); rejected and
+not-read lines are only counted. Each unit writes its own files, through buffers of bounded size, so memory
 is the buffers and one block of a file, not the export.
 
 A spill record is two lines: a header, the JSON array ``[patient, medication reference or null]``
@@ -44,10 +45,10 @@ class PlaceTask:
 
 @dataclass
 class UnitCounts:
-    """What one unit wrote (bytes per bucket file, medication bytes) and counted."""
+    """What one unit wrote (bytes per bucket file and per medication bucket file) and counted."""
 
     bucket_bytes: list[int]
-    medication_bytes: int = 0
+    medication_bytes: list[int]
     lines: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     not_read: Counter[str] = field(default_factory=Counter)
@@ -57,8 +58,8 @@ def bucket_file(folder: Path, bucket: int, unit: int) -> Path:
     return folder / f"bucket-{bucket:05d}-unit-{unit:05d}.spill"
 
 
-def medication_file(folder: Path, unit: int) -> Path:
-    return folder / f"medications-unit-{unit:05d}.spill"
+def medication_file(folder: Path, bucket: int, unit: int) -> Path:
+    return folder / f"medications-{bucket:05d}-unit-{unit:05d}.spill"
 
 
 def bucket_of(patient: str, buckets: int) -> int:
@@ -69,10 +70,10 @@ def bucket_of(patient: str, buckets: int) -> int:
 def place_unit(task: PlaceTask) -> UnitCounts:
     """Read one unit and write its bucket files; a corrupt gzip file raises ExportError."""
     buckets = task.buckets
-    counts = UnitCounts([0] * buckets)
+    counts = UnitCounts([0] * buckets, [0] * buckets)
     rejected, not_read = counts.rejected, counts.not_read
     held: list[list[bytes]] = [[] for _ in range(buckets)]
-    medications: list[bytes] = []
+    medications: list[list[bytes]] = [[] for _ in range(buckets)]
     routes: dict[str | tuple[str, str], tuple[list[bytes], bytes]] = {}
     lines = 0
     buffered = 0
@@ -93,8 +94,9 @@ def place_unit(task: PlaceTask) -> UnitCounts:
                     parts.append(route[1])
                     parts.append(line)
                 elif medication is not None:
-                    medications.append(orjson.dumps(medication))
-                    medications.append(line)
+                    shared = medications[bucket_of(medication, buckets)]
+                    shared.append(orjson.dumps(medication))
+                    shared.append(line)
                 elif kind is not None:
                     not_read[kind] += 1
                 elif line.strip():
@@ -113,14 +115,15 @@ def place_unit(task: PlaceTask) -> UnitCounts:
     return counts
 
 
-def _write(task: PlaceTask, held: list[list[bytes]], medications: list[bytes], counts: UnitCounts) -> None:
+def _write(task: PlaceTask, held: list[list[bytes]], medications: list[list[bytes]], counts: UnitCounts) -> None:
     for bucket, parts in enumerate(held):
         if parts:
             counts.bucket_bytes[bucket] += _append(bucket_file(task.folder, bucket, task.unit), parts)
             parts.clear()
-    if medications:
-        counts.medication_bytes += _append(medication_file(task.folder, task.unit), medications)
-        medications.clear()
+    for bucket, parts in enumerate(medications):
+        if parts:
+            counts.medication_bytes[bucket] += _append(medication_file(task.folder, bucket, task.unit), parts)
+            parts.clear()
 
 
 def _append(path: Path, parts: list[bytes]) -> int:
