@@ -247,15 +247,15 @@ def test_plan_cuts_large_plain_files_packs_small_ones_and_keeps_gzip_whole(tmp_p
     units = plan_units(find_files(tmp_path), 300)
     ranges = [(p.path.name, p.start, p.end) for unit in units for p in unit]
     assert ranges == [
+        ("a.ndjson", 0, None),  # the largest unit first: the small files packed with the gzip file
+        ("b.ndjson", 0, None),
+        ("c.ndjson.gz", 0, None),
         ("big.ndjson", 0, 250),
         ("big.ndjson", 250, 500),
         ("big.ndjson", 500, 750),
         ("big.ndjson", 750, 1000),
-        ("a.ndjson", 0, None),
-        ("b.ndjson", 0, None),
-        ("c.ndjson.gz", 0, None),  # packed with the small files until the unit is full
     ]
-    assert [len(unit) for unit in units] == [1, 1, 1, 1, 3]
+    assert [len(unit) for unit in units] == [3, 1, 1, 1, 1]
 
 
 _LINE = st.binary(max_size=12).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b""))

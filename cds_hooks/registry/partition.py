@@ -142,8 +142,9 @@ def records(paths: Sequence[Path]) -> Iterator[tuple[bytes, bytes]]:
 
 def plan_units(files: ExportFiles, unit_bytes: int) -> list[tuple[Piece, ...]]:
     """Units of about ``unit_bytes`` (decompressed): a larger plain file cut into ranges, smaller
-    files packed together, a gzip file whole (it cannot be cut)."""
-    units: list[tuple[Piece, ...]] = []
+    files packed together, a gzip file whole (it cannot be cut). Largest first, so that a large
+    gzip file is not the last unit left while the other processes wait."""
+    units: list[tuple[int, tuple[Piece, ...]]] = []
     packed: list[Piece] = []
     size = 0
     sized = [(p, False, p.stat().st_size) for p in files.plain] + [(p, True, gzip_size(p)) for p in files.gzip]
@@ -151,16 +152,16 @@ def plan_units(files: ExportFiles, unit_bytes: int) -> list[tuple[Piece, ...]]:
         if not gzipped and length > unit_bytes:
             cuts = -(-length // unit_bytes)
             bounds = [length * i // cuts for i in range(cuts + 1)]
-            units.extend((Piece(path, False, a, b),) for a, b in pairwise(bounds))
+            units.extend((b - a, (Piece(path, False, a, b),)) for a, b in pairwise(bounds))
             continue
         packed.append(Piece(path, gzipped))
         size += length
         if size >= unit_bytes:
-            units.append(tuple(packed))
+            units.append((size, tuple(packed)))
             packed, size = [], 0
     if packed:
-        units.append(tuple(packed))
-    return units
+        units.append((size, tuple(packed)))
+    return [pieces for _, pieces in sorted(units, key=lambda unit: -unit[0])]
 
 
 def gzip_size(path: Path) -> int:
