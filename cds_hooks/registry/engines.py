@@ -190,7 +190,8 @@ def run_local(
                 on_outcome(outcome)
         except BrokenProcessPool as exc:
             raise ExportError(
-                "a worker process stopped before its work was done (killed, or out of memory?); the rows are incomplete"
+                "a worker process stopped before its work was done (killed, or out of memory?); "
+                "the run is incomplete and its rows must not be used"
             ) from exc
         finally:
             if pool is not None:
@@ -272,15 +273,10 @@ def _grade(tasks: list[BucketTask], pool: ProcessPoolExecutor | None, progress: 
                 progress(done, 0)
         return done
     futures: list[Future[int]] = [pool.submit(grade_bucket, task) for task in tasks]
-    try:
-        for future in as_completed(futures):
-            done += future.result()
-            if progress is not None:
-                progress(done, 0)
-    except BrokenProcessPool as exc:
-        raise ExportError(
-            "a worker process stopped before its patients were graded (killed, or out of memory?); no rows were written"
-        ) from exc
+    for future in as_completed(futures):
+        done += future.result()
+        if progress is not None:
+            progress(done, 0)
     return done
 
 
