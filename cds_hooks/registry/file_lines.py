@@ -3,8 +3,8 @@
 A plain file can be cut into byte ranges read by different processes: a range owns the lines
 that *start* inside it (it skips the end of a line begun before it and reads past its end to
 finish its last line), so every line is read exactly once whatever the cuts. A gzip file is read
-whole, decompressed as it streams. A line ends at ``\\n``, ``\\r\\n`` or ``\\r`` (as Spark does
-read NDJSON); a UTF-8 byte order mark opening a file is dropped. A line longer than
+whole, decompressed as it streams. A line ends at ``\\n``, ``\\r\\n`` or ``\\r`` (as Spark
+reads NDJSON); a UTF-8 byte order mark opening a file is dropped. A line longer than
 :data:`MAX_LINE_BYTES` is skipped as it is read and counted in :attr:`FileLines.too_long`, so
 memory stays within one line and one block whatever the file.
 """
