@@ -57,7 +57,7 @@ def floor_seconds(export_dir: Path) -> tuple[float, int]:
 
 
 def episodes_seconds(export_dir: Path, out: Path, workers: int) -> float:
-    """The command a site runs, in its own process (start-up, DuckDB, workers, CSV)."""
+    """The command a site runs, in its own process (start-up, reading, workers, CSV)."""
     started = time.perf_counter()
     done = subprocess.run(
         [

@@ -381,7 +381,7 @@ def _systems_argument(text: str | None) -> list[str] | None:
 
 
 def _cmd_episodes(args: argparse.Namespace, settings: Settings) -> int:
-    # The registry stack (duckdb, pyarrow, pyspark) is imported here, not at start-up.
+    # The registry stack (pyarrow, pyspark) is imported here, not at start-up.
     from cds_hooks.registry.export_reader import ExportError  # noqa: PLC0415
     from cds_hooks.registry.fhir_out import FhirWriter  # noqa: PLC0415
     from cds_hooks.registry.run import RunChoice, TerminalProgress, registry_options, run_episodes  # noqa: PLC0415
@@ -457,7 +457,7 @@ def _cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 def _engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("export_dir", help="a FHIR Bulk Data export: NDJSON files (.ndjson, .ndjson.gz), manifest.json")
     parser.add_argument(
-        "--engine", choices=("local", "spark"), default="local", help="local (DuckDB, default) or spark"
+        "--engine", choices=("local", "spark"), default="local", help="local (default, no server) or spark"
     )
     parser.add_argument("--workers", type=int, help="worker processes of the local engine (default: the CPU count)")
     parser.add_argument("--spark-master", help="Spark master URL (default: the usual Spark configuration)")
@@ -498,7 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
     episodes.add_argument("--format", choices=("csv", "parquet", "ndjson"), help="default: from --out, else csv")
     episodes.add_argument("--systems", help="comma-separated: ASTCT-2019, ASTCT-2019-ICANS (default: both)")
     episodes.add_argument("--fhir-out", help="also write each episode as a FHIR Condition + Observation here")
-    episodes.add_argument("--memory-limit", help="DuckDB memory limit, e.g. 2GB (past it, it spills to disk)")
+    episodes.add_argument(
+        "--memory-limit", help="about the memory for the export's lines in flight, e.g. 2GB (less: smaller buckets)"
+    )
     episodes.add_argument("--json", action="store_true", help="print the summary as JSON")
     validate = sub.add_parser("validate", help="a site's abstracted worst grades against the computed ones")
     _engine_arguments(validate)

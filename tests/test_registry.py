@@ -406,7 +406,7 @@ def test_shipped_sample_is_the_generators_output(tmp_path: Path) -> None:
         assert content(shipped / name) == content(tmp_path / name), name
 
 
-# -- the two engines place lines alike ----------------------------------------------------------
+# -- classify and the local engine's reading place lines alike -------------------------------------
 
 
 def _placed_by_python(line: str) -> tuple[str, str, str | None]:
@@ -476,15 +476,33 @@ LINES = [
 ]
 
 
-@pytest.mark.parametrize(("line", "expected"), LINES)
-def test_python_and_sql_place_a_line_alike(line: str, expected: tuple[str, str, str | None], tmp_path: Path) -> None:
-    import duckdb
-    from cds_hooks.registry.engines import _placed_sql
+def _placed_by_engine(line: str, folder: Path) -> tuple[str, str, str | None]:
+    """Where the local engine's reading puts the line: a bucket, the Medications, or a count."""
+    from cds_hooks.registry.file_lines import Piece
+    from cds_hooks.registry.partition import PlaceTask, bucket_file, medication_file, place_unit, records
 
-    (tmp_path / "x.ndjson").write_text(line + "\n")
-    con = duckdb.connect()
-    con.execute(_placed_sql(find_files(tmp_path)))
-    assert con.execute("SELECT category, detail, medref FROM placed").fetchall() == [expected]
+    (folder / "x.ndjson").write_text(line + "\n")
+    counts = place_unit(PlaceTask((Piece(folder / "x.ndjson"),), folder, 0, 1))
+    assert counts.lines == 1
+    if counts.bucket_bytes[0]:
+        [(header, raw)] = list(records([bucket_file(folder, 0, 0)]))
+        assert raw == line.encode()
+        patient, reference = orjson.loads(header)
+        return ("patient", patient, reference)
+    if counts.medication_bytes[0]:
+        [(header, raw)] = list(records([medication_file(folder, 0, 0)]))
+        assert raw == line.encode()
+        return ("medication", orjson.loads(header), None)
+    if counts.not_read:
+        [kind] = counts.not_read
+        return ("not_read", kind, None)
+    [reason] = counts.rejected
+    return ("rejected", reason, None)
+
+
+@pytest.mark.parametrize(("line", "expected"), LINES)
+def test_python_and_engine_place_a_line_alike(line: str, expected: tuple[str, str, str | None], tmp_path: Path) -> None:
+    assert _placed_by_engine(line, tmp_path) == expected
     assert _placed_by_python(line) == expected
 
 
@@ -615,13 +633,13 @@ def test_other_crs_systems_get_their_own_rows_over_the_same_episodes(export: Pat
 
 
 def test_cli_start_up_does_not_import_the_registry_stack() -> None:
-    """``crs-cds`` starts fast: duckdb, pyarrow and pyspark load only inside ``episodes``/``validate``."""
+    """``crs-cds`` starts fast: pyarrow and pyspark load only inside ``episodes``/``validate``."""
     import subprocess
     import sys
 
     code = (
         "import sys, cds_hooks.cli; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'duckdb', 'pyarrow', 'pyspark'} "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'pyarrow', 'pyspark'} "
         "or m.startswith('cds_hooks.registry')))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)

@@ -1,12 +1,19 @@
 """Engines: group an export by patient, run the per-patient function, hand back outcomes in
 patient order.
 
-- ``local`` (default, no server): DuckDB reads every line (plain and gzip) in C++, places it with
-  a patient by the rules of :func:`export_reader.classify` written in SQL, joins the shared
-  Medications to the administrations that reference them, and sorts by patient in an on-disk
-  database (it spills to disk past its memory limit); the sorted lines are streamed out one
-  patient at a time to a pool of worker processes. Memory is bounded by the largest patient and
-  the few batches in flight, not by the export.
+- ``local`` (default, no server), two phases over a private temporary folder:
+  1. the export, cut into units (``partition.py``), is read once, each unit by one process (the
+     workers and the parent share the units): every line is placed by the rules of
+     :func:`export_reader.classify` and appended to one of K bucket files chosen by a hash of its
+     patient; shared Medications go to files of their own; rejected and not-read lines are
+     only counted;
+  2. the workers take one bucket at a time: lines grouped by patient, the referenced Medications
+     joined, patients graded in patient order, outcomes written to a result file
+     (``bucket_grading.py``); the parent merges the sorted result files (``heapq.merge``).
+  The workers are started first, so their start and warm-up overlap the reading. K grows with
+  the export (about :data:`BUCKET_BYTES` of lines a bucket, at least :data:`BUCKETS_PER_WORKER`
+  a worker so the cores stay evenly busy to the end), so memory is one bucket per worker (at
+  least the largest patient) and bounded buffers, not the export.
 - ``spark``: the same placing in Python (:func:`export_reader.classify`) on Spark RDDs, a join for
   the Medications, a group by patient and the same per-patient function; outcomes come back
   sorted by patient, so both engines give identical rows.
@@ -16,29 +23,39 @@ Both call ``on_outcome`` once per patient, in patient order (code-point order of
 
 from __future__ import annotations
 
+import heapq
+import multiprocessing
 import os
+import re
 import sys
 import tempfile
-from collections import Counter, deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from multiprocessing import get_context
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cds_hooks.registry import bucket_grading
+from cds_hooks.registry.bucket_grading import BucketTask, grade_bucket, outcomes, warm_up
 from cds_hooks.registry.export_reader import (
-    NO_PATIENT,
-    NO_TYPE,
-    NOT_A_PATIENT,
     NOT_JSON,
     NOT_UTF8,
-    READ_TYPES,
-    TOO_LONG,
     ExportError,
     ExportFiles,
     Placed,
     classify,
+)
+from cds_hooks.registry.partition import (
+    PlaceTask,
+    UnitCounts,
+    bucket_file,
+    estimated_bytes,
+    medication_file,
+    place_unit,
+    plan_units,
 )
 from cds_hooks.registry.per_patient import PatientOutcome, RegistryOptions, grade_patient
 from cds_hooks.registry.rows import INDETERMINATE
@@ -48,15 +65,21 @@ if TYPE_CHECKING:
 
 OnOutcome = Callable[[PatientOutcome], None]
 Progress = Callable[[int, int], None]
-"""Called with (patients done, patients in the export; 0 when not known beforehand)."""
+"""Called with (patients done, patients in the export; 0 while not known)."""
 
-BATCH_LINES = 4000
-"""Lines per task sent to a worker: large enough to amortise the transfer, small enough to stay light."""
-IN_FLIGHT_PER_WORKER = 3
-MAX_LINE_BYTES = 16 * 1024 * 1024
-"""The longest resource line read (a FHIR resource of more is refused by DuckDB with its reason)."""
-CSV_BUFFER_BYTES = 2 * MAX_LINE_BYTES
-"""DuckDB's read buffer; by default 16 x the longest line, which would claim 256 MB per scan."""
+BUCKET_BYTES = 32 * 1024 * 1024
+"""Lines a bucket aims at: one bucket is what a worker holds at once."""
+BUCKETS_PER_WORKER = 16
+"""Enough buckets that the last ones finish close together (the cores stay busy to the end)."""
+MAX_BUCKETS = 512
+"""Bucket and result files open at once stay well under the usual limit of 1024 open files."""
+MEMORY_PER_BUCKET = 4
+"""A bucket of N bytes takes about 4 N in a worker (the bytes, the lines cut from them, the
+lines grouped, one patient parsed): ``--memory-limit`` is divided by this and by the workers."""
+MIN_BUCKET_BYTES = 1024 * 1024
+UNITS_PER_PROCESS = 4
+"""Units of reading per process (the workers and the parent), so they finish close together."""
+MIN_UNIT_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -119,112 +142,21 @@ class Summary:
         return "\n".join(lines)
 
 
-# -- local: DuckDB + a process pool ------------------------------------------------------------
-
-
-def _quote(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
-
-
-def _lines_sql(files: ExportFiles) -> str:
-    """Every non-blank line of every file as ``line`` (a control character as delimiter: raw
-    control characters cannot occur in valid JSON, so a valid line is never split)."""
-    options = (
-        "columns={'line': 'VARCHAR'}, delim='\\x1f', quote='', escape='', header=false, auto_detect=false, "
-        f"strict_mode=false, max_line_size={MAX_LINE_BYTES}, buffer_size={CSV_BUFFER_BYTES}, "
-        # a line DuckDB cannot read (not UTF-8, too long) is set aside in reject_errors and counted
-        "ignore_errors=true, store_rejects=true"
-    )
-    parts = []
-    if files.plain:
-        parts.append(
-            f"SELECT line FROM read_csv([{', '.join(map(_quote, files.plain))}], {options}, compression='none')"
-        )
-    if files.gzip:
-        parts.append(
-            f"SELECT line FROM read_csv([{', '.join(map(_quote, files.gzip))}], {options}, compression='gzip')"
-        )
-    return " UNION ALL ".join(parts)
-
-
-def _placed_sql(files: ExportFiles) -> str:
-    """:func:`export_reader.classify` in SQL: (category, detail, medref, line)."""
-    read_types = ", ".join(f"'{t}'" for t in READ_TYPES)
-    return f"""
-    CREATE TABLE placed AS
-    WITH src AS (
-        SELECT line FROM ({_lines_sql(files)}) WHERE line IS NOT NULL AND trim(line) <> ''
-    ), checked AS MATERIALIZED (
-        SELECT line, coalesce(json_valid(line), false) AND starts_with(ltrim(line), '{{') AS ok FROM src
-    ), fields AS (
-        -- only valid objects are taken apart: DuckDB may evaluate both branches of a CASE
-        SELECT line, json_extract(line, ['$.resourceType', '$.id', '$.subject.reference',
-            '$.patient.reference', '$.medicationReference.reference']) AS v
-        FROM checked WHERE ok
-    ), typed AS (
-        SELECT line,
-            CASE WHEN json_type(v[1]) = 'VARCHAR' THEN nullif(v[1]->>'$', '') END AS kind,
-            CASE WHEN json_type(v[2]) = 'VARCHAR' THEN nullif(v[2]->>'$', '') END AS id,
-            string_split(coalesce(
-                CASE WHEN json_type(v[3]) = 'VARCHAR' THEN nullif(v[3]->>'$', '') END,
-                CASE WHEN json_type(v[4]) = 'VARCHAR' THEN nullif(v[4]->>'$', '') END
-            ), '/') AS subject,
-            string_split(CASE WHEN json_type(v[5]) = 'VARCHAR' THEN v[5]->>'$' END, '/') AS medication
-        FROM fields
-    ), split AS (
-        -- a reference names a Patient when its last two segments are "Patient" and an id (the
-        -- rule of export_reader.PATIENT_REFERENCE, without a regular expression per line)
-        SELECT line, kind, id, subject IS NOT NULL AS has_subject,
-            CASE WHEN len(subject) >= 2 AND subject[-2] = 'Patient' AND subject[-1] <> '' THEN subject[-1] END
-                AS patient,
-            CASE WHEN len(medication) >= 2 AND medication[-2] = 'Medication' AND medication[-1] <> ''
-                THEN 'Medication/' || medication[-1] END AS medref
-        FROM typed
-    )
-    SELECT line, 'rejected' AS category, '{NOT_JSON}' AS detail, NULL AS medref FROM checked WHERE NOT ok
-    UNION ALL
-    SELECT line,
-        CASE
-            WHEN kind IS NULL OR id IS NULL THEN 'rejected'
-            WHEN kind = 'Patient' THEN 'patient'
-            WHEN kind = 'Medication' AND NOT has_subject THEN 'medication'
-            WHEN kind NOT IN ({read_types}) THEN 'not_read'
-            WHEN NOT has_subject THEN 'rejected'
-            WHEN patient IS NOT NULL THEN 'patient'
-            ELSE 'rejected'
-        END AS category,
-        CASE
-            WHEN kind IS NULL OR id IS NULL THEN '{NO_TYPE}'
-            WHEN kind = 'Patient' THEN id
-            WHEN kind = 'Medication' AND NOT has_subject THEN 'Medication/' || id
-            WHEN kind NOT IN ({read_types}) THEN kind
-            WHEN NOT has_subject THEN '{NO_PATIENT}'
-            WHEN patient IS NOT NULL THEN patient
-            ELSE '{NOT_A_PATIENT}'
-        END AS detail,
-        CASE WHEN kind IN ({read_types}) AND kind <> 'Patient' AND patient IS NOT NULL THEN medref END AS medref
-    FROM split
-    """
-
-
-_GROUPED_SQL = """
-    SELECT key, line FROM (
-        SELECT detail AS key, line FROM placed WHERE category = 'patient'
-        UNION ALL
-        SELECT DISTINCT a.detail AS key, m.line
-        FROM placed a JOIN placed m ON m.category = 'medication' AND m.detail = a.medref
-        WHERE a.category = 'patient' AND a.medref IS NOT NULL
-    ) ORDER BY key
-"""
+# -- local: bucket files + a process pool ---------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class LocalSettings:
     workers: int = 2
     memory_limit: str | None = None
-    """DuckDB's memory limit (e.g. "2GB"); past it, the sort spills to disk."""
+    """About how much memory the lines in flight may take (e.g. "2GB"): each worker's bucket is
+    made to fit its share. Default: buckets of :data:`BUCKET_BYTES`."""
     work_dir: Path | None = None
-    """Where DuckDB keeps its database and spill files (default: a temporary folder)."""
+    """Where the bucket and result files go (default: the system's temporary folder)."""
+    bucket_bytes: int | None = None
+    """The bucket size aimed at, overriding ``memory_limit`` (tests force many small buckets)."""
+    start_method: str | None = None
+    """How workers start; None: "fork" where it is safe (see :func:`start_method`)."""
 
 
 def run_local(
@@ -235,139 +167,153 @@ def run_local(
     settings: LocalSettings | None = None,
     progress: Progress | None = None,
 ) -> Summary:
-    import duckdb
-
     chosen = settings or LocalSettings()
+    workers = max(1, chosen.workers)
+    estimate = estimated_bytes(files)
+    buckets = bucket_count(estimate, _bucket_target(chosen, workers), workers)
+    units = plan_units(files, max(MIN_UNIT_BYTES, estimate // (UNITS_PER_PROCESS * (workers + 1))))
     summary = Summary()
     with tempfile.TemporaryDirectory(prefix="crs-cds-episodes-", dir=chosen.work_dir) as scratch:
-        pool = _pool(options, chosen.workers)
+        folder = Path(scratch)
+        pool = _start_pool(options, workers, chosen.start_method)  # first: workers start during the reading
         try:
-            con = duckdb.connect(str(Path(scratch) / "export.duckdb"))
-            try:
-                con.execute(f"SET temp_directory = {_quote(Path(scratch) / 'spill')}")
-                con.execute("SET preserve_insertion_order = false")
-                con.execute(f"SET threads = {max(1, chosen.workers)}")
-                if chosen.memory_limit:
-                    con.execute("SET memory_limit = ?", [chosen.memory_limit])
-                try:
-                    con.execute(_placed_sql(files))
-                except duckdb.Error as exc:  # e.g. a corrupt gzip file: the whole export is unreadable
-                    raise ExportError(f"the export cannot be read: {str(exc).splitlines()[0]}") from exc
-                _count(con, summary)
-                groups = _groups(con.execute(_GROUPED_SQL))
-                _grade_all(groups, options, pool, summary, on_outcome, progress=progress, workers=chosen.workers)
-            finally:
-                con.close()
+            tasks = [PlaceTask(pieces, folder, unit, buckets) for unit, pieces in enumerate(units)]
+            counts = _place(tasks, pool)
+            for unit in counts:
+                summary.lines += unit.lines
+                summary.rejected.update(unit.rejected)
+                summary.not_read.update(unit.not_read)
+            bucket_tasks = _bucket_tasks(counts, folder, buckets, options)
+            summary.patients = _grade(bucket_tasks, pool, progress)
+            for _, outcome in heapq.merge(*(outcomes(t.results) for t in bucket_tasks), key=itemgetter(0)):
+                summary.add(outcome)
+                on_outcome(outcome)
+        except BrokenProcessPool as exc:
+            raise ExportError(
+                "a worker process stopped before its work was done (killed, or out of memory?); "
+                "the run is incomplete and its rows must not be used"
+            ) from exc
         finally:
             if pool is not None:
-                pool.shutdown(cancel_futures=True)
+                pool.shutdown(wait=True, cancel_futures=True)
+    if progress is not None:
+        progress(summary.patients, summary.patients)
     return summary
 
 
-_READ_ERRORS = {"INVALID ENCODING": NOT_UTF8, "LINE SIZE OVER MAXIMUM": TOO_LONG, "TOO MANY COLUMNS": NOT_JSON}
-"""DuckDB's reasons for a line it could not read, in the summary's words (a raw control character,
-which splits a line into columns, cannot occur in JSON)."""
+def _place(tasks: list[PlaceTask], pool: ProcessPoolExecutor | None) -> list[UnitCounts]:
+    """Every unit read once. The workers take units from the front of the queue; the parent,
+    which would otherwise wait, takes them from the back (a unit still queued is cancelled there
+    and read here), so both cores read even while the workers still start."""
+    if pool is None:
+        return [place_unit(task) for task in tasks]
+    futures = [pool.submit(place_unit, task) for task in tasks]
+    done: dict[int, UnitCounts] = {}
+    for index in reversed(range(len(futures))):
+        if not futures[index].cancel():
+            break  # a worker has it, and all before it
+        done[index] = place_unit(tasks[index])
+    return [done[i] if i in done else futures[i].result() for i in range(len(tasks))]
 
 
-def _count(con: Any, summary: Summary) -> None:
-    for error_type, count in con.execute("SELECT error_type, count(*) FROM reject_errors GROUP BY ALL").fetchall():
-        reason = _READ_ERRORS.get(str(error_type), f"unreadable line ({str(error_type).lower()})")
-        summary.rejected[reason] += count
-        summary.lines += count
-    for category, detail, count in con.execute(
-        "SELECT category, detail, count(*) FROM placed WHERE category IN ('rejected', 'not_read') GROUP BY ALL"
-    ).fetchall():
-        (summary.rejected if category == "rejected" else summary.not_read)[detail] += count
-    summary.lines += con.execute("SELECT count(*) FROM placed").fetchone()[0]
-    summary.patients = con.execute("SELECT count(DISTINCT detail) FROM placed WHERE category = 'patient'").fetchone()[0]
+def bucket_count(estimate: int, target: int, workers: int) -> int:
+    wanted = -(-estimate // max(1, target))
+    least = BUCKETS_PER_WORKER * workers if workers > 1 else 1
+    return max(1, min(MAX_BUCKETS, max(wanted, least)))
 
 
-def _groups(cursor: Any) -> Iterator[tuple[str, list[str]]]:
-    """(patient id, lines) from rows sorted by patient, one patient in memory at a time."""
-    current: str | None = None
-    lines: list[str] = []
-    while True:
-        chunk = cursor.fetchmany(BATCH_LINES)
-        if not chunk:
-            break
-        for key, line in chunk:
-            if key != current:
-                if current is not None:
-                    yield current, lines
-                current, lines = key, []
-            lines.append(line)
-    if current is not None:
-        yield current, lines
+def _bucket_target(settings: LocalSettings, workers: int) -> int:
+    if settings.bucket_bytes is not None:
+        return max(1, settings.bucket_bytes)
+    if settings.memory_limit is None:
+        return BUCKET_BYTES
+    share = memory_bytes(settings.memory_limit) // (MEMORY_PER_BUCKET * workers)
+    return max(MIN_BUCKET_BYTES, min(BUCKET_BYTES, share))
 
 
-def _pool(options: RegistryOptions, workers: int) -> ProcessPoolExecutor | None:
-    """Spawned (not forked) workers: DuckDB's threads must not be copied into a child."""
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_UNITS.update({"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40})
+_MEMORY = re.compile(r"\s*(\d+(?:\.\d*)?)\s*([A-Za-z]*)\s*")
+
+
+def memory_bytes(text: str) -> int:
+    """``--memory-limit`` in bytes: a number with an optional unit (KB, MB, GB, TB; KiB, ...)."""
+    found = _MEMORY.fullmatch(text)
+    unit = _UNITS.get(found.group(2).upper()) if found else None
+    if found is None or unit is None:
+        raise ExportError(f"--memory-limit {text!r} is not a size such as 2GB or 512MB")
+    return int(float(found.group(1)) * unit)
+
+
+def _bucket_tasks(counts: list[UnitCounts], folder: Path, buckets: int, options: RegistryOptions) -> list[BucketTask]:
+    """One task per bucket that holds lines, the largest first (the last to finish are small)."""
+    medications = tuple(
+        tuple(medication_file(folder, b, u) for u, unit in enumerate(counts) if unit.medication_bytes[b])
+        for b in range(buckets)
+    )
+    sizes = [sum(unit.bucket_bytes[b] for unit in counts) for b in range(buckets)]
+    return [
+        BucketTask(
+            tuple(bucket_file(folder, b, u) for u, unit in enumerate(counts) if unit.bucket_bytes[b]),
+            medications,
+            folder / f"results-{b:05d}.pickle",
+            options,
+        )
+        for b in sorted((b for b in range(buckets) if sizes[b]), key=lambda b: -sizes[b])
+    ]
+
+
+def _grade(tasks: list[BucketTask], pool: ProcessPoolExecutor | None, progress: Progress | None) -> int:
+    """Every bucket graded; the number of patients. Progress advances as buckets finish."""
+    done = 0
+    if pool is None:
+        for task in tasks:
+            done += grade_bucket(task)
+            if progress is not None:
+                progress(done, 0)
+        return done
+    futures: list[Future[int]] = [pool.submit(grade_bucket, task) for task in tasks]
+    for future in as_completed(futures):
+        done += future.result()
+        if progress is not None:
+            progress(done, 0)
+    return done
+
+
+def start_method() -> str:
+    """``fork`` on Linux when the parent runs one thread (the command line's case): the workers
+    then share the modules the parent has loaded and start at once. Forking a process that runs
+    other threads can copy a lock another thread holds, so then a fork server (a clean process
+    that imports the grading modules while the parent reads the export) starts them, else spawn."""
+    methods = multiprocessing.get_all_start_methods()
+    if sys.platform == "linux" and "fork" in methods and _one_thread():
+        return "fork"
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
+def _one_thread() -> bool:
+    """Every thread of the process, those of C libraries too (Linux lists them in /proc)."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
+def _start_pool(options: RegistryOptions, workers: int, method: str | None) -> ProcessPoolExecutor | None:
     if workers <= 1:
         return None
-    return ProcessPoolExecutor(
-        max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(options,)
-    )
+    chosen = method or start_method()
+    context = multiprocessing.get_context(chosen)
+    if chosen == "forkserver":
+        context.set_forkserver_preload([bucket_grading.__name__])
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=warm_up, initargs=(options,))
+    for _ in range(workers):
+        pool.submit(_started)  # every worker starts now, not when phase 2 needs it
+    return pool
 
 
-_WORKER_OPTIONS: list[RegistryOptions] = []
-
-
-def _init_worker(options: RegistryOptions) -> None:
-    _WORKER_OPTIONS[:] = [options]
-    grade_patient(options, "warm-up", [])  # load the vocabulary while DuckDB still sorts
-
-
-def _grade_batch(batch: list[tuple[str, list[str]]]) -> list[PatientOutcome]:
-    options = _WORKER_OPTIONS[0]
-    return [grade_patient(options, patient, lines) for patient, lines in batch]
-
-
-def _batches(groups: Iterator[tuple[str, list[str]]]) -> Iterator[list[tuple[str, list[str]]]]:
-    batch: list[tuple[str, list[str]]] = []
-    size = 0
-    for group in groups:
-        batch.append(group)
-        size += len(group[1])
-        if size >= BATCH_LINES:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
-
-
-def _grade_all(
-    groups: Iterator[tuple[str, list[str]]],
-    options: RegistryOptions,
-    pool: ProcessPoolExecutor | None,
-    summary: Summary,
-    on_outcome: OnOutcome,
-    *,
-    progress: Progress | None,
-    workers: int,
-) -> None:
-    done = 0
-
-    def deliver(outcomes: list[PatientOutcome]) -> None:
-        nonlocal done
-        for outcome in outcomes:
-            summary.add(outcome)
-            on_outcome(outcome)
-        done += len(outcomes)
-        if progress is not None:
-            progress(done, summary.patients)
-
-    if pool is None:
-        for batch in _batches(groups):
-            deliver([grade_patient(options, patient, lines) for patient, lines in batch])
-        return
-    pending: deque[Future[list[PatientOutcome]]] = deque()
-    limit = IN_FLIGHT_PER_WORKER * workers
-    for batch in _batches(groups):
-        pending.append(pool.submit(_grade_batch, batch))
-        if len(pending) >= limit:
-            deliver(pending.popleft().result())
-    while pending:
-        deliver(pending.popleft().result())
+def _started() -> None:
+    """A no-op task whose only purpose is to start a worker."""
 
 
 # -- Spark ---------------------------------------------------------------------------------------

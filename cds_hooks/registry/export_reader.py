@@ -7,8 +7,9 @@ segment of their URL, with or without ``.ndjson``/``.gz``), and a listed file th
 error: a partial export must not pass for a whole one. Without a manifest, every file in the
 folder except hidden ones is read. Gzip is recognised by its magic bytes, whatever the name.
 
-:func:`classify` is the one definition of whose a line is; the local engine applies the same rules
-in SQL (``engines.py``) and a test checks both engines agree on the same export.
+:func:`classify` is the one definition of whose a line is; both engines call it (the local engine
+on the raw bytes of each line (``file_lines.py``), Spark on each decoded line), and a test checks both engines
+agree on the same export.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlparse
 
 import orjson
@@ -26,6 +27,7 @@ MANIFEST = "manifest.json"
 GZIP_MAGIC = b"\x1f\x8b"
 READ_TYPES = ("Patient", "Observation", "MedicationAdministration", "Procedure", "Condition", "QuestionnaireResponse")
 """The resource types the reader uses; other types are counted as "not read", never graded."""
+_READ_TYPES = frozenset(READ_TYPES)
 PATIENT_REFERENCE = re.compile(r"(?:^|/)Patient/([^/]+)\Z")
 """``\\Z`` is the end of the text, as ``$`` is in the local engine's SQL (RE2)."""
 MEDICATION_REFERENCE = re.compile(r"(?:^|/)(Medication/[^/]+)\Z")
@@ -40,7 +42,8 @@ TOO_LONG = "line longer than 16 MB"
 
 
 class ExportError(Exception):
-    """The folder is not a readable export; the message says why."""
+    """The export cannot be turned into rows (not a readable export, or the run could not
+    finish); the message says why."""
 
 
 @dataclass(frozen=True)
@@ -103,10 +106,10 @@ def _local_file(export_dir: Path, url: str) -> Path:
     raise ExportError(f"the manifest lists {url}, but {export_dir} has no file {name!r}")
 
 
-@dataclass(frozen=True, slots=True)
-class Placed:
+class Placed(NamedTuple):
     """Where one line goes: to a patient (``patient``), the shared Medications (``medication``),
-    nowhere because its type is not read (``not_read``: the type), or rejected (``rejected``)."""
+    nowhere because its type is not read (``not_read``: the type), or rejected (``rejected``).
+    A named tuple: it is built once per line of the export."""
 
     patient: str | None = None
     medication: str | None = None
@@ -115,32 +118,66 @@ class Placed:
     rejected: str | None = None
 
 
-def classify(line: str) -> Placed:
-    """Whose a line is, by the rules the local engine's SQL applies too."""
+PlacedTuple = tuple[str | None, str | None, str | None, str | None, str | None]
+""":class:`Placed`'s fields as a plain tuple (what the local engine's loop over every line takes)."""
+
+
+def classify(line: str | bytes) -> Placed:
+    """Whose a line is. Bytes are parsed as they are (orjson checks UTF-8): a line that is not
+    UTF-8 is rejected as such, whatever else is wrong with it."""
+    return Placed._make(place(line))
+
+
+def place(line: str | bytes) -> PlacedTuple:
+    """:func:`classify` as a plain tuple (patient, medication, medication_reference, not_read,
+    rejected): the one definition of the rules, without building a named tuple per line."""
     try:
         resource: Any = orjson.loads(line)
     except orjson.JSONDecodeError:
-        return Placed(rejected=NOT_JSON)
+        reason = NOT_UTF8 if isinstance(line, bytes) and not _is_utf8(line) else NOT_JSON
+        return (None, None, None, None, reason)
     if not isinstance(resource, dict):
-        return Placed(rejected=NOT_JSON)
+        return (None, None, None, None, NOT_JSON)
     kind = resource.get("resourceType")
     rid = resource.get("id")
     if not isinstance(kind, str) or not isinstance(rid, str) or not kind or not rid:
-        return Placed(rejected=NO_TYPE)
+        return (None, None, None, None, NO_TYPE)
     if kind == "Patient":
-        return Placed(patient=rid)
+        return (rid, None, None, None, None)
     subject = _reference(resource.get("subject")) or _reference(resource.get("patient"))
     if kind == "Medication" and subject is None:
-        return Placed(medication=f"Medication/{rid}")
-    if kind not in READ_TYPES:
-        return Placed(not_read=kind)
+        return (None, f"Medication/{rid}", None, None, None)
+    if kind not in _READ_TYPES:
+        return (None, None, None, kind, None)
     if subject is None:
-        return Placed(rejected=NO_PATIENT)
-    found = PATIENT_REFERENCE.search(subject)
-    if found is None:
-        return Placed(rejected=NOT_A_PATIENT)
-    medication = MEDICATION_REFERENCE.search(_reference(resource.get("medicationReference")) or "")
-    return Placed(patient=found.group(1), medication_reference=medication.group(1) if medication else None)
+        return (None, None, None, None, NO_PATIENT)
+    patient = _patient_id(subject)
+    if patient is None:
+        return (None, None, None, None, NOT_A_PATIENT)
+    administered = resource.get("medicationReference")
+    if administered is None:
+        return (patient, None, None, None, None)
+    medication = MEDICATION_REFERENCE.search(_reference(administered) or "")
+    return (patient, None, medication.group(1) if medication else None, None, None)
+
+
+def _patient_id(reference: str) -> str | None:
+    """``PATIENT_REFERENCE``'s id; a relative ``Patient/<id>`` (nearly every line of an export)
+    is taken apart without the regular expression, with the same answer."""
+    if reference.startswith("Patient/"):
+        rest = reference[8:]
+        if rest and "/" not in rest:
+            return rest
+    found = PATIENT_REFERENCE.search(reference)
+    return found.group(1) if found else None
+
+
+def _is_utf8(line: bytes) -> bool:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _reference(value: object) -> str | None:
