@@ -7,6 +7,10 @@ in its own process. Reported: both times and the ratio floor / episodes (the iss
 >= 0.25, i.e. the whole run costs at most four times the floor). One measurement each, no loop:
 the machine is shared; run it when it is quiet and read the figures as indications.
 
+To show where the rest goes, it also reports the CPU that grading alone costs in one process
+(every patient's lines grouped in memory first, then ``grade_patient`` on each, as a worker does):
+the part of the run no engine removes, per line beside the floor's cost per line.
+
 ``python bench/bench_episodes.py [--patients 2000] [--out results.json]``; ``--smoke`` runs a
 tiny export once to prove the benchmark still works (no timing is asserted anywhere).
 """
@@ -56,6 +60,30 @@ def floor_seconds(export_dir: Path) -> tuple[float, int]:
     return time.perf_counter() - started, lines
 
 
+def grading_cpu_seconds(export_dir: Path) -> float:
+    """CPU of ``grade_patient`` over every patient, in this process (grouping not counted)."""
+    from cds_hooks.registry.export_reader import place
+    from cds_hooks.registry.per_patient import RegistryOptions, grade_patient
+
+    by_patient: dict[str, list[bytes]] = {}
+    for path in sorted(export_dir.iterdir()):
+        if path.name == "manifest.json" or path.name.startswith("."):
+            continue
+        data = path.read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        for line in data.splitlines():
+            patient = place(line)[0] if line.strip() else None
+            if patient is not None:
+                by_patient.setdefault(patient, []).append(line)
+    options = RegistryOptions()
+    grade_patient(options, "warm-up", [])  # vocabulary loaded before the clock starts
+    started = time.process_time()
+    for patient in sorted(by_patient):
+        grade_patient(options, patient, by_patient[patient])
+    return time.process_time() - started
+
+
 def episodes_seconds(export_dir: Path, out: Path, workers: int) -> float:
     """The command a site runs, in its own process (start-up, reading, workers, CSV)."""
     started = time.perf_counter()
@@ -88,6 +116,7 @@ def measure(patients: int, workers: int) -> dict[str, Any]:
         write_export(export_dir, patients)
         floor, lines = floor_seconds(export_dir)
         episodes = episodes_seconds(export_dir, Path(scratch) / "rows.csv", workers)
+        grading = grading_cpu_seconds(export_dir)
         rows = sum(1 for _ in (Path(scratch) / "rows.csv").open()) - 1
     return {
         "patients": patients,
@@ -96,6 +125,9 @@ def measure(patients: int, workers: int) -> dict[str, Any]:
         "workers": workers,
         "floorSeconds": round(floor, 3),
         "episodesSeconds": round(episodes, 3),
+        "gradingCpuSecondsOneProcess": round(grading, 3),
+        "floorMicrosecondsPerLine": round(floor / lines * 1e6, 2) if lines else None,
+        "gradingMicrosecondsPerLine": round(grading / lines * 1e6, 2) if lines else None,
         "ratio": round(floor / episodes, 4) if episodes else None,
         "goal": GOAL,
     }
@@ -108,6 +140,10 @@ def table(result: dict[str, Any]) -> str:
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
             f"| {result['patients']} | {result['lines']} | {result['rows']} | {result['workers']} | "
             f"{result['floorSeconds']:.2f} | {result['episodesSeconds']:.2f} | {result['ratio']:.3f} | >= {GOAL} |",
+            "",
+            f"grading alone, one process: {result['gradingCpuSecondsOneProcess']:.2f} s CPU "
+            f"({result['gradingMicrosecondsPerLine']} us a line; "
+            f"the floor: {result['floorMicrosecondsPerLine']} us a line)",
         ]
     )
 

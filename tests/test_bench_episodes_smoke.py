@@ -31,3 +31,4 @@ def test_episodes_bench_smoke_reports_floor_episodes_and_ratio(tmp_path: Path) -
     assert result["patients"] == 12
     assert result["rows"] == 26  # two patients per known course: 13 rows per six patients
     assert result["floorSeconds"] > 0 and result["episodesSeconds"] > 0 and result["ratio"] > 0
+    assert result["gradingCpuSecondsOneProcess"] > 0 and "grading alone, one process" in done.stdout
