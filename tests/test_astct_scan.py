@@ -1,6 +1,7 @@
 """The episode scan (``AstctGrader.scan``) and the card's rules (``AstctGrader.assess``) are one
 set of rules: on generated records, at every data time, the scan's worst value, "graded", oxygen
-support and pressor-in-effect equal what ``assess`` (with and without evidence) says.
+support and pressor-in-effect equal what ``assess`` (with and without evidence) says, and the
+card's worst grade (found with the scan) equals the one ``assess`` at every scanned moment finds.
 
 Records are built directly (not from FHIR) so every shape the rules read is reachable: date-only
 times, periods, in-progress and unfinished administrations, masking drugs of each role, CRS
@@ -16,6 +17,7 @@ import pytest
 from cds_hooks.grading.astct import AstctGrader
 from cds_hooks.grading.config import GradingConfig
 from cds_hooks.grading.episodes import _crs_times
+from cds_hooks.grading.result import Status
 from cds_hooks.reading.fhir_time import age_in_years
 from cds_hooks.reading.record import (
     Administration,
@@ -158,10 +160,25 @@ def records(draw: st.DrawFn, precise: bool) -> PatientRecord:
     return record
 
 
+GRADED_AT = [START + timedelta(days=days, minutes=7) for days in (2, 5, 8)]
+"""Moments the card is asked about: their 72-h windows together cover every generated time."""
+
+
+def _card_moments(grader: AstctGrader) -> set[datetime]:
+    """Every moment the card's worst-grade search scans (e.g. the end of a date-only fever)."""
+    return {
+        moment
+        for at in GRADED_AT
+        for exhaustive in (False, True)
+        for moment in grader.evaluation_times(at, exhaustive=exhaustive)
+    }
+
+
 def _assert_scan_equals_assess(record: PatientRecord) -> None:
     grader = AstctGrader(record, CONFIG)
     until = START + timedelta(days=5)
-    for moment in [*_crs_times(record, until, CONFIG), START + timedelta(hours=30, minutes=7)]:
+    extra = START + timedelta(hours=30, minutes=7)
+    for moment in sorted({*_crs_times(record, until, CONFIG), extra, *_card_moments(grader)}):
         for collect in (True, False):
             full = grader.assess(moment, collect=collect)
             expected = (full.worst_value, full.grade is not None, full.support, full.pressor_in_effect)
@@ -178,6 +195,42 @@ def test_scan_equals_assess_at_every_data_time_with_precise_times(record: Patien
 @given(record=records(precise=False))
 def test_scan_equals_assess_at_every_data_time_with_date_only_and_missing_data(record: PatientRecord) -> None:
     _assert_scan_equals_assess(record)
+
+
+def _worst_by_assess(grader: AstctGrader, at: datetime) -> tuple[int | None, datetime | None, tuple[str, ...]]:
+    """The card's worst grade found the plain way: ``assess`` at every moment it scans, the first
+    highest value wins, nothing graded at the event moments looks at every data time; then the
+    winner's references."""
+    for exhaustive in (False, True):
+        best: int | None = None
+        best_at: datetime | None = None
+        for moment in grader.evaluation_times(at, exhaustive=exhaustive):
+            value = grader.assess(moment, collect=False).worst_value
+            if value is not None and (best is None or value > best):
+                best, best_at = value, moment
+        if best_at is not None:
+            met = [e.reference for e in grader.assess(best_at).evidence if e.status is Status.MET]
+            return best, best_at, tuple(dict.fromkeys(met))
+    return None, None, ()
+
+
+def _assert_card_worst_equals_assess(record: PatientRecord) -> None:
+    for at in [*GRADED_AT, START + timedelta(days=3, hours=11)]:
+        result = AstctGrader(record, CONFIG).grade(at)
+        expected = _worst_by_assess(AstctGrader(record, CONFIG), at)
+        assert (result.worst_grade, result.worst_grade_at, result.worst_grade_references) == expected, at
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(record=records(precise=True))
+def test_card_worst_grade_equals_assess_with_precise_times(record: PatientRecord) -> None:
+    _assert_card_worst_equals_assess(record)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(record=records(precise=False))
+def test_card_worst_grade_equals_assess_with_date_only_and_missing_data(record: PatientRecord) -> None:
+    _assert_card_worst_equals_assess(record)
 
 
 @pytest.mark.parametrize(

@@ -1045,13 +1045,20 @@ class AstctGrader:
         return sorted(moment for moment in events if start < moment <= at)
 
     def _worst(self, at: datetime, current: _Assessment, *, exhaustive: bool) -> _Assessment | None:
-        worst: _Assessment | None = None
+        """The first moment with the highest grade (or floor), with its evidence. Only the value is
+        needed to find it, so the other moments go through :meth:`scan` (the same rules without
+        evidence and notes; tests/test_astct_scan.py proves its value equals ``assess``'s) and
+        only the winner, unless it is ``at`` itself, is assessed again with its evidence."""
+        best: int | None = None
+        best_at: datetime | None = None
+        scan = self.scan
         for moment in self.evaluation_times(at, exhaustive=exhaustive):
-            point = current if moment == at else self.assess(moment, collect=False)
-            value = point.worst_value
-            if value is not None and (worst is None or worst.worst_value is None or value > worst.worst_value):
-                worst = point
-        return worst
+            value = current.worst_value if moment == at else scan(moment)[0]
+            if value is not None and (best is None or value > best):
+                best, best_at = value, moment
+        if best_at is None:
+            return None
+        return current if best_at == at else self.assess(best_at)
 
     def grade(self, at: datetime, *, exhaustive: bool = False) -> GradeResult:
         current = self.assess(at)
@@ -1060,8 +1067,6 @@ class AstctGrader:
             # Nothing graded at the event moments: only a "grade 0" elsewhere can be found, so
             # look everywhere (rare: every moment indeterminate or without fever).
             worst = self._worst(at, current, exhaustive=True)
-        if worst is not None and not worst.collect:
-            worst = self.assess(worst.at)  # again, with its evidence
         components: dict[str, str | int] = {
             "fever": "masked" if current.masked and current.fever is not Status.MET else current.fever.value,
             "hypotensionGrade": current.hypotension_grade,
