@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cds_hooks.advice.display import site_zone
 from cds_hooks.settings import Settings
 from cds_hooks.stores.feedback_store import patient_hash
 from cds_hooks.stores.watch_store import StoredAlert, WatchStore
 from cds_hooks.watch.rules import CRS, ICANS, PatientView, SystemView
 from cds_hooks.watch.snapshot import board_snapshot
 from cds_hooks.web.app import create_app
+from cds_hooks.web.board.page import render_board
 from cds_hooks.web.smart.sessions import BOARD_COOKIE, SmartSession
 from fastapi.testclient import TestClient
 
@@ -233,3 +235,17 @@ def test_board_launch_refusals(board_app: tuple[TestClient, WatchStore], query: 
     response = client.get(f"/board/launch{query}")
     assert response.status_code == status
     assert says in response.text
+
+
+@pytest.mark.parametrize(
+    ("zone", "stamp"),
+    [
+        pytest.param(None, "As of 2025-03-04 08:00 UTC.", id="no-site-zone->UTC-named"),
+        pytest.param("Europe/Paris", "As of 2025-03-04 09:00 CET.", id="paris-winter->CET"),
+        pytest.param("America/New_York", "As of 2025-03-04 03:00 EST.", id="new-york->EST"),
+    ],
+)
+def test_board_stamp_reads_in_the_site_clock(zone: str | None, stamp: str) -> None:
+    """The ward reads "As of" against its own clocks (CRS_CDS_SITE_TIMEZONE), as the cards do."""
+    page = render_board([], now=NOW, refresh_s=60, overdue_after=timedelta(hours=8), zone=site_zone(zone))
+    assert stamp in page

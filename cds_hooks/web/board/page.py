@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from html import escape
 from typing import Any
+
+from cds_hooks.advice.display import local_time
 
 TREND_WIDTH = 240
 TREND_HEIGHT = 48
@@ -164,13 +166,20 @@ def _icans_age(icans: object, now: datetime, overdue_after: timedelta, in_episod
 
 
 def render_board(
-    rows: Sequence[BoardRow], *, now: datetime, refresh_s: int, overdue_after: timedelta, unlisted: int = 0
+    rows: Sequence[BoardRow],
+    *,
+    now: datetime,
+    refresh_s: int,
+    overdue_after: timedelta,
+    unlisted: int = 0,
+    zone: tzinfo = UTC,
 ) -> str:
-    """The whole page; ``unlisted`` counts watched patients this service cannot name (not shown)."""
+    """The whole page; ``unlisted`` counts watched patients this service cannot name (not shown).
+    ``zone``: the site clock (``CRS_CDS_SITE_TIMEZONE``), so "As of" reads as the ward's clocks do."""
     body = "".join(_row(r, now, overdue_after) for r in rows) or (
         "<tr><td colspan=10 class=ind>No watched patient has been graded yet: is crs-cds watch running?</td></tr>"
     )
-    stamp = escape(now.isoformat(timespec="minutes").replace("+00:00", "Z"))
+    stamp = escape(local_time(now, zone))
     note = (
         f"<p class=ind>{unlisted} more watched patient(s) are graded but not named in this service's "
         "CRS_CDS_WATCH_PATIENTS: they are not shown.</p>"

@@ -19,6 +19,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
+from cds_hooks.advice.display import site_zone
 from cds_hooks.stores.feedback_store import patient_hash
 from cds_hooks.stores.watch_store import WatchStore
 from cds_hooks.web.board.page import BoardRow, render_board
@@ -118,7 +119,14 @@ async def board_page(request: Request, smart: SmartDep) -> Response:
     overdue = timedelta(hours=smart.settings.watch_stale_after_hours)
     return page(
         200,
-        render_board(rows, now=now, refresh_s=smart.settings.board_refresh_s, overdue_after=overdue, unlisted=unlisted),
+        render_board(
+            rows,
+            now=now,
+            refresh_s=smart.settings.board_refresh_s,
+            overdue_after=overdue,
+            unlisted=unlisted,
+            zone=site_zone(smart.settings.site_timezone),
+        ),
     )
 
 
