@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
@@ -73,6 +74,7 @@ class EncryptedSessionTable:
         self._limits = dict(limits)
         self._clock = clock
         self._last_created = 0.0
+        self._stamping = threading.Lock()  # callers run in worker threads: stamps stay strictly rising
         database.ensure_schema([_SESSION_TABLE, _SESSION_INDEX])
 
     def now(self) -> float:
@@ -81,7 +83,8 @@ class EncryptedSessionTable:
     def put(self, kind: SessionKind, session_id: str, expires: float, payload: Mapping[str, Any]) -> None:
         """Store (or replace) a session, purge expired ones, and keep ``kind`` within its limit."""
         now = self._clock()
-        created = self._last_created = max(now, self._last_created + 1e-6)  # newest sorts first, even on ties
+        with self._stamping:
+            created = self._last_created = max(now, self._last_created + 1e-6)  # newest sorts first, even on ties
         sealed = self._fernet.encrypt(json.dumps(dict(payload)).encode()).decode("ascii")
         limit = self._limits[kind]
 

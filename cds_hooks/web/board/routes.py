@@ -12,6 +12,7 @@ No patient identifier is logged here: the page's rows are counted, never named.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
@@ -83,7 +84,7 @@ async def board_launch(request: Request, smart: SmartDep) -> Response:
     except SmartError as exc:
         log.warning("board sign-in refused", extra={"reason": exc.title})
         return failure(exc)
-    return start_authorization(
+    return await start_authorization(
         smart,
         iss=iss,
         authorize=authorize,
@@ -98,7 +99,7 @@ async def board_launch(request: Request, smart: SmartDep) -> Response:
 @router.get("")
 async def board_page(request: Request, smart: SmartDep) -> Response:
     """The board: 303 to the sign-in without a session, 403 for a session that is not user-level."""
-    session = smart.sessions.get(request.cookies.get(BOARD_COOKIE))
+    session = await smart.find_session(request.cookies.get(BOARD_COOKIE))
     if session is None or session.access_token is None:
         response = RedirectResponse("/board/launch", status_code=303)
         response.headers.update(SECURITY_HEADERS)
@@ -114,7 +115,10 @@ async def board_page(request: Request, smart: SmartDep) -> Response:
             )
         )
     now = datetime.now(UTC)
-    rows, unlisted = board_rows(_store(request, smart), smart.settings.watch_patients, now)
+    # The watcher's tables are in the same database as the sessions: read off the event loop too.
+    rows, unlisted = await asyncio.to_thread(
+        lambda: board_rows(_store(request, smart), smart.settings.watch_patients, now)
+    )
     log.info("board shown", extra={"rows": len(rows), "unlisted": unlisted})
     overdue = timedelta(hours=smart.settings.watch_stale_after_hours)
     return page(

@@ -113,6 +113,23 @@ class SmartApp:
         self._configs: dict[str, _CachedConfig] = {}
         self._config_locks: dict[str, asyncio.Lock] = {}
 
+    # The session store, always from a worker thread: the shared store waits for the database
+    # (up to its connect timeout), and a wait on the event loop would hold every CDS Hooks call
+    # of this replica behind one SMART page. One code path for both stores; ``StoreUnavailable``
+    # comes out of the thread unchanged (503 with Retry-After).
+
+    async def create_session(self, session: SmartSession) -> str:
+        """A new session id for ``session`` (pending or signed in), stored off the event loop."""
+        return await asyncio.to_thread(self.sessions.create, session)
+
+    async def find_session(self, session_id: str | None) -> SmartSession | None:
+        """The live session behind a cookie, read off the event loop."""
+        return await asyncio.to_thread(self.sessions.get, session_id)
+
+    async def spend_session(self, session_id: str | None) -> SmartSession | None:
+        """Remove and return the session (None when another request spent it first)."""
+        return await asyncio.to_thread(self.sessions.pop, session_id)
+
     def http(self) -> httpx.AsyncClient:
         """The lifespan's shared client; 503 before start-up finished."""
         shared = self.state.http

@@ -61,7 +61,7 @@ async def launch(request: Request, smart: SmartDep) -> Response:
     if launch_token is None:
         # Standalone: no EHR context to bind; ask the authorization server for a patient picker.
         scope = " ".join(s for s in scope.split() if s != "launch")
-    return start_authorization(
+    return await start_authorization(
         smart,
         iss=iss,
         authorize=authorize,
@@ -73,7 +73,7 @@ async def launch(request: Request, smart: SmartDep) -> Response:
     )
 
 
-def start_authorization(
+async def start_authorization(
     smart: SmartApp,
     *,
     iss: str,
@@ -91,11 +91,10 @@ def start_authorization(
     """
     verifier, challenge = pkce_pair()
     state = secrets.token_urlsafe(32)
-    sessions = smart.sessions
-    session_id = sessions.create(
+    session_id = await smart.create_session(
         SmartSession(
             iss=iss,
-            expires=sessions.now() + PENDING_SECONDS,
+            expires=smart.sessions.now() + PENDING_SECONDS,
             state=state,
             verifier=verifier,
             token_endpoint=token_endpoint,
@@ -130,7 +129,7 @@ async def callback(request: Request, smart: SmartDep) -> Response:
     query = request.query_params
     sessions = smart.sessions
     session_id = request.cookies.get(COOKIE)
-    session = sessions.get(session_id)
+    session = await smart.find_session(session_id)
     spent = False
     try:
         if session is None or session.state is None or session.verifier is None:
@@ -141,8 +140,10 @@ async def callback(request: Request, smart: SmartDep) -> Response:
         if not hmac.compare_digest(given_state.encode(), session.state.encode()):
             # Without the state check passed, nothing changes: the real callback can still come.
             raise SmartError(400, "Launch refused", "The state does not match this browser's launch.")
-        # One use: from here on, whatever happens next, this pending launch is spent.
-        sessions.pop(session_id)
+        # One use: from here on, whatever happens next, this pending launch is spent. The store
+        # is read off the loop, so a second callback may have spent it since: then it is refused.
+        if await smart.spend_session(session_id) is None:
+            raise SmartError(400, "Launch expired or unknown", "No launch is pending in this browser; start it again.")
         spent = True
         if "error" in query:
             description = short(query.get("error_description"))
@@ -168,7 +169,7 @@ async def callback(request: Request, smart: SmartDep) -> Response:
     if isinstance(expires_in, int | float) and expires_in > 0:
         lifetime = min(lifetime, float(expires_in))
     if board:
-        return _board_signed_in(smart, session, token, lifetime)
+        return await _board_signed_in(smart, session, token, lifetime)
     signed_in = SmartSession(
         iss=session.iss,
         expires=sessions.now() + lifetime,
@@ -180,12 +181,12 @@ async def callback(request: Request, smart: SmartDep) -> Response:
     target = "/smart/app" + (f"?{urlencode({'at': session.at})}" if session.at else "")
     response = RedirectResponse(target, status_code=303)
     response.headers.update(SECURITY_HEADERS)
-    smart.set_cookie(response, sessions.create(signed_in))  # a new id: no session fixation
+    smart.set_cookie(response, await smart.create_session(signed_in))  # a new id: no session fixation
     log.info("smart signed in", extra={"patient": patient_hash(signed_in.patient or "")})
     return response
 
 
-def _board_signed_in(smart: SmartApp, pending: SmartSession, token: dict[str, Any], lifetime: float) -> Response:
+async def _board_signed_in(smart: SmartApp, pending: SmartSession, token: dict[str, Any], lifetime: float) -> Response:
     """The unit board's session: its own cookie (path ``/board``), never the course page's.
 
     A patient in the token response is kept, not dropped: the board refuses such a session (a
@@ -203,13 +204,14 @@ def _board_signed_in(smart: SmartApp, pending: SmartSession, token: dict[str, An
     response = RedirectResponse("/board", status_code=303)
     response.headers.update(SECURITY_HEADERS)
     response.delete_cookie(COOKIE, path=COOKIE_PATH)  # the pending launch is spent
-    smart.set_cookie(response, smart.sessions.create(signed_in), name=BOARD_COOKIE, path=BOARD_COOKIE_PATH)
+    session_id = await smart.create_session(signed_in)
+    smart.set_cookie(response, session_id, name=BOARD_COOKIE, path=BOARD_COOKIE_PATH)
     log.info("board signed in", extra={"patient_context": signed_in.patient is not None})
     return response
 
 
-def _signed_in(request: Request, smart: SmartApp) -> SmartSession:
-    session = smart.sessions.get(request.cookies.get(COOKIE))
+async def _signed_in(request: Request, smart: SmartApp) -> SmartSession:
+    session = await smart.find_session(request.cookies.get(COOKIE))
     if session is None or session.access_token is None or session.patient is None or session.purpose != PURPOSE_COURSE:
         raise SmartError(401, "Not signed in", "This session has ended or never started; launch the app again.")
     return session
@@ -217,7 +219,7 @@ def _signed_in(request: Request, smart: SmartApp) -> SmartSession:
 
 async def _document(request: Request, smart: SmartApp) -> tuple[dict[str, Any], Evaluation]:
     """The course document for the signed-in patient, read with the session's own token."""
-    session = _signed_in(request, smart)
+    session = await _signed_in(request, smart)
     at = smart.evaluation_time(request.query_params.get("at")) or session.at
     hook_request = CdsRequest.model_validate(
         {

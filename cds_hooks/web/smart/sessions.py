@@ -1,7 +1,11 @@
 """The SMART app's server-side sessions: a random, HttpOnly cookie id -> launch state or tokens.
 
 Why server-side: the access token reads a patient's chart, so it never reaches the browser. The
-token, the PKCE verifier and the ``state`` live in this process's memory only.
+token, the PKCE verifier and the ``state`` live in this process's memory only, or sealed in the
+shared database (``SharedSessionStore``).
+
+Both stores are called from worker threads (``SmartApp``'s ``create_session``, ``find_session``,
+``spend_session``), never on the event loop: the shared one may wait for the database.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -58,6 +63,9 @@ class SessionStore:
 
     Several replicas would need sticky sessions or a shared store; the page is a convenience for
     one ward, and keeping tokens out of any database is the safer default.
+
+    One lock guards both dictionaries: the routes call the store from worker threads, and a purge
+    iterating while another thread inserts, or two threads expiring the same id, would raise.
     """
 
     def __init__(
@@ -72,6 +80,7 @@ class SessionStore:
         self._limit = limit
         self._pending_limit = limit if pending_limit is None else pending_limit
         self._clock = clock
+        self._lock = threading.Lock()
 
     def now(self) -> float:
         return self._clock()
@@ -81,14 +90,20 @@ class SessionStore:
         signed_in = session.access_token is not None
         sessions = self._signed_in if signed_in else self._pending
         limit = self._limit if signed_in else self._pending_limit
-        _purge(sessions, self._clock())
         session_id = secrets.token_urlsafe(32)
-        sessions[session_id] = session
-        while len(sessions) > limit:
-            sessions.popitem(last=False)
+        with self._lock:
+            _purge(sessions, self._clock())
+            sessions[session_id] = session
+            while len(sessions) > limit:
+                sessions.popitem(last=False)
         return session_id
 
     def get(self, session_id: str | None) -> SmartSession | None:
+        with self._lock:
+            return self._get(session_id)
+
+    def _get(self, session_id: str | None) -> SmartSession | None:
+        """``get`` for a caller holding the lock."""
         if not session_id:
             return None
         for sessions in (self._signed_in, self._pending):
@@ -102,18 +117,21 @@ class SessionStore:
         return None
 
     def pop(self, session_id: str | None) -> SmartSession | None:
-        session = self.get(session_id)
-        if session is not None and session_id is not None:
-            self._signed_in.pop(session_id, None)
-            self._pending.pop(session_id, None)
-        return session
+        with self._lock:  # read and remove at once: a launch's state is spent by one callback only
+            session = self._get(session_id)
+            if session is not None and session_id is not None:
+                self._signed_in.pop(session_id, None)
+                self._pending.pop(session_id, None)
+            return session
 
     def counts(self) -> tuple[int, int]:
         """(pending launches, signed-in sessions) currently held."""
-        return len(self._pending), len(self._signed_in)
+        with self._lock:
+            return len(self._pending), len(self._signed_in)
 
     def __len__(self) -> int:
-        return len(self._pending) + len(self._signed_in)
+        pending, signed_in = self.counts()
+        return pending + signed_in
 
 
 def _purge(sessions: OrderedDict[str, SmartSession], now: float) -> None:
@@ -129,7 +147,11 @@ def pkce_pair() -> tuple[str, str]:
 
 
 class Sessions(Protocol):
-    """What the SMART routes need of a session store (in memory, or shared by replicas)."""
+    """What the SMART routes need of a session store (in memory, or shared by replicas).
+
+    ``create``, ``get``, ``pop`` and ``counts`` may block (a database round trip) and must be safe
+    to call from any thread; ``now`` is a clock read only.
+    """
 
     def now(self) -> float: ...
 
@@ -152,6 +174,7 @@ class SharedSessionStore:
 
     def __init__(self, table: EncryptedSessionTable) -> None:
         self._table = table
+        self._spending = threading.Lock()
 
     def now(self) -> float:
         return self._table.now()
@@ -175,10 +198,13 @@ class SharedSessionStore:
             return None  # written by another version of the service: sign in again
 
     def pop(self, session_id: str | None) -> SmartSession | None:
-        session = self.get(session_id)
-        if session is not None and session_id is not None:
-            self._table.delete(session_id)
-        return session
+        """Read and delete; the lock makes two callbacks of this process spend a launch once
+        (the routes call this from worker threads, no longer one at a time on the loop)."""
+        with self._spending:
+            session = self.get(session_id)
+            if session is not None and session_id is not None:
+                self._table.delete(session_id)
+            return session
 
     def counts(self) -> tuple[int, int]:
         return self._table.counts()
