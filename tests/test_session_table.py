@@ -5,12 +5,15 @@ Runs on a real PostgreSQL server (what several replicas share) and on SQLite (on
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from cds_hooks.stores.database import Database
 from cds_hooks.stores.session_table import EncryptedSessionTable, SessionKind, new_session_key
+from cds_hooks.web.smart.sessions import SharedSessionStore, SmartSession
 
 from pg_server import RunningPostgres
 
@@ -103,3 +106,32 @@ def test_a_session_sealed_under_another_key_reads_as_signed_out(url: str) -> Non
         assert EncryptedSessionTable(database, KEY, limits={"pending": 3, "signed-in": 2}).get("old") is None
     finally:
         database.close()
+
+
+def test_a_launch_is_spent_once_across_replicas(url: str) -> None:
+    """Four replicas' callbacks racing on one launch (each its own connection): exactly one signs
+    in, whatever the interleaving (one statement: DELETE ... RETURNING); an expired launch is
+    spent by nobody."""
+    databases = [Database(url) for _ in range(4)]
+    try:
+        stores = [
+            SharedSessionStore(EncryptedSessionTable(d, KEY, limits={"pending": 50, "signed-in": 5})) for d in databases
+        ]
+        for n in range(30):
+            launch = stores[0].create(
+                SmartSession(iss="https://ehr.example.org", expires=stores[0].now() + 600, state=str(n))
+            )
+            barrier = threading.Barrier(len(stores))
+
+            def spend(store: SharedSessionStore, launch: str = launch, barrier: threading.Barrier = barrier) -> bool:
+                barrier.wait()
+                return store.pop(launch) is not None
+
+            with ThreadPoolExecutor(max_workers=len(stores)) as pool:
+                spent = list(pool.map(spend, stores))
+            assert spent.count(True) == 1, f"round {n}: {spent.count(True)} replicas spent one launch"
+        late = stores[1].create(SmartSession(iss="https://ehr.example.org", expires=stores[1].now() - 1, state="x"))
+        assert stores[2].pop(late) is None and stores[3].pop(late) is None
+    finally:
+        for database in databases:
+            database.close()

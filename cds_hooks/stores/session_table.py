@@ -117,9 +117,26 @@ class EncryptedSessionTable:
             return None if row is None else (str(row[0]), str(row[1]))
 
         found = self._database.run(read)
-        if found is None:
-            return None
-        kind, sealed = found
+        return None if found is None else self._opened(*found)
+
+    def take(self, session_id: str) -> tuple[SessionKind, dict[str, Any]] | None:
+        """Read and delete in one statement: of two replicas spending the same launch at once,
+        exactly one gets it (``DELETE ... RETURNING``: PostgreSQL, SQLite >= 3.35)."""
+        now = self._clock()
+
+        def spend(tx: Transaction) -> tuple[str, str, float] | None:
+            row = tx.execute(
+                "DELETE FROM smart_session WHERE id_hash = ? RETURNING kind, payload, expires",
+                (_id_hash(session_id),),
+            ).fetchone()
+            return None if row is None else (str(row[0]), str(row[1]), float(row[2]))
+
+        found = self._database.run(spend)
+        if found is None or found[2] <= now:
+            return None  # unknown, or expired (deleted all the same)
+        return self._opened(found[0], found[1])
+
+    def _opened(self, kind: str, sealed: str) -> tuple[SessionKind, dict[str, Any]] | None:
         try:
             payload = json.loads(self._fernet.decrypt(sealed.encode("ascii")))
         except (InvalidToken, ValueError):

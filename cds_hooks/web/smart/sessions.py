@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from cds_hooks.stores.session_table import EncryptedSessionTable, SessionKind
 
@@ -164,6 +164,15 @@ class Sessions(Protocol):
     def counts(self) -> tuple[int, int]: ...
 
 
+def _session(found: tuple[SessionKind, dict[str, Any]] | None) -> SmartSession | None:
+    if found is None:
+        return None
+    try:
+        return SmartSession(**found[1])
+    except TypeError:
+        return None  # written by another version of the service: sign in again
+
+
 class SharedSessionStore:
     """The same interface as :class:`SessionStore`, kept in the shared database (every replica).
 
@@ -174,7 +183,6 @@ class SharedSessionStore:
 
     def __init__(self, table: EncryptedSessionTable) -> None:
         self._table = table
-        self._spending = threading.Lock()
 
     def now(self) -> float:
         return self._table.now()
@@ -188,23 +196,14 @@ class SharedSessionStore:
     def get(self, session_id: str | None) -> SmartSession | None:
         if not session_id:
             return None
-        found = self._table.get(session_id)
-        if found is None:
-            return None
-        _, payload = found
-        try:
-            return SmartSession(**payload)
-        except TypeError:
-            return None  # written by another version of the service: sign in again
+        return _session(self._table.get(session_id))
 
     def pop(self, session_id: str | None) -> SmartSession | None:
-        """Read and delete; the lock makes two callbacks of this process spend a launch once
-        (the routes call this from worker threads, no longer one at a time on the loop)."""
-        with self._spending:
-            session = self.get(session_id)
-            if session is not None and session_id is not None:
-                self._table.delete(session_id)
-            return session
+        """Read and delete in one statement, so a launch is spent once across every replica and
+        every worker thread (two callbacks racing: one signs in, the other is refused)."""
+        if not session_id:
+            return None
+        return _session(self._table.take(session_id))
 
     def counts(self) -> tuple[int, int]:
         return self._table.counts()
