@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import pytest
 from cds_hooks.reading import evidence_check
-from cds_hooks.reading.evidence_check import validation_problem
+from cds_hooks.reading.evidence_check import UNVALIDATED_TYPE, validation_problem
 from cds_hooks.reading.r4_fast_check import surely_valid
 from fhir.resources.R4B import get_fhir_model_class
 from hypothesis import HealthCheck, event, given, settings
@@ -415,7 +415,75 @@ def _label(resource: Resource) -> str:
 def test_fixture_resource_fast_valid_implies_models_valid(resource: Resource) -> None:
     if surely_valid(resource):
         assert r4b_valid(resource)
-    assert (validation_problem(resource) is None) is r4b_valid(resource)
+    if resource["resourceType"] in EVIDENCE_TYPES:
+        assert (validation_problem(resource) is None) is r4b_valid(resource)
+    else:  # a Bundle, an OperationOutcome...: never evidence, never vouched for
+        assert validation_problem(resource) == UNVALIDATED_TYPE
+
+
+EVIDENCE_TYPES = (
+    "Observation",
+    "MedicationAdministration",
+    "Procedure",
+    "Condition",
+    "Patient",
+    "Medication",
+    "MedicationRequest",
+    "ServiceRequest",
+    "QuestionnaireResponse",
+)
+"""What the reader and the order checks take as evidence (reading/reader.py handlers)."""
+
+ICE_RESPONSE: Resource = {
+    "resourceType": "QuestionnaireResponse",
+    "id": "ice-1",
+    "status": "completed",
+    "subject": {"reference": "Patient/p1"},
+    "authored": "2025-03-04T08:00:00Z",
+    "item": [{"linkId": "orientation", "answer": [{"valueInteger": 4}]}],
+}
+
+
+class _Breaks:
+    """A model whose validation breaks in an unexpected way (as deep nesting can)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __call__(self, resource: object) -> object:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("resource", "says"),
+    [
+        pytest.param({"resourceType": "Bogus", "id": "x"}, UNVALIDATED_TYPE, id="unknown-type->not-vouched"),
+        pytest.param({"id": "x"}, UNVALIDATED_TYPE, id="no-resourceType->not-vouched"),
+        pytest.param(ICE_RESPONSE, None, id="ice-questionnaire-response-valid->validated-by-its-model"),
+        pytest.param(
+            {k: v for k, v in ICE_RESPONSE.items() if k != "status"},
+            "fails FHIR R4 validation at status: model_field_validation.missing",
+            id="ice-response-without-status->fails",
+        ),
+    ],
+)
+def test_every_evidence_type_is_validated_and_others_fail_closed(resource: Resource, says: str | None) -> None:
+    evidence_check._VERDICTS.clear()
+    assert validation_problem(resource) == says
+    if says is None:
+        assert r4b_valid(resource)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [pytest.param(RecursionError(), id="recursion->fails-closed"), pytest.param(RuntimeError(), id="runtime->fails")],
+)
+def test_a_model_that_breaks_fails_closed(error: BaseException, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(evidence_check, "_validator", lambda resource_type: _Breaks(error))
+    evidence_check._VERDICTS.clear()
+    odd = {**ICE_RESPONSE, "id": f"odd-{type(error).__name__}", "item": [{"linkId": "x", "item": []}]}
+    assert validation_problem(odd) == f"fails FHIR R4 validation: {type(error).__name__}"
+    evidence_check._VERDICTS.clear()
 
 
 def test_fixtures_cover_both_answers() -> None:
