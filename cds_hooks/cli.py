@@ -384,7 +384,13 @@ def _cmd_episodes(args: argparse.Namespace, settings: Settings) -> int:
     # The registry stack (pyarrow, pyspark) is imported here, not at start-up.
     from cds_hooks.registry.export_reader import ExportError  # noqa: PLC0415
     from cds_hooks.registry.fhir_out import FhirWriter  # noqa: PLC0415
-    from cds_hooks.registry.run import RunChoice, TerminalProgress, registry_options, run_episodes  # noqa: PLC0415
+    from cds_hooks.registry.run import (  # noqa: PLC0415
+        RunChoice,
+        TerminalProgress,
+        check_outputs,
+        registry_options,
+        run_episodes,
+    )
     from cds_hooks.registry.writers import format_for, open_writer  # noqa: PLC0415
 
     if args.workers is not None and args.workers < 1:
@@ -392,6 +398,7 @@ def _cmd_episodes(args: argparse.Namespace, settings: Settings) -> int:
     out = Path(args.out)
     try:
         options = registry_options(settings, _systems_argument(args.systems))
+        check_outputs(Path(args.export_dir), out, Path(args.fhir_out) if args.fhir_out else None)
         fmt = format_for(out, args.format)
         writer = open_writer(out, fmt)
         fhir = FhirWriter(Path(args.fhir_out)) if args.fhir_out else None

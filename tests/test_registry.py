@@ -759,3 +759,41 @@ def test_a_patient_that_fails_to_grade_gets_indeterminate_rows_and_the_run_goes_
         r for r in local_rows if r["patient"] != "Patient/masked-2"
     ]
     assert summary.rejected["patient could not be graded (internal error ValueError): rows indeterminate"] == 1
+
+
+@pytest.mark.parametrize(
+    ("arguments", "says"),
+    [
+        pytest.param(
+            ["--out", "{export}/rows.csv", "--fhir-out", "{export}"], "--fhir-out", id="fhir-out-is-export->2"
+        ),
+        pytest.param(["--out", "{export}/Observation.000.ndjson"], "--out", id="out-is-an-input-file->2"),
+        pytest.param(["--out", "{export}/Patient.ndjson", "--with-manifest"], "--out", id="out-listed-in-manifest->2"),
+    ],
+)
+def test_outputs_that_would_overwrite_the_export_are_refused(
+    export: Path, tmp_path: Path, arguments: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nothing is opened for writing before the check: every file of the export is left as it was."""
+    copy = tmp_path / "export"
+    shutil.copytree(export, copy)
+    if "--with-manifest" in arguments:
+        arguments = [a for a in arguments if a != "--with-manifest"]
+    else:
+        (copy / "manifest.json").unlink()
+    before = {p.name: p.read_bytes() for p in copy.iterdir()}
+    argv = ["episodes", str(copy), *(a.format(export=copy) for a in arguments), "--workers", "1"]
+    assert main(argv) == 2
+    assert says in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in copy.iterdir()} == before
+
+
+def test_a_previous_ndjson_rows_file_in_the_export_folder_is_replaced(export: Path, tmp_path: Path) -> None:
+    """Rows are no FHIR resources: a rerun may overwrite its own rows file inside the folder."""
+    copy = tmp_path / "export"
+    shutil.copytree(export, copy)
+    (copy / "manifest.json").unlink()
+    out = copy / "rows.ndjson"
+    for _ in range(2):
+        assert main(["episodes", str(copy), "--out", str(out), "--workers", "1"]) == 0
+    assert len(out.read_bytes().splitlines()) == 13

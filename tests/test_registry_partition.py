@@ -21,7 +21,7 @@ from cds_hooks.registry import bucket_grading, engines
 from cds_hooks.registry.engines import LocalSettings, Summary, memory_bytes, run_local
 from cds_hooks.registry.export_reader import ExportError, find_files
 from cds_hooks.registry.file_lines import BOM, MAX_LINE_BYTES, FileLines, Piece
-from cds_hooks.registry.partition import plan_units
+from cds_hooks.registry.partition import plan_units, records
 from cds_hooks.registry.per_patient import PatientOutcome, RegistryOptions
 from cds_hooks.registry.rows import Row
 from hypothesis import given, settings
@@ -296,3 +296,36 @@ def test_byte_ranges_read_every_line_once(
     expected = data.removeprefix(BOM).splitlines()
     assert read == [line for line in expected if line and len(line) <= limit]
     assert too_long == sum(len(line) > limit for line in expected)
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 4], ids=lambda c: f"cut-at-byte-{c}")
+def test_a_cut_inside_the_byte_order_mark_loses_no_line(cut: int, tmp_path: Path) -> None:
+    """The first line starts after the mark: a range starting inside or right after the mark owns it."""
+    first = b'{"resourceType":"Patient","id":"p1"}'
+    second = b'{"resourceType":"Patient","id":"p2"}'
+    path = tmp_path / "Patient.ndjson"
+    path.write_bytes(BOM + first + b"\n" + second + b"\n")
+    size = path.stat().st_size
+    read = [
+        line
+        for start, end in ((0, cut), (cut, size))
+        for found in FileLines(Piece(path, False, start, end))
+        for line in found
+        if line
+    ]
+    assert read == [first, second]
+
+
+def test_a_manifest_naming_one_file_twice_reads_it_once(tmp_path: Path) -> None:
+    (tmp_path / "Patient.ndjson").write_bytes(b'{"resourceType":"Patient","id":"p1"}\n')
+    manifest = {"output": [{"url": "https://fhir.example.org/out/Patient.ndjson"}, {"url": "https://x/Patient"}]}
+    (tmp_path / "manifest.json").write_bytes(orjson.dumps(manifest))
+    assert find_files(tmp_path).all == (tmp_path / "Patient.ndjson",)
+
+
+def test_a_damaged_spill_file_stops_the_run(tmp_path: Path) -> None:
+    """A record cut short (header without its line) is never read out of step."""
+    spill = tmp_path / "bucket-00000-00000.spill"
+    spill.write_bytes(b'["p1",null]\n{"resourceType":"Patient","id":"p1"}\n["p2",null]\n')
+    with pytest.raises(ExportError, match="damaged"):
+        list(records([spill]))

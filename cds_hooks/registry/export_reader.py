@@ -93,7 +93,9 @@ def _from_manifest(export_dir: Path, manifest_path: Path) -> tuple[list[Path], s
         url = entry.get("url") if isinstance(entry, dict) else None
         if not isinstance(url, str):
             raise ExportError(f"{manifest_path}: an output entry has no url")
-        files.append(_local_file(export_dir, url))
+        found = _local_file(export_dir, url)
+        if found.resolve() not in {f.resolve() for f in files}:  # two urls naming one file: read once
+            files.append(found)
     time = manifest.get("transactionTime")
     return files, time if isinstance(time, str) else None
 

@@ -56,6 +56,11 @@ class FileLines:
     def _owned(self, handle: gzip.GzipFile | io.FileIO) -> Iterator[bytes]:
         """The bytes of the lines that start in the piece, in chunks."""
         start, end = self.piece.start, self.piece.end
+        if 0 < start <= len(BOM):
+            handle.seek(0)
+            if handle.read(len(BOM)) == BOM:
+                start = 0  # the first line starts after the mark: at or after ``start``, so here
+            handle.seek(0)
         if start > 0:
             handle.seek(start - 1)  # a line starts at ``start`` only if a line break precedes it
             while True:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import orjson
 
-from cds_hooks.registry.export_reader import TOO_LONG, ExportFiles, place
+from cds_hooks.registry.export_reader import TOO_LONG, ExportError, ExportFiles, place
 from cds_hooks.registry.file_lines import FileLines, Piece
 
 BUFFER_BYTES = 16 * 1024 * 1024
@@ -128,16 +128,20 @@ def _write(task: PlaceTask, held: list[list[bytes]], medications: list[list[byte
 
 def _append(path: Path, parts: list[bytes]) -> int:
     data = b"\n".join(parts) + b"\n"
-    with path.open("ab", buffering=0) as handle:
+    with path.open("ab") as handle:  # buffered: the whole block is written, or an error is raised
         handle.write(data)
     return len(data)
 
 
 def records(paths: Sequence[Path]) -> Iterator[tuple[bytes, bytes]]:
-    """(header, line) pairs of spill files, one file in memory at a time."""
+    """(header, line) pairs of spill files, one file in memory at a time. A file that does not
+    end with a whole record (a write cut short) stops the run: it is never read out of step."""
     for path in paths:
-        parts = iter(path.read_bytes().split(b"\n"))
-        yield from zip(parts, parts, strict=False)  # each file ends with a line break: one empty part left
+        parts = path.read_bytes().split(b"\n")
+        if parts[-1] != b"" or len(parts) % 2 != 1:
+            raise ExportError(f"a temporary bucket file is damaged ({path.name}); the run is incomplete")
+        pairs = iter(parts[:-1])
+        yield from zip(pairs, pairs, strict=True)
 
 
 def plan_units(files: ExportFiles, unit_bytes: int) -> list[tuple[Piece, ...]]:

@@ -11,9 +11,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import IO, Literal
 
+import orjson
+
 from cds_hooks.grading import GRADERS
 from cds_hooks.registry.engines import LocalSettings, SparkSettings, Summary, run_local, run_spark
-from cds_hooks.registry.export_reader import ExportError, find_files
+from cds_hooks.registry.export_reader import GZIP_MAGIC, MANIFEST, ExportError, find_files
+from cds_hooks.registry.file_lines import BOM
 from cds_hooks.registry.per_patient import EPISODE_SYSTEMS, PatientOutcome, RegistryOptions
 from cds_hooks.registry.rows import Row
 from cds_hooks.settings import Settings
@@ -44,6 +47,33 @@ class RunChoice:
     workers: int = 2
     spark_master: str | None = None
     memory_limit: str | None = None
+
+
+def check_outputs(export_dir: Path, out: Path, fhir_out: Path | None) -> None:
+    """Refuse outputs that would overwrite the export, before anything is opened for writing: a
+    rows file that is one of the export's files (listed in its manifest, or holding FHIR resources
+    or gzip data: a previous run's rows are no input and may be replaced), or FHIR resources
+    written into the export folder itself (its Observation.ndjson would be emptied, and the next
+    run would read the output as input)."""
+    if fhir_out is not None and fhir_out.resolve() == export_dir.resolve():
+        raise ExportError("--fhir-out must not be the export folder: its files would be overwritten")
+    listed = {p.resolve() for p in find_files(export_dir).all}
+    if out.resolve() in listed and ((export_dir / MANIFEST).is_file() or _holds_resources(out)):
+        raise ExportError(f"--out {out} is a file of the export: it would be overwritten")
+
+
+def _holds_resources(path: Path) -> bool:
+    """Gzip data, or a first line that is a FHIR resource (rows never are: they have no resourceType)."""
+    with path.open("rb") as handle:
+        head = handle.read(64 * 1024)
+    if head[:2] == GZIP_MAGIC:
+        return True
+    first = next((line for line in head.removeprefix(BOM).splitlines() if line.strip()), b"")
+    try:
+        parsed = orjson.loads(first)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(parsed, dict) and "resourceType" in parsed
 
 
 def run_episodes(
