@@ -769,6 +769,8 @@ def test_a_patient_that_fails_to_grade_gets_indeterminate_rows_and_the_run_goes_
         ),
         pytest.param(["--out", "{export}/Observation.000.ndjson"], "--out", id="out-is-an-input-file->2"),
         pytest.param(["--out", "{export}/Patient.ndjson", "--with-manifest"], "--out", id="out-listed-in-manifest->2"),
+        pytest.param(["--out", "{export}/long-first-line.ndjson"], "--out", id="out-is-data-with-a-long-first-line->2"),
+        pytest.param(["--out", "{export}/damaged.ndjson"], "--out", id="out-is-data-with-a-damaged-first-line->2"),
     ],
 )
 def test_outputs_that_would_overwrite_the_export_are_refused(
@@ -781,6 +783,11 @@ def test_outputs_that_would_overwrite_the_export_are_refused(
         arguments = [a for a in arguments if a != "--with-manifest"]
     else:
         (copy / "manifest.json").unlink()
+    long_note = "x" * 70_000  # a first resource longer than any peek at the file's head
+    (copy / "long-first-line.ndjson").write_text(
+        f'{{"resourceType":"Observation","id":"o1","note":[{{"text":"{long_note}"}}]}}\n'
+    )
+    (copy / "damaged.ndjson").write_text('{"resourceType":"Observation","id":\n{"resourceType":"Patient","id":"p"}\n')
     before = {p.name: p.read_bytes() for p in copy.iterdir()}
     argv = ["episodes", str(copy), *(a.format(export=copy) for a in arguments), "--workers", "1"]
     assert main(argv) == 2
@@ -788,12 +795,15 @@ def test_outputs_that_would_overwrite_the_export_are_refused(
     assert {p.name: p.read_bytes() for p in copy.iterdir()} == before
 
 
-def test_a_previous_ndjson_rows_file_in_the_export_folder_is_replaced(export: Path, tmp_path: Path) -> None:
-    """Rows are no FHIR resources: a rerun may overwrite its own rows file inside the folder."""
+@pytest.mark.parametrize(("name", "lines"), [("rows.ndjson", 13), ("rows.csv", 14)], ids=["ndjson", "csv"])
+def test_a_previous_rows_file_in_the_export_folder_is_replaced(
+    export: Path, tmp_path: Path, name: str, lines: int
+) -> None:
+    """An earlier run's rows are recognised by how they begin: a rerun may replace them."""
     copy = tmp_path / "export"
     shutil.copytree(export, copy)
     (copy / "manifest.json").unlink()
-    out = copy / "rows.ndjson"
+    out = copy / name
     for _ in range(2):
         assert main(["episodes", str(copy), "--out", str(out), "--workers", "1"]) == 0
-    assert len(out.read_bytes().splitlines()) == 13
+    assert len(out.read_bytes().splitlines()) == lines

@@ -11,14 +11,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import IO, Literal
 
-import orjson
-
 from cds_hooks.grading import GRADERS
 from cds_hooks.registry.engines import LocalSettings, SparkSettings, Summary, run_local, run_spark
-from cds_hooks.registry.export_reader import GZIP_MAGIC, MANIFEST, ExportError, find_files
-from cds_hooks.registry.file_lines import BOM
+from cds_hooks.registry.export_reader import MANIFEST, ExportError, find_files
 from cds_hooks.registry.per_patient import EPISODE_SYSTEMS, PatientOutcome, RegistryOptions
-from cds_hooks.registry.rows import Row
+from cds_hooks.registry.rows import COLUMNS, Row
 from cds_hooks.settings import Settings
 
 Engine = Literal["local", "spark"]
@@ -50,30 +47,26 @@ class RunChoice:
 
 
 def check_outputs(export_dir: Path, out: Path, fhir_out: Path | None) -> None:
-    """Refuse outputs that would overwrite the export, before anything is opened for writing: a
-    rows file that is one of the export's files (listed in its manifest, or holding FHIR resources
-    or gzip data: a previous run's rows are no input and may be replaced), or FHIR resources
-    written into the export folder itself (its Observation.ndjson would be emptied, and the next
-    run would read the output as input)."""
+    """Refuse outputs that would overwrite the export, before anything is opened for writing:
+    FHIR resources written into the export folder itself (its Observation.ndjson would be emptied,
+    and the next run would read the output as input), or a rows file that is one of the export's
+    files, unless it is clearly the rows of an earlier run (which is never read: see ``exclude``)."""
     if fhir_out is not None and fhir_out.resolve() == export_dir.resolve():
         raise ExportError("--fhir-out must not be the export folder: its files would be overwritten")
     listed = {p.resolve() for p in find_files(export_dir).all}
-    if out.resolve() in listed and ((export_dir / MANIFEST).is_file() or _holds_resources(out)):
+    if out.resolve() in listed and ((export_dir / MANIFEST).is_file() or not _earlier_rows(out)):
         raise ExportError(f"--out {out} is a file of the export: it would be overwritten")
 
 
-def _holds_resources(path: Path) -> bool:
-    """Gzip data, or a first line that is a FHIR resource (rows never are: they have no resourceType)."""
+_ROWS_STARTS = (b"", b"PAR1", ",".join(COLUMNS).encode(), b'{"' + COLUMNS[0].encode() + b'":')
+"""How a rows file of ours begins (empty, Parquet, the CSV header, an NDJSON row): a file that
+begins otherwise may be data, so it is never overwritten (fail closed)."""
+
+
+def _earlier_rows(path: Path) -> bool:
     with path.open("rb") as handle:
-        head = handle.read(64 * 1024)
-    if head[:2] == GZIP_MAGIC:
-        return True
-    first = next((line for line in head.removeprefix(BOM).splitlines() if line.strip()), b"")
-    try:
-        parsed = orjson.loads(first)
-    except orjson.JSONDecodeError:
-        return False
-    return isinstance(parsed, dict) and "resourceType" in parsed
+        head = handle.read(len(_ROWS_STARTS[2]))
+    return head == b"" or any(start and head.startswith(start) for start in _ROWS_STARTS[1:])
 
 
 def run_episodes(
