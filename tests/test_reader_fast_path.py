@@ -22,7 +22,7 @@ from cds_hooks.reading.reader import extract_record
 from cds_hooks.reading.record import BloodPressure, NotEvidence, OxygenRecord, PatientRecord, SpO2, Temperature
 from cds_hooks.reading.terminology import load_terminology
 from cds_hooks.reading.units import UCUM_SYSTEM, load_units
-from cds_hooks.registry.per_patient import _parse, end_of_data
+from cds_hooks.registry.per_patient import _parse_by_reference, end_of_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -307,6 +307,11 @@ def export_lines(draw: st.DrawFn) -> list[str]:
         lines.append(orjson.dumps(resource).decode())
     lines += draw(st.lists(st.sampled_from(["not json", "[1, 2]", "{}", '{"id": "x"}', '"text"']), max_size=2))
     return draw(st.permutations(lines))
+
+
+def _parse(lines: list[str] | list[bytes] | list[str | bytes], rejected: Counter[str]) -> list[SourcedResource]:
+    """Each resource once, in the order the registry's parse gives them."""
+    return list(_parse_by_reference(lines, rejected).values())
 
 
 @settings(max_examples=400, deadline=None)

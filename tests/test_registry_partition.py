@@ -19,8 +19,8 @@ import pytest
 from bench.generate_export import write_export
 from cds_hooks.registry import bucket_grading, engines
 from cds_hooks.registry.engines import LocalSettings, Summary, memory_bytes, run_local
-from cds_hooks.registry.export_reader import ExportError, find_files
-from cds_hooks.registry.file_lines import BOM, MAX_LINE_BYTES, FileLines, Piece
+from cds_hooks.registry.export_reader import MAX_LINE_BYTES, ExportError, find_files
+from cds_hooks.registry.file_lines import BOM, FileLines, Piece
 from cds_hooks.registry.partition import plan_units, records
 from cds_hooks.registry.per_patient import PatientOutcome, RegistryOptions
 from cds_hooks.registry.rows import Row

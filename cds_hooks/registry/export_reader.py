@@ -29,7 +29,7 @@ READ_TYPES = ("Patient", "Observation", "MedicationAdministration", "Procedure",
 """The resource types the reader uses; other types are counted as "not read", never graded."""
 _READ_TYPES = frozenset(READ_TYPES)
 PATIENT_REFERENCE = re.compile(r"(?:^|/)Patient/([^/]+)\Z")
-"""``\\Z`` is the end of the text, as ``$`` is in the local engine's SQL (RE2)."""
+"""``\\Z``: the id runs to the end of the reference (``$`` would also allow a final newline)."""
 MEDICATION_REFERENCE = re.compile(r"(?:^|/)(Medication/[^/]+)\Z")
 
 # Why a line cannot be placed with a patient (the summary counts them by these words).
@@ -38,7 +38,9 @@ NO_TYPE = "no resourceType or id"
 NO_PATIENT = "names no patient"
 NOT_A_PATIENT = "subject is not a Patient"
 NOT_UTF8 = "not UTF-8"
-TOO_LONG = "line longer than 16 MB"
+MAX_LINE_BYTES = 16 * 1024 * 1024
+"""The longest line read (without its line break); a longer one is rejected, never held."""
+TOO_LONG = f"line longer than {MAX_LINE_BYTES // (1024 * 1024)} MB"
 
 
 class ExportError(Exception):

@@ -18,10 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cds_hooks.registry.export_reader import ExportError
+from cds_hooks.registry.export_reader import MAX_LINE_BYTES, ExportError
 
-MAX_LINE_BYTES = 16 * 1024 * 1024
-"""The longest line read (without its line break); a longer one is rejected, never held."""
 READ_BYTES = 4 * 1024 * 1024
 BOM = b"\xef\xbb\xbf"
 _BREAKS = (ord("\n"), ord("\r"))

@@ -137,11 +137,6 @@ def _skipped(skip: dict[str, str]) -> list[NotEvidence]:
     return [NotEvidence(ref, f"fails FHIR R4 validation: {reason.split(':', 1)[0]}") for ref, reason in skip.items()]
 
 
-def _parse(lines: Iterable[str | bytes], rejected: Counter[str]) -> list[SourcedResource]:
-    """Each resource once, in the order :func:`_parse_by_reference` gives."""
-    return list(_parse_by_reference(lines, rejected).values())
-
-
 def _parse_by_reference(lines: Iterable[str | bytes], rejected: Counter[str]) -> dict[str, SourcedResource]:
     """Each resource once, by its reference (also the map the evidence check looks cited ones up in).
 
