@@ -833,14 +833,9 @@ class AstctGrader:
             )
         if result.hypotension_grade < 2:
             window_start = at - self.config.hypotension_window
-            threshold = systolic_threshold(age, self.config)
-            use_map = age is None or age > 10
             for reading in self.timeline.imprecise_pressures:
                 latest = reading.latest or reading.time
-                mean_limit = self.config.mean_arterial_threshold_mmhg
-                low = (reading.systolic_mmhg is not None and reading.systolic_mmhg < threshold) or (
-                    use_map and reading.mean_mmhg is not None and reading.mean_mmhg < mean_limit
-                )
+                low = low_pressure(reading.systolic_mmhg, reading.mean_mmhg, age, self.config)
                 if not low or reading.time > at or latest <= window_start:
                     continue
                 if reading.time > window_start and latest <= at:

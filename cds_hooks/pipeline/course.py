@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cds_hooks.grading.astct import MASKING_ROLES, PRESSOR_ROLES, AstctGrader, systolic_threshold
+from cds_hooks.grading.astct import MASKING_ROLES, PRESSOR_ROLES, AstctGrader, low_pressure, systolic_threshold
 from cds_hooks.grading.astct import SYSTEM as ASTCT
 from cds_hooks.grading.config import GradingConfig
 from cds_hooks.grading.result import Status
@@ -376,9 +376,7 @@ def _pressures(record: PatientRecord, start: datetime, at: datetime, config: Gra
         age = age_in_years(record.birth_date, reading.time) if record.birth_date else None
         systolic_limit = systolic_threshold(age, config)
         mean_limit = config.mean_arterial_threshold_mmhg if age is None or age > 10 else None
-        low = (reading.systolic_mmhg is not None and reading.systolic_mmhg < systolic_limit) or (
-            mean_limit is not None and reading.mean_mmhg is not None and reading.mean_mmhg < mean_limit
-        )
+        low = low_pressure(reading.systolic_mmhg, reading.mean_mmhg, age, config)
         points.append(
             PressurePoint(
                 reading.time,
