@@ -153,3 +153,21 @@ def test_us_core_3x_flow_reaches_the_fio2_systems() -> None:
     resources = _fever_with(NC, spo2("ox", 95, flow=6, flow_unit="l/min", fio2_percent=40))
     astct, ctcae = _grade(resources, ("ASTCT-2019", "CTCAE-5.0"))
     assert (astct["grade"], ctcae["grade"]) == (2, 3)
+
+
+@pytest.mark.parametrize(
+    ("raw", "remembered"),
+    [
+        pytest.param(ucum(38.0, "Cel"), True, id="real-ucum-spelling->remembered"),
+        pytest.param(
+            {"value": 38.0, "system": UCUM_SYSTEM, "code": "Cel", "unit": "x" * 10_000}, False, id="huge-unit->not-kept"
+        ),
+    ],
+)
+def test_only_short_unit_spellings_stay_in_memory(raw: dict[str, Any], remembered: bool) -> None:
+    """A client's strings of any length must not stay in the shared table across calls; the
+    answer is the same either way."""
+    fresh = load_units()
+    converted = fresh.convert("temperature", raw)
+    assert isinstance(converted, Converted) and converted.value == pytest.approx(38.0)
+    assert (len(fresh._memo) == 1) is remembered

@@ -109,9 +109,10 @@ class UnitTable:
             unit = self._memo[key]
         except KeyError:
             unit = self._unit(quantity, key[1], key[2], key[3])
-            if len(self._memo) > MEMO_LIMIT:
-                self._memo.clear()
-            self._memo[key] = unit
+            if _memorable(key):
+                if len(self._memo) > MEMO_LIMIT:
+                    self._memo.clear()
+                self._memo[key] = unit
         except TypeError:  # an unhashable code, system or unit (malformed JSON): not cached
             unit = self._unit(quantity, key[1], key[2], key[3])
         if isinstance(unit, str):
@@ -190,3 +191,12 @@ def load_units(path: Path = BUILTIN_MAPPINGS_DIR / "units.yaml") -> UnitTable:
     if missing:
         raise MappingError(f"unit file {path} lacks quantities {sorted(missing)}")
     return UnitTable(parsed.version, canonical, by_code, by_alias)
+
+
+MEMO_KEY_CHARS = 256
+"""Only short unit spellings are remembered: a client's strings of any length never stay in
+memory across calls (real UCUM codes, systems and display units are far shorter)."""
+
+
+def _memorable(key: tuple[object, ...]) -> bool:
+    return all(part is None or (isinstance(part, str) and len(part) <= MEMO_KEY_CHARS) for part in key)
