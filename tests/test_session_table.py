@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from cds_hooks.errors import ConfigurationError
 from cds_hooks.stores.database import Database
 from cds_hooks.stores.session_table import EncryptedSessionTable, SessionKind, new_session_key
 from cds_hooks.web.smart.sessions import SharedSessionStore, SmartSession
@@ -135,3 +136,15 @@ def test_a_launch_is_spent_once_across_replicas(url: str) -> None:
     finally:
         for database in databases:
             database.close()
+
+
+def test_an_sqlite_without_returning_is_refused_at_start_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spending a launch needs DELETE ... RETURNING: an older SQLite is a clear start-up error,
+    not a store that reads as down (503) at every SMART callback."""
+    database = Database(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    monkeypatch.setattr("cds_hooks.stores.session_table.sqlite3.sqlite_version_info", (3, 31, 1))
+    try:
+        with pytest.raises(ConfigurationError, match=r"3\.35"):
+            EncryptedSessionTable(database, KEY, limits={"pending": 3, "signed-in": 2})
+    finally:
+        database.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -22,6 +23,7 @@ from typing import Any, Literal
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from cds_hooks.errors import ConfigurationError
 from cds_hooks.stores.database import Database, Transaction
 
 SessionKind = Literal["pending", "signed-in"]
@@ -55,6 +57,10 @@ def _id_hash(session_id: str) -> str:
     return hashlib.sha256(session_id.encode()).hexdigest()
 
 
+SQLITE_RETURNING = (3, 35, 0)
+"""A launch is spent in one statement (``take``); SQLite has RETURNING from 3.35."""
+
+
 class EncryptedSessionTable:
     """Sessions by id in the database; payloads are JSON objects, encrypted.
 
@@ -69,6 +75,11 @@ class EncryptedSessionTable:
         limits: Mapping[SessionKind, int],
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if not database.postgres and sqlite3.sqlite_version_info < SQLITE_RETURNING:
+            raise ConfigurationError(
+                f"SMART sessions in SQLite need SQLite >= 3.35 (DELETE ... RETURNING); this Python has "
+                f"{sqlite3.sqlite_version}: use PostgreSQL or a newer SQLite"
+            )
         self._database = database
         self._fernet = Fernet(key.encode("ascii"))
         self._limits = dict(limits)
